@@ -1,0 +1,32 @@
+# climseg: `make demo` and `make test` are all a user needs.
+# Both install into a project-local virtual environment first (once).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.climseg-installed
+
+.PHONY: install demo test lint bench clean-venv
+
+install: $(STAMP)
+
+# Re-run only when the dependency declarations change.
+$(STAMP): setup.cfg pyproject.toml tools/install_horovod.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test,build]'
+	tools/install_horovod.sh $(VENV)
+	$(PY) -c "import climseg_tf, official.vision.modeling, horovod.tensorflow.keras; print('climseg: environment ready in $(VENV)')"
+	@touch $@
+
+demo: install
+	$(PY) examples/hello_horovod.py --launch
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,88 @@
+"""Shared test set-up: Keras 2, few threads, seeded RNGs, and a horovodrun helper."""
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+# Before TensorFlow is imported: two cores are shared by pytest and, in
+# Horovod tests, by two more ranks.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import climseg_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(2)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+
+TESTS_DIR = Path(__file__).resolve().parent
+WORKERS_DIR = TESTS_DIR / "workers"
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same RNG state."""
+    random.seed(0)
+    np.random.seed(0)
+    tf.keras.utils.set_random_seed(0)
+    yield
+    tf.keras.backend.clear_session()
+
+
+def worker_env(threads=1, overrides=None):
+    """Environment for a child process: `threads` intra-op threads per process.
+
+    `overrides` sets variables; a value of None removes one.
+    """
+    env = dict(os.environ)
+    env.update(
+        TF_NUM_INTRAOP_THREADS=str(threads),
+        TF_NUM_INTEROP_THREADS="1",
+        OMP_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR.parent), str(WORKERS_DIR)] + env.get("PYTHONPATH", "").split(os.pathsep)
+    ).rstrip(os.pathsep)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run_python(args, timeout=600, threads=2, cwd=None, env_overrides=None, check=True):
+    """Runs `python ARGS` in a fresh interpreter; fails the test with its output."""
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)],
+        env=worker_env(threads, env_overrides),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"python {' '.join(map(str, args))} exited {proc.returncode}\n"
+                    f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def run_horovod(args, np_=2, timeout=600, check=True, cwd=None, env_overrides=None):
+    """Runs `horovodrun -np N -H localhost:N --gloo python ARGS`, one thread per rank."""
+    cmd = [str(BIN_DIR / "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", "--gloo",
+           sys.executable, *map(str, args)]
+    proc = subprocess.run(cmd, env=worker_env(1, env_overrides), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                    f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
