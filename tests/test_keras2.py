@@ -35,3 +35,10 @@ def test_users_onednn_choice_is_kept(tmp_path):
     script.write_text("import os, data\nprint('ONEDNN', os.environ['TF_ENABLE_ONEDNN_OPTS'])\n")
     proc = run_python([script], env_overrides={"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert "ONEDNN 0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_tf_models_official_imports_without_protobuf_version_error(tmp_path):
+    proc = run_python(["-c", "import climseg_tf, official.vision.modeling"])
+    assert "VersionError" not in proc.stderr, proc.stderr[-2000:]
+    assert "incompatible Protobuf" not in proc.stderr, proc.stderr[-2000:]
