@@ -47,6 +47,7 @@ def main():
         callbacks = []
         batch = PER_RANK * size
     else:
+        import horovod.tensorflow as hvd_tf
         import horovod.tensorflow.keras as hvd
 
         hvd.init()
@@ -58,7 +59,7 @@ def main():
         optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.SGD(LR))
         # Horovod: start every rank from rank 0's weights. The callback only
         # broadcasts after the first batch, so broadcast once before fit too.
-        hvd.broadcast_variables(model.variables, root_rank=0)
+        hvd_tf.broadcast_variables(model.variables, root_rank=0)
         callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)]
         batch = PER_RANK
         assert isinstance(optimizer, tf.keras.optimizers.Optimizer), type(optimizer).__mro__
