@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml tools/install_horovod.sh
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test,build]'
 	tools/install_horovod.sh $(VENV)
-	$(PY) -c "import climseg_tf, official.vision.modeling, horovod.tensorflow.keras; print('climseg: environment ready in $(VENV)')"
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -W ignore -c "import climseg_tf, official.vision.modeling, horovod.tensorflow.keras; print('climseg: environment ready in $(VENV)')"
 	@touch $@
 
 demo: install

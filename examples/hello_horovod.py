@@ -29,6 +29,7 @@ def _launch(np_):
 
 
 def _train(steps):
+    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import numpy as np
     import tensorflow as tf
@@ -59,7 +60,7 @@ def _train(steps):
     )
     seconds = time.perf_counter() - start
     checksum = float(sum(np.abs(w).sum() for w in model.get_weights()))
-    sums = hvd.allgather_object(checksum)
+    sums = hvd_tf.allgather_object(checksum)
     if rank == 0:  # only rank 0 prints
         loss = history.history["loss"]
         print(f"climseg demo: {size} ranks trained {steps} steps in {seconds:.1f} s; "
