@@ -1,1 +1,19 @@
-"""placeholder"""
+"""Climate data: HDF5/netCDF samples to tf.data batches, statistics, staging, synthetic data."""
+
+import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
+from data.augment import flip_latitude, random_augment, roll_longitude
+from data.errors import BadFileLog, DataFileError
+from data.files import list_files, num_batches, shard_files
+from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, inspect_file, read_sample
+from data.pipeline import make_dataset
+from data.staging import stage_files
+from data.stats import Stats, class_frequencies, compute_stats, normalizer, read_stats, write_stats
+from data.synthetic import generate, synthesize_sample
+
+__all__ = [
+    "CHANNELS", "CLASSES", "NUM_CLASSES", "BadFileLog", "DataFileError", "Stats",
+    "channel_indices", "class_frequencies", "compute_stats", "flip_latitude", "generate",
+    "inspect_file", "list_files", "make_dataset", "normalizer", "num_batches", "random_augment",
+    "read_sample", "read_stats", "roll_longitude", "shard_files", "stage_files",
+    "synthesize_sample", "write_stats",
+]

@@ -1,0 +1,126 @@
+"""Which files a data set is made of, and which of them a shard reads."""
+
+import glob
+import os
+
+import numpy as np
+
+from data.errors import DataFileError
+
+SUFFIXES = (".h5", ".hdf5", ".nc")
+STATS_NAME = "stats.h5"
+
+
+def list_files(paths, *, suffixes=SUFFIXES):
+    """Lists the sample files in directories, globs and file names, sorted.
+
+    A directory contributes its files ending in one of `suffixes`, except
+    `stats.h5` and hidden files (staging's temporary files are hidden).
+
+    Args:
+        paths: a path or a list of paths; each a directory, a glob pattern
+            (`/data/train/data-2106-*.h5`) or a file.
+        suffixes: file endings taken from directories. Defaults to
+            `(".h5", ".hdf5", ".nc")`.
+
+    Returns:
+        Sorted list of distinct file paths.
+
+    Raises:
+        DataFileError: a path that does not exist, a directory or glob with
+            no sample files.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found = set()
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path):
+            names = [name for name in os.listdir(path)
+                     if name.endswith(tuple(suffixes)) and name != STATS_NAME
+                     and not name.startswith(".")]
+            if not names:
+                raise DataFileError(path, f"directory holds no sample files "
+                                          f"(*{', *'.join(suffixes)}, not {STATS_NAME})")
+            found.update(os.path.join(path, name) for name in names)
+        elif os.path.isfile(path):
+            found.add(path)
+        elif glob.has_magic(path):
+            matches = [p for p in glob.glob(path)
+                       if os.path.isfile(p) and os.path.basename(p) != STATS_NAME]
+            if not matches:
+                raise DataFileError(path, "pattern matches no sample files")
+            found.update(matches)
+        else:
+            raise DataFileError(path, "no such file or directory")
+    if not found:
+        raise DataFileError(", ".join(map(os.fspath, paths)) or "''", "no sample files given")
+    return sorted(found)
+
+
+def shard_files(files, *, training, num_shards=1, shard_index=0, seed=0, epoch=0):
+    """The files one shard (Horovod rank) reads in one epoch, in reading order.
+
+    Training: the whole list is shuffled with a generator seeded by
+    `(seed, epoch)`, so every epoch has a new order that every rank agrees on
+    without communicating; shard `i` takes every `num_shards`-th file from
+    position `i`, cut to `len(files) // num_shards` so all shards get the same
+    number. The few files cut differ from epoch to epoch.
+
+    Validation: no shuffle, shard `i` takes files `i, i + num_shards, ...`, so
+    across shards every file is read exactly once (shard sizes differ by at
+    most one).
+
+    Args:
+        files: the data set's files (e.g. from `list_files`), in a fixed order.
+        training: choose the training or the validation rule above.
+        num_shards: number of shards, e.g. `hvd.size()`. Defaults to `1`.
+        shard_index: this shard, e.g. `hvd.rank()`. Defaults to `0`.
+        seed: shuffle seed, the same on all ranks. Defaults to `0`.
+        epoch: epoch number, for the per-epoch shuffle. Defaults to `0`.
+
+    Returns:
+        A list of paths.
+    """
+    files = list(files)
+    return [files[i] for i in shard_indices(len(files), training=training, num_shards=num_shards,
+                                            shard_index=shard_index, seed=seed, epoch=epoch)]
+
+
+def shard_indices(num_files, *, training, num_shards=1, shard_index=0, seed=0, epoch=0):
+    """`shard_files` on positions: int64 indices into the file list."""
+    _check_shard(num_shards, shard_index)
+    if not training:
+        return np.arange(shard_index, num_files, num_shards, dtype=np.int64)
+    order = np.random.default_rng([seed, epoch]).permutation(num_files)
+    return order[shard_index::num_shards][:num_files // num_shards].astype(np.int64)
+
+
+def num_batches(files, batch_size, *, training, num_shards=1, shard_index=0):
+    """Batches one shard yields per epoch: `steps_per_epoch` for `model.fit`.
+
+    Training drops the remainder so that every shard yields the same number;
+    validation keeps a last, smaller batch so that no sample is left out.
+
+    Args:
+        files: the number of files, or paths as for `list_files`.
+        batch_size: samples per batch (per shard).
+        training: the training or validation rule of `shard_files`.
+        num_shards: number of shards. Defaults to `1`.
+        shard_index: this shard. Defaults to `0`.
+
+    Returns:
+        An int.
+    """
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r}; expected an integer >= 1")
+    count = files if isinstance(files, (int, np.integer)) else len(list_files(files))
+    mine = len(shard_indices(count, training=training, num_shards=num_shards,
+                             shard_index=shard_index))
+    return mine // batch_size if training else -(-mine // batch_size)
+
+
+def _check_shard(num_shards, shard_index):
+    if not (isinstance(num_shards, (int, np.integer)) and num_shards >= 1):
+        raise ValueError(f"num_shards={num_shards!r}; expected an integer >= 1")
+    if not (isinstance(shard_index, (int, np.integer)) and 0 <= shard_index < num_shards):
+        raise ValueError(f"shard_index={shard_index!r}; expected 0..{num_shards - 1}")

@@ -1,0 +1,279 @@
+"""Reading one climate sample from a file, in any of the published layouts.
+
+Three layouts are found in the wild (see ../shared/DOMAIN.md):
+
+- DeepCAM: HDF5, `climate/data` (H, W, 16) channels last, labels in
+  `climate/labels_0` (H, W) and sometimes `climate/labels_1`.
+- SC18: HDF5, `climate/data` (16, H, W) channels first, `climate/labels`
+  (2, H, W) holding both label sets.
+- ClimateNet: netCDF4 (which is HDF5 underneath), the 16 variables by name on
+  (time, lat, lon) with one time step, expert labels in `LABELS`.
+
+`read_sample` detects the layout, and always returns channels last.
+"""
+
+import collections
+
+import h5py
+import numpy as np
+
+from data.errors import DataFileError
+
+CHANNELS = ("TMQ", "U850", "V850", "UBOT", "VBOT", "QREFHT", "PS", "PSL",
+            "T200", "T500", "PRECT", "TS", "TREFHT", "Z1000", "Z200", "ZBOT")
+"""The 16 CAM5 variables, in the published channel order."""
+
+CLASSES = ("background", "tropical_cyclone", "atmospheric_river")
+NUM_CLASSES = len(CLASSES)
+LABEL_SETS = ("labels_0", "labels_1", "random")
+
+_EXPECTED_LAYOUTS = (
+    "DeepCAM (climate/data (H, W, 16) + climate/labels_0), "
+    "SC18 (climate/data (16, H, W) + climate/labels (2, H, W)), "
+    "ClimateNet netCDF (variables TMQ ... ZBOT and LABELS on (time, lat, lon))")
+
+FileInfo = collections.namedtuple("FileInfo", ["layout", "height", "width", "label_sets"])
+"""What `inspect_file` finds: layout name, grid size, label sets available."""
+
+
+def channel_indices(channels=None):
+    """Turns a channel selection into a list of indices into `CHANNELS`.
+
+    Args:
+        channels: None (all 16), a sequence of indices and/or names, or a
+            comma-separated string of them, e.g. `"TMQ,U850,V850,PSL"` or
+            `"0,1,2,7"`. Names are case-insensitive.
+
+    Returns:
+        A list of ints in the order given.
+
+    Raises:
+        ValueError: for an unknown name, an index out of range, a repeat or
+            an empty selection.
+    """
+    if channels is None:
+        return list(range(len(CHANNELS)))
+    items = channels.split(",") if isinstance(channels, str) else list(channels)
+    upper = [name.upper() for name in CHANNELS]
+    indices = []
+    for item in items:
+        token = item.strip() if isinstance(item, str) else item
+        if isinstance(token, str) and token.upper() in upper:
+            index = upper.index(token.upper())
+        else:
+            try:
+                index = int(token)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"unknown channel {item!r} in channels={channels!r}; expected indices "
+                    f"0..{len(CHANNELS) - 1} or names {', '.join(CHANNELS)}") from None
+            if not 0 <= index < len(CHANNELS):
+                raise ValueError(f"channel index {index} in channels={channels!r} is out of "
+                                 f"range; expected 0..{len(CHANNELS) - 1}")
+        if index in indices:
+            raise ValueError(f"channel {CHANNELS[index]} appears twice in channels={channels!r}")
+        indices.append(index)
+    if not indices:
+        raise ValueError(f"channels={channels!r} selects no channel")
+    return indices
+
+
+def inspect_file(path):
+    """Detects the layout of a file and its grid size, reading metadata only.
+
+    Args:
+        path: an HDF5 or netCDF4 file.
+
+    Returns:
+        A `FileInfo(layout, height, width, label_sets)`, where layout is
+        `"deepcam"`, `"sc18"` or `"climatenet"`.
+
+    Raises:
+        DataFileError: the file cannot be opened (missing, truncated, not
+            HDF5) or is in none of the known layouts.
+    """
+    with _open(path) as f:
+        return _detect(f, path)
+
+
+def first_grid(files, *, skip_bad_files=False, bad_files=None):
+    """(H, W) of the first usable file, which all files of a data set must share.
+
+    Args:
+        files: paths, in a fixed order.
+        skip_bad_files: pass over unusable files, recording them in `bad_files`.
+        bad_files: a `BadFileLog`, required when skipping.
+
+    Raises:
+        DataFileError: the first file is unusable (or, when skipping, all are).
+    """
+    for path in files:
+        try:
+            info = inspect_file(path)
+            return info.height, info.width
+        except DataFileError as err:
+            if not skip_bad_files:
+                raise
+            bad_files.add(err.path, err.problem)
+    raise DataFileError(files[0] if len(files) == 1 else f"{files[0]} ... {files[-1]}",
+                        f"none of the {len(files)} files is usable")
+
+
+def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected_shape=None,
+                validate=True):
+    """Reads one sample: fields channels last and the class of every pixel.
+
+    Args:
+        path: a file in the DeepCAM, SC18 or ClimateNet layout.
+        channels: channel selection, as for `channel_indices`. Defaults to all 16.
+        label_set: `"labels_0"`, `"labels_1"` or `"random"` (one of the
+            file's label sets, drawn with `rng`, as SC18 did per read).
+            ClimateNet files have only `labels_0` (their `LABELS`).
+        rng: a `numpy.random.Generator` for `label_set="random"`.
+        expected_shape: (H, W) all files must have; a file of another size
+            raises. Defaults to None (any size).
+        validate: check for NaN/Inf in the data and for labels outside
+            0..NUM_CLASSES-1. Defaults to True.
+
+    Returns:
+        `(data, labels)`: float32 (H, W, C) and int32 (H, W).
+
+    Raises:
+        DataFileError: naming the file and what is wrong with it.
+    """
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"label_set={label_set!r}; expected one of {', '.join(LABEL_SETS)}")
+    indices = channel_indices(channels)
+    with _open(path) as f:
+        info = _detect(f, path)
+        if expected_shape is not None and (info.height, info.width) != tuple(expected_shape):
+            raise DataFileError(path, f"grid is {info.height}x{info.width}, but the other files' "
+                                      f"is {expected_shape[0]}x{expected_shape[1]}")
+        if label_set == "random":
+            rng = rng if rng is not None else np.random.default_rng()
+            label_set = info.label_sets[rng.integers(len(info.label_sets))]
+        elif label_set not in info.label_sets:
+            raise DataFileError(path, f"has no label set {label_set}; it has "
+                                      f"{', '.join(info.label_sets)}")
+        try:
+            data, labels = _READERS[info.layout](f, path, indices, label_set)
+        except (OSError, RuntimeError) as err:
+            raise DataFileError(
+                path, f"cannot read the data (truncated or corrupt file?): {err}") from None
+    if validate:
+        _validate(path, data, labels, indices, label_set)
+    return data, labels.astype(np.int32, copy=False)
+
+
+def _open(path):
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DataFileError(path, "no such file") from None
+    except OSError as err:
+        raise DataFileError(path, f"cannot be opened as HDF5/netCDF4 (truncated or corrupt "
+                                  f"file?): {err}") from None
+
+
+def _describe(f):
+    """`name (shape) dtype` for every dataset in a file, for error messages."""
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found.append(f"{name} {obj.shape} {obj.dtype}")
+
+    f.visititems(visit)
+    return ", ".join(found) if found else "no datasets"
+
+
+def _detect(f, path):
+    if "climate/data" in f and isinstance(f["climate/data"], h5py.Dataset):
+        shape = f["climate/data"].shape
+        if len(shape) == 3 and shape[2] == len(CHANNELS) and "climate/labels_0" in f:
+            sets = tuple(s for s in ("labels_0", "labels_1") if f"climate/{s}" in f)
+            if all(f[f"climate/{s}"].shape == shape[:2] for s in sets):
+                return FileInfo("deepcam", shape[0], shape[1], sets)
+        if len(shape) == 3 and shape[0] == len(CHANNELS) and "climate/labels" in f:
+            lshape = f["climate/labels"].shape
+            if len(lshape) == 3 and lshape[1:] == shape[1:] and 1 <= lshape[0] <= 2:
+                return FileInfo("sc18", shape[1], shape[2], ("labels_0", "labels_1")[:lshape[0]])
+    elif all(name in f for name in CHANNELS) and "LABELS" in f:
+        shape = f[CHANNELS[0]].shape
+        lshape = f["LABELS"].shape
+        if (len(shape) == 3 and shape[0] == 1 and lshape in (shape, shape[1:])
+                and all(f[name].shape == shape for name in CHANNELS)):
+            return FileInfo("climatenet", shape[1], shape[2], ("labels_0",))
+    raise DataFileError(path, f"is in no known layout: found {_describe(f)}; expected "
+                              f"{_EXPECTED_LAYOUTS}")
+
+
+def _read_whole(dataset, path):
+    """Reads a dataset; a contiguous one with plain file reads, outside h5py's lock.
+
+    h5py serializes all its calls with one global lock, so parallel h5py reads
+    do not overlap. An uncompressed, contiguous dataset (what the published
+    files use) is a plain byte range of the file: reading it with `readinto`
+    releases the GIL, so the input pipeline's reader threads run in parallel.
+    """
+    offset = dataset.id.get_offset() if dataset.chunks is None else None
+    if offset is None:  # Chunked, compressed or never written: let HDF5 do it.
+        return dataset[...]
+    out = np.empty(dataset.shape, dataset.dtype)
+    with open(path, "rb", buffering=0) as raw:
+        raw.seek(offset)
+        got = raw.readinto(memoryview(out).cast("B"))
+    if got != out.nbytes:
+        raise DataFileError(path, f"{dataset.name} is truncated: read {got} of {out.nbytes} "
+                                  f"bytes at offset {offset}")
+    return out
+
+
+def _read_deepcam(f, path, indices, label_set):
+    data = _read_whole(f["climate/data"], path)
+    if indices != list(range(len(CHANNELS))):
+        data = data[..., indices]
+    labels = _read_whole(f[f"climate/{label_set}"], path)
+    return data.astype(np.float32, copy=False), labels
+
+
+def _read_sc18(f, path, indices, label_set):
+    if indices == list(range(len(CHANNELS))):
+        data = _read_whole(f["climate/data"], path)
+    else:
+        data = f["climate/data"][sorted(indices)]
+        data = data[[sorted(indices).index(i) for i in indices]]
+    data = np.ascontiguousarray(np.moveaxis(data, 0, -1), dtype=np.float32)
+    labels = f["climate/labels"][int(label_set[-1])]
+    return data, labels
+
+
+def _read_climatenet(f, path, indices, label_set):
+    data = np.empty((*f[CHANNELS[0]].shape[1:], len(indices)), np.float32)
+    for out, index in enumerate(indices):
+        data[..., out] = f[CHANNELS[index]][0]
+    labels = f["LABELS"][...]
+    return data, labels.reshape(data.shape[:2])
+
+
+_READERS = {"deepcam": _read_deepcam, "sc18": _read_sc18, "climatenet": _read_climatenet}
+
+
+def _validate(path, data, labels, indices, label_set):
+    if not np.isfinite(data).all():
+        bad = ~np.isfinite(data)
+        per_channel = bad.sum(axis=(0, 1))
+        names = [CHANNELS[indices[c]] for c in np.flatnonzero(per_channel)]
+        raise DataFileError(path, f"data contain {int(per_channel.sum())} NaN/Inf values "
+                                  f"(channels {', '.join(names)})")
+    if labels.dtype.kind == "f":
+        if not (np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))):
+            raise DataFileError(path, f"{label_set} contain non-integer values; expected class "
+                                      f"ids 0..{NUM_CLASSES - 1}")
+    elif labels.dtype.kind not in "iub":
+        raise DataFileError(path, f"{label_set} have dtype {labels.dtype}; expected integers")
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= NUM_CLASSES:
+        outside = np.unique(labels[(labels < 0) | (labels >= NUM_CLASSES)])
+        raise DataFileError(path, f"{label_set} contain values outside the class range "
+                                  f"0..{NUM_CLASSES - 1}: {outside[:10].tolist()}")

@@ -1,0 +1,150 @@
+"""Climate files to a `tf.data.Dataset` of (inputs, labels) batches for `model.fit`."""
+
+import numpy as np
+import tensorflow as tf
+
+from data.augment import random_augment
+from data.errors import BadFileLog, DataFileError
+from data.files import list_files, num_batches, shard_indices
+from data.layouts import LABEL_SETS, channel_indices, first_grid, read_sample
+from data.stats import normalizer
+
+_FOREVER = 2**62
+
+
+def make_dataset(paths, batch_size, *, training, stats=None, normalization="minmax",
+                 channels=None, label_set="labels_0", num_shards=1, shard_index=0, seed=0,
+                 initial_epoch=0, augment=False, skip_bad_files=False, bad_files=None,
+                 num_parallel_reads=None, prefetch=None, validate=True):
+    """Builds the input pipeline of one shard (Horovod rank).
+
+    Files are read in parallel by tf.data threads, each sample validated,
+    optionally augmented (in physical units), normalized, then batched and
+    prefetched. The order of files and all randomness (shuffle, random label
+    set, augmentation) depend only on `seed`, the epoch and the file, not on
+    thread timing: two runs with the same arguments give the same batches.
+
+    Training (`training=True`): an endless dataset. Epoch `e` reads this
+    shard's part of the file list shuffled by `(seed, e)` (see
+    `shard_files`), cut to whole batches, so that every shard yields exactly
+    `num_batches(...)` batches per epoch: pass that as `steps_per_epoch`.
+
+    Validation (`training=False`): one pass over files `shard_index,
+    shard_index + num_shards, ...` in order, last batch possibly smaller, so
+    the shards together read every sample exactly once. Shards may differ by
+    one batch; sum metrics over ranks (e.g. confusion matrices) at the end.
+
+    Args:
+        paths: a directory, glob, file or list of them (see `list_files`).
+        batch_size: samples per batch on this shard.
+        training: training or validation pipeline (see above).
+        stats: a `Stats` or the path of a `stats.h5`; None leaves the data
+            unnormalized. Defaults to None.
+        normalization: `"minmax"` (as published) or `"zscore"`. Defaults to `"minmax"`.
+        channels: channel selection by index or name, e.g. `"TMQ,U850,V850,PSL"`.
+            Defaults to all 16.
+        label_set: `"labels_0"`, `"labels_1"` or `"random"` (a random one of
+            the file's label sets per read, as SC18 did). Defaults to `"labels_0"`.
+        num_shards: number of shards, e.g. `hvd.size()`. Defaults to `1`.
+        shard_index: this shard, e.g. `hvd.rank()`. Defaults to `0`.
+        seed: seed of the shuffle and of augmentation, the same on all ranks.
+            Defaults to `0`.
+        initial_epoch: first epoch's number, to resume a run where it
+            stopped. Defaults to `0`.
+        augment: random longitude roll and north-south flip (see
+            `data.augment`); training only. Defaults to False.
+        skip_bad_files: skip files that cannot be read or fail validation,
+            recording them in `bad_files`, instead of failing. Defaults to False.
+        bad_files: a `BadFileLog` for skipped files; print its `report()` at
+            the end of the run. Defaults to a new one (then only warnings are
+            logged).
+        num_parallel_reads: files read at once. Defaults to tf.data's autotuning.
+        prefetch: batches prepared ahead. Defaults to tf.data's autotuning.
+        validate: check every sample for NaN/Inf and labels outside the
+            classes. Defaults to True.
+
+    Returns:
+        A `tf.data.Dataset` of `(inputs, labels)`: float32 (B, H, W, C) and
+        int32 (B, H, W).
+
+    Raises:
+        DataFileError: no files, or (when not skipping) an unusable first
+            file. A bad file met while iterating stops iteration with a
+            TensorFlow error whose message holds this error's text.
+
+    Example:
+
+    >>> train = make_dataset("/data/train", 2, training=True, stats="/data/train/stats.h5",
+    ...                      num_shards=hvd.size(), shard_index=hvd.rank())
+    >>> steps = num_batches("/data/train", 2, training=True, num_shards=hvd.size())
+    >>> model.fit(train, epochs=10, steps_per_epoch=steps)
+    """
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"label_set={label_set!r}; expected one of {', '.join(LABEL_SETS)}")
+    if augment and not training:
+        raise ValueError("augment=True with training=False; augmentation is for training data")
+    files = list_files(paths)
+    steps = num_batches(len(files), batch_size, training=training, num_shards=num_shards,
+                        shard_index=shard_index)
+    if training and steps == 0:
+        raise ValueError(f"{len(files)} files give no full batch of {batch_size} on each of "
+                         f"{num_shards} shards; expected at least {batch_size * num_shards} files")
+    indices = channel_indices(channels)
+    offset, scale = (None, None) if stats is None else normalizer(stats, normalization, indices)
+    bad_files = bad_files if bad_files is not None else BadFileLog()
+    height, width = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
+    shape = (height, width, len(indices))
+
+    def read(index, epoch):
+        path = files[index]
+        rng = np.random.default_rng([seed, int(epoch), int(index)])
+        try:
+            data, labels = read_sample(path, channels=indices, label_set=label_set, rng=rng,
+                                       expected_shape=(height, width), validate=validate)
+        except DataFileError as err:
+            if not skip_bad_files:
+                raise
+            bad_files.add(err.path, err.problem)
+            return np.zeros(shape, np.float32), np.zeros(shape[:2], np.int32), False
+        if augment:
+            data, labels = random_augment(data, labels, rng, channels=indices)
+        if offset is not None:  # In place, in this reader thread: numpy frees the GIL.
+            data -= offset
+            data *= scale
+        return data, labels, True
+
+    def read_op(index, epoch):
+        data, labels, ok = tf.numpy_function(read, [index, epoch], [tf.float32, tf.int32, tf.bool],
+                                             stateful=False)
+        data.set_shape(shape)
+        labels.set_shape(shape[:2])
+        return data, labels, ok
+
+    if training:
+        per_epoch = steps * batch_size
+
+        def epoch_order(epoch):
+            order = shard_indices(len(files), training=True, num_shards=num_shards,
+                                  shard_index=shard_index, seed=seed, epoch=int(epoch))
+            return order[:per_epoch]
+
+        def epoch_elements(epoch):
+            order = tf.numpy_function(epoch_order, [epoch], tf.int64, stateful=False)
+            order.set_shape([per_epoch])
+            return tf.data.Dataset.from_tensor_slices((order, tf.fill([per_epoch], epoch)))
+
+        elements = tf.data.Dataset.range(initial_epoch, _FOREVER).flat_map(epoch_elements)
+    else:
+        order = shard_indices(len(files), training=False, num_shards=num_shards,
+                              shard_index=shard_index)
+        elements = tf.data.Dataset.from_tensor_slices((order, tf.zeros_like(order)))
+
+    parallel = num_parallel_reads or tf.data.AUTOTUNE
+    dataset = elements.map(read_op, num_parallel_calls=parallel, deterministic=True)
+    if skip_bad_files:
+        dataset = dataset.filter(lambda data, labels, ok: ok)
+    dataset = dataset.map(lambda data, labels, ok: (data, labels))
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    if not training and not skip_bad_files:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(prefetch or tf.data.AUTOTUNE)

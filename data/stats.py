@@ -1,0 +1,285 @@
+"""Normalization statistics: reading, computing and writing `stats.h5`.
+
+Two forms were published (see ../shared/DOMAIN.md):
+
+- DeepCAM: `climate/minval` and `climate/maxval`, 16 values each.
+- SC18: `climate/stats` (16, 4) with columns mean, max, min, std, and class
+  pixel counts in `climate/labels_stats`.
+
+`write_stats` writes both forms, so either code base can read our files.
+The command `climseg-stats DIR` computes them for a directory of samples.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import os
+import sys
+
+import h5py
+import numpy as np
+
+from data.errors import BadFileLog, DataFileError
+from data.files import list_files
+from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, first_grid, read_sample
+from data.progress import Progress
+
+NORMALIZATIONS = ("minmax", "zscore")
+
+Stats = collections.namedtuple(
+    "Stats", ["minval", "maxval", "mean", "std", "class_counts", "path"],
+    defaults=(None, None, None, None))
+Stats.__doc__ = """Per-channel statistics of a data set, for the 16 channels in order.
+
+`minval`, `maxval`, `mean`, `std` are float64 arrays of 16 (mean and std are
+None for a DeepCAM-form file); `class_counts` holds the pixels of each class
+(None when unknown); `path` is the file read, for error messages."""
+
+
+def read_stats(path):
+    """Reads a `stats.h5` in the DeepCAM or the SC18 form.
+
+    Args:
+        path: the statistics file.
+
+    Returns:
+        A `Stats`.
+
+    Raises:
+        DataFileError: the file is missing, unreadable, or its datasets are
+            absent, of the wrong shape, or not finite.
+    """
+    if not os.path.isfile(path):
+        raise DataFileError(path, "statistics file not found (make one with `climseg-stats DIR`)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataFileError(
+            path, f"cannot be opened as HDF5 (truncated or corrupt?): {err}") from None
+    with f:
+        fields = {}
+        if "climate/stats" in f:
+            table = _array(f, path, "climate/stats", (len(CHANNELS), 4))
+            fields.update(mean=table[:, 0], maxval=table[:, 1], minval=table[:, 2],
+                          std=table[:, 3])
+        if "climate/minval" in f or "climate/maxval" in f:
+            fields.update(minval=_array(f, path, "climate/minval", (len(CHANNELS),)),
+                          maxval=_array(f, path, "climate/maxval", (len(CHANNELS),)))
+        if not fields:
+            found = ", ".join(_names(f)) or "no datasets"
+            raise DataFileError(path, f"holds no statistics: found {found}; expected "
+                                      "climate/minval + climate/maxval (DeepCAM) or "
+                                      "climate/stats (16, 4) (SC18)")
+        if "climate/labels_stats" in f:
+            fields["class_counts"] = _array(f, path, "climate/labels_stats", (NUM_CLASSES,))
+    return Stats(path=str(path), **fields)
+
+
+def write_stats(path, stats):
+    """Writes `stats` in both published forms; atomically (temp file, then rename).
+
+    Args:
+        path: the file to write.
+        stats: a `Stats` with all of minval, maxval, mean and std.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        f["climate/minval"] = np.asarray(stats.minval, np.float32)
+        f["climate/maxval"] = np.asarray(stats.maxval, np.float32)
+        f["climate/stats"] = np.stack([stats.mean, stats.maxval, stats.minval, stats.std],
+                                      axis=1).astype(np.float32)
+        f["climate/stats"].attrs["columns"] = "mean,max,min,std"
+        f["climate"].attrs["channels"] = ",".join(CHANNELS)
+        if stats.class_counts is not None:
+            f["climate/labels_stats"] = np.asarray(stats.class_counts, np.int64)
+            f["climate/labels_stats"].attrs["classes"] = ",".join(CLASSES)
+    os.replace(tmp, path)
+
+
+def normalizer(stats, normalization="minmax", channels=None):
+    """Offset and scale that normalize the selected channels: `(x - offset) * scale`.
+
+    Min-max maps each channel's range to [0, 1] (`(x - min) / (max - min)`,
+    as DeepCAM and SC18 did); z-score gives zero mean and unit variance.
+
+    Args:
+        stats: a `Stats` or the path of a `stats.h5`.
+        normalization: `"minmax"` or `"zscore"`. Defaults to `"minmax"`.
+        channels: channel selection, as for `channel_indices`. Defaults to all.
+
+    Returns:
+        `(offset, scale)`, float32 arrays with one value per selected channel.
+
+    Raises:
+        DataFileError: the statistics lack what the normalization needs, or
+            give a zero range or spread for a channel.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r}; expected one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    if not isinstance(stats, Stats):
+        stats = read_stats(stats)
+    indices = channel_indices(channels)
+    if normalization == "minmax":
+        offset, spread = stats.minval, stats.maxval - stats.minval
+        what = "maxval <= minval"
+    else:
+        if stats.mean is None or stats.std is None:
+            raise DataFileError(stats.path, "has no mean and std (climate/stats), which z-score "
+                                            "normalization needs; use min-max normalization")
+        offset, spread = stats.mean, stats.std
+        what = "std <= 0"
+    offset, spread = np.asarray(offset)[indices], np.asarray(spread)[indices]
+    if (spread <= 0).any():
+        names = [CHANNELS[indices[i]] for i in np.flatnonzero(spread <= 0)]
+        raise DataFileError(stats.path, f"{what} for channels {', '.join(names)}")
+    return offset.astype(np.float32), (1.0 / spread).astype(np.float32)
+
+
+def class_frequencies(stats):
+    """Fraction of pixels in each class, from the counts in the statistics.
+
+    The loss weights of the paper derive from these: SC18 used
+    `1 / sqrt(frequency)` normalised to sum 1, DeepCAM `frequency ** -0.125`.
+
+    Args:
+        stats: a `Stats` or the path of a `stats.h5`.
+
+    Returns:
+        float64 array of NUM_CLASSES values summing to 1.
+
+    Raises:
+        DataFileError: the statistics hold no class counts.
+    """
+    if not isinstance(stats, Stats):
+        stats = read_stats(stats)
+    if stats.class_counts is None or np.sum(stats.class_counts) <= 0:
+        raise DataFileError(stats.path, "holds no class counts (climate/labels_stats); "
+                                        "recompute it with `climseg-stats`")
+    counts = np.asarray(stats.class_counts, np.float64)
+    return counts / counts.sum()
+
+
+def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
+                  skip_bad_files=False, bad_files=None):
+    """Computes per-channel statistics and class pixel counts over files.
+
+    Streams: each file is read once, reduced to per-channel count, mean, sum
+    of squared deviations, min and max, and merged with the parallel
+    variance formula (Chan et al.), so memory does not grow with the files.
+
+    Args:
+        paths: a directory, glob, file or list of them (see `list_files`).
+        label_set: the label set whose classes are counted. Defaults to `"labels_0"`.
+        workers: files read in parallel. Defaults to `2`.
+        progress: print a progress line to stderr. Defaults to False.
+        skip_bad_files: skip unreadable or invalid files instead of raising;
+            they are recorded in `bad_files`. Defaults to False.
+        bad_files: a `BadFileLog` to record skipped files in. Defaults to a new one.
+
+    Returns:
+        A `Stats` with all fields.
+
+    Raises:
+        DataFileError: a bad file (unless skipped), or no good file at all.
+    """
+    files = list_files(paths)
+    bad_files = bad_files if bad_files is not None else BadFileLog()
+    shape = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
+    meter = Progress(len(files), "climseg-stats", enabled=progress)
+    total = None
+
+    def reduce(path):
+        try:
+            data, labels = read_sample(path, label_set=label_set, expected_shape=shape)
+        except DataFileError as err:
+            if not skip_bad_files:
+                raise
+            bad_files.add(err.path, err.problem)
+            return None
+        return _reduce(data, labels)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        for path, part in zip(files, pool.map(reduce, files), strict=True):
+            meter.update(1, os.path.getsize(path))
+            if part is not None:
+                total = part if total is None else _merge(total, part)
+    meter.close()
+    if total is None:
+        raise DataFileError(os.path.commonpath(files), f"none of the {len(files)} files is usable")
+    count, mean, m2, low, high, classes = total
+    return Stats(minval=low, maxval=high, mean=mean, std=np.sqrt(m2 / count),
+                 class_counts=classes)
+
+
+def main(argv=None):
+    """`climseg-stats DIR [-o stats.h5]`: computes normalization statistics."""
+    parser = argparse.ArgumentParser(
+        prog="climseg-stats",
+        description="Compute stats.h5 (per-channel min, max, mean, std and class pixel "
+                    "counts) for a directory of climate samples.")
+    parser.add_argument("paths", nargs="+", help="directory, glob or files")
+    parser.add_argument("-o", "--output", help="file to write; defaults to DIR/stats.h5")
+    parser.add_argument("--label-set", default="labels_0", choices=("labels_0", "labels_1"),
+                        help="labels whose classes are counted (default labels_0)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="files read in parallel (default: CPU count, at most 8)")
+    parser.add_argument("--skip-bad-files", action="store_true",
+                        help="skip unusable files and list them at the end")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    output = args.output
+    if output is None:
+        if len(args.paths) != 1 or not os.path.isdir(args.paths[0]):
+            parser.error("--output is required unless the input is one directory")
+        output = os.path.join(args.paths[0], "stats.h5")
+    bad_files = BadFileLog()
+    try:
+        stats = compute_stats(args.paths, label_set=args.label_set, workers=args.workers,
+                              progress=not args.quiet, skip_bad_files=args.skip_bad_files,
+                              bad_files=bad_files)
+    except DataFileError as err:
+        print(f"climseg-stats: error: {err}", file=sys.stderr)
+        return 1
+    write_stats(output, stats)
+    freq = class_frequencies(stats)
+    print(f"climseg-stats: wrote {output}; class frequencies "
+          + ", ".join(f"{name} {f:.5f}" for name, f in zip(CLASSES, freq, strict=True)))
+    if args.skip_bad_files:
+        print(f"climseg-stats: {bad_files.report()}", file=sys.stderr)
+    return 0
+
+
+def _names(f):
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def _array(f, path, name, shape):
+    if name not in f:
+        raise DataFileError(path, f"has no {name}; found {', '.join(_names(f))}")
+    value = np.asarray(f[name][...], np.float64)
+    if value.shape != shape:
+        raise DataFileError(path, f"{name} has shape {value.shape}; expected {shape}")
+    if not np.isfinite(value).all():
+        raise DataFileError(path, f"{name} contains NaN/Inf")
+    return value
+
+
+def _reduce(data, labels):
+    flat = data.reshape(-1, data.shape[-1])
+    mean = flat.mean(axis=0, dtype=np.float64)
+    m2 = np.square(flat - mean.astype(np.float32), dtype=np.float64).sum(axis=0)
+    classes = np.bincount(labels.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return flat.shape[0], mean, m2, flat.min(axis=0).astype(np.float64), \
+        flat.max(axis=0).astype(np.float64), classes.astype(np.int64)
+
+
+def _merge(a, b):
+    """Chan et al.'s pairwise update of count, mean and squared deviations."""
+    count = a[0] + b[0]
+    delta = b[1] - a[1]
+    mean = a[1] + delta * (b[0] / count)
+    m2 = a[2] + b[2] + delta**2 * (a[0] * b[0] / count)
+    return (count, mean, m2, np.minimum(a[3], b[3]), np.maximum(a[4], b[4]), a[5] + b[5])
