@@ -8,6 +8,9 @@ inputs to (batch, H, W, num_classes) float32 logits.
 import climseg_tf  # noqa: F401  (must come first: selects Keras 2 before TensorFlow loads)
 from zoo.deeplabv3plus import deeplabv3plus
 from zoo.deeplabv3plus_tfm import deeplabv3plus_tfm
+from zoo.flops import count_flops, training_flops_per_sample
+from zoo.losses import LOSSES, FocalLoss, JaccardLoss, WeightedCrossEntropy, class_weights, get_loss
+from zoo.metrics import ConfusionMatrixIoU, DeepCAMIoU, iou_metrics
 from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, wrap_longitude
 from zoo.tiramisu import tiramisu
 
@@ -38,7 +41,18 @@ def get_model(name, **kwargs):
 
 
 __all__ = [
+    "LOSSES",
     "MODELS",
+    "ConfusionMatrixIoU",
+    "DeepCAMIoU",
+    "FocalLoss",
+    "JaccardLoss",
+    "WeightedCrossEntropy",
+    "class_weights",
+    "count_flops",
+    "get_loss",
+    "iou_metrics",
+    "training_flops_per_sample",
     "BilinearUpsampling2D",
     "LongitudePadding2D",
     "deeplabv3plus",
