@@ -1,0 +1,172 @@
+"""data.layouts: reading DeepCAM, SC18 and ClimateNet files, and rejecting bad ones."""
+
+import h5netcdf
+import h5py
+import numpy as np
+import pytest
+
+from data.errors import DataFileError
+from data.layouts import CHANNELS, channel_indices, first_grid, inspect_file, read_sample
+
+H, W = 16, 24
+
+
+def _sample(seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(H, W, 16)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, H, W)).astype(np.int32)
+    return data, labels
+
+
+def _write_deepcam(path, data, labels, chunked=False):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("climate/data", data=data, chunks=(4, 4, 16) if chunked else None)
+        f["climate/labels_0"] = labels[0]
+        f["climate/labels_1"] = labels[1]
+    return path
+
+
+def _write_sc18(path, data, labels):
+    with h5py.File(path, "w") as f:
+        f["climate/data"] = np.moveaxis(data, -1, 0)
+        f["climate/labels"] = labels.astype(np.float32)  # SC18 stored labels as floats.
+    return path
+
+
+def _write_climatenet(path, data, labels):
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"time": 1, "lat": H, "lon": W}
+        for i, name in enumerate(CHANNELS):
+            var = f.create_variable(name, ("time", "lat", "lon"), np.float32)
+            var[...] = data[None, ..., i]
+        f.create_variable("LABELS", ("lat", "lon"), np.int64)[...] = labels[0]
+    return path
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_deepcam_layout_reads_fields_and_both_label_sets(tmp_path, chunked):
+    data, labels = _sample()
+    path = _write_deepcam(tmp_path / "a.h5", data, labels, chunked)
+    x, y = read_sample(path)
+    np.testing.assert_array_equal(x, data)
+    np.testing.assert_array_equal(y, labels[0])
+    assert y.dtype == np.int32 and x.dtype == np.float32
+    _, y1 = read_sample(path, label_set="labels_1")
+    np.testing.assert_array_equal(y1, labels[1])
+    assert inspect_file(path) == ("deepcam", H, W, ("labels_0", "labels_1"))
+
+
+def test_sc18_layout_is_returned_channels_last(tmp_path):
+    data, labels = _sample(1)
+    path = _write_sc18(tmp_path / "b.h5", data, labels)
+    x, y = read_sample(path, channels="PSL,TMQ", label_set="labels_1")
+    np.testing.assert_array_equal(x, data[..., [7, 0]])
+    np.testing.assert_array_equal(y, labels[1])
+    assert inspect_file(path).layout == "sc18"
+
+
+def test_climatenet_netcdf_reads_variables_by_name(tmp_path):
+    data, labels = _sample(2)
+    path = _write_climatenet(tmp_path / "c.nc", data, labels)
+    x, y = read_sample(path, channels=[10, "U850"])
+    np.testing.assert_array_equal(x, data[..., [10, 1]])
+    np.testing.assert_array_equal(y, labels[0])
+    with pytest.raises(DataFileError, match="has no label set labels_1; it has labels_0"):
+        read_sample(path, label_set="labels_1")
+
+
+def test_random_label_set_draws_both_sets_reproducibly(tmp_path):
+    data, labels = _sample(3)
+    path = _write_deepcam(tmp_path / "a.h5", data, labels)
+    rng = np.random.default_rng(5)
+    draws = [int(np.array_equal(read_sample(path, label_set="random", rng=rng)[1], labels[1]))
+             for _ in range(20)]
+    expected = np.random.default_rng(5).integers(2, size=20)
+    assert draws == expected.tolist()
+
+
+def test_channel_indices_by_name_index_and_string():
+    assert channel_indices(None) == list(range(16))
+    assert channel_indices("tmq, 7,ZBOT") == [0, 7, 15]
+    assert channel_indices(["V850", 3]) == [2, 3]
+    with pytest.raises(ValueError, match=r"unknown channel 'T850'.*names TMQ, U850"):
+        channel_indices("TMQ,T850")
+    with pytest.raises(ValueError, match="channel index 16 .* out of range; expected 0..15"):
+        channel_indices([16])
+    with pytest.raises(ValueError, match="channel PSL appears twice"):
+        channel_indices("PSL,7")
+
+
+def test_unknown_layout_names_file_datasets_and_expected_layouts(tmp_path):
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        f["climate/data"] = np.zeros((H, W, 8), np.float32)
+        f["climate/labels_0"] = np.zeros((H, W), np.int32)
+    with pytest.raises(DataFileError) as err:
+        read_sample(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: is in no known layout")
+    assert "climate/data (16, 24, 8) float32" in text
+    assert "DeepCAM (climate/data (H, W, 16)" in text and "SC18" in text and "ClimateNet" in text
+
+
+def test_truncated_file_is_reported_with_its_name(tmp_path):
+    data, labels = _sample()
+    path = _write_deepcam(tmp_path / "t.h5", data, labels)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataFileError, match=rf"^{path}: (cannot be opened|.*truncated)"):
+        read_sample(path)
+
+
+def test_not_hdf5_and_missing_file(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not an HDF5 file at all" * 10)
+    with pytest.raises(DataFileError, match=rf"^{junk}: cannot be opened as HDF5"):
+        read_sample(junk)
+    with pytest.raises(DataFileError, match="no such file"):
+        read_sample(tmp_path / "nope.h5")
+
+
+def test_nan_and_inf_are_reported_with_channel_names(tmp_path):
+    data, labels = _sample()
+    data[3, 4, 7] = np.nan
+    data[0, 0, 0] = np.inf
+    path = _write_deepcam(tmp_path / "n.h5", data, labels)
+    with pytest.raises(DataFileError, match=rf"^{path}: data contain 2 NaN/Inf values "
+                                            r"\(channels TMQ, PSL\)"):
+        read_sample(path)
+    x, _ = read_sample(path, validate=False)
+    assert np.isnan(x[3, 4, 7])
+
+
+def test_labels_outside_class_range(tmp_path):
+    data, labels = _sample()
+    labels[0, 2, 2] = 5
+    labels[0, 1, 1] = -1
+    path = _write_deepcam(tmp_path / "l.h5", data, labels)
+    with pytest.raises(DataFileError, match=rf"^{path}: labels_0 contain values outside the "
+                                            r"class range 0..2: \[-1, 5\]"):
+        read_sample(path)
+
+
+def test_file_of_another_grid_size(tmp_path):
+    data, labels = _sample()
+    path = _write_deepcam(tmp_path / "s.h5", data, labels)
+    with pytest.raises(DataFileError, match=rf"^{path}: grid is 16x24, but the other files' "
+                                            "is 32x48"):
+        read_sample(path, expected_shape=(32, 48))
+
+
+def test_first_grid_skips_bad_files_when_asked(tmp_path):
+    from data.errors import BadFileLog
+
+    junk = tmp_path / "a.h5"
+    junk.write_bytes(b"junk")
+    good = _write_deepcam(tmp_path / "b.h5", *_sample())
+    with pytest.raises(DataFileError, match="a.h5"):
+        first_grid([junk, good])
+    bad = BadFileLog()
+    assert first_grid([junk, good], skip_bad_files=True, bad_files=bad) == (H, W)
+    assert [path for path, _ in bad.items()] == [str(junk)]
+    assert bad.report().startswith("skipped 1 bad file:\n  ")
