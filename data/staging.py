@@ -88,7 +88,7 @@ def stage_files(paths, stage_dir, *, num_shards=1, shard_index=0, oversample=1.0
     free = shutil.disk_usage(stage_dir).free
     if need > free:
         raise StagingError(f"{stage_dir}: not enough space to stage {len(missing)} files: they "
-                           f"need {need / 1e9:.2f} GB, {free / 1e9:.2f} GB is free")
+                           f"need {_size(need)}, {_size(free)} is free")
     meter = Progress(len(todo), "climseg-stage", enabled=progress)
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         for copied in pool.map(lambda pair: _stage_one(*pair, verify=verify, stage_dir=stage_dir),
@@ -152,6 +152,13 @@ def main(argv=None):
         return 1
     print(f"climseg-stage: {len(staged)} files in {args.stage_dir}", file=sys.stderr)
     return 0
+
+
+def _size(nbytes):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def _env_int(*names, default=None):
@@ -220,7 +227,7 @@ def _stage_one(src, dst, *, verify, stage_dir):
             os.remove(tmp)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             raise StagingError(f"{stage_dir}: out of space while copying {src} "
-                               f"({st.st_size / 1e9:.2f} GB); free some space or stage "
+                               f"({_size(st.st_size)}); free some space or stage "
                                f"fewer files (more shards, smaller oversample)") from err
         raise
     return st.st_size

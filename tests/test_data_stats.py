@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from data.errors import BadFileLog, DataFileError
-from data.stats import (Stats, class_frequencies, compute_stats, main, normalizer, read_stats,
-                        write_stats)
+from data.stats import (
+    Stats,
+    class_frequencies,
+    compute_stats,
+    main,
+    normalizer,
+    read_stats,
+    write_stats,
+)
 
 H, W = 12, 20
 
