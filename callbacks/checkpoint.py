@@ -1,0 +1,269 @@
+"""Atomic training checkpoints: the last K, the best, and resuming from them.
+
+A checkpoint is a directory, written under a temporary name and renamed into
+place only when complete, so a crash, a full disk or a SIGKILL never leaves a
+half-written checkpoint that looks valid:
+
+    ckpt-e0004-s00000080/
+        state.index, state.data-*   model + optimizer (slots, gradient-lag
+                                    buffer, iterations): tf.train.Checkpoint
+        model.weights.h5            the model's weights by layer name, for
+                                    fine-tuning and inference
+        meta.json                   epoch, global step, model name, metrics;
+                                    written last
+    best/                           a copy of the best one so far
+
+Nothing is executed when loading: both formats hold only tensors.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+
+import tensorflow as tf
+
+_NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
+META = "meta.json"
+STATE = "state"
+WEIGHTS = "model.weights.h5"
+BEST = "best"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the path."""
+
+
+def list_checkpoints(directory):
+    """Returns the complete checkpoints in `directory`, oldest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for entry in os.listdir(directory):
+        match = _NAME.match(entry)
+        path = os.path.join(directory, entry)
+        if match and os.path.isfile(os.path.join(path, META)):
+            found.append((int(match.group(2)), int(match.group(1)), path))
+    return [path for _, _, path in sorted(found)]
+
+
+def latest_checkpoint(directory):
+    """Returns the newest complete checkpoint in `directory`, or None."""
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_meta(path):
+    """Returns the metadata dict of the checkpoint directory `path`."""
+    meta_path = os.path.join(path, META)
+    try:
+        with open(meta_path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path} is not a climseg checkpoint: {META} is missing (an incomplete "
+            "or foreign directory)") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint metadata {meta_path}: {e}") from e
+
+
+def restore_checkpoint(path, model, optimizer=None, expect_model=None):
+    """Restores model (and optimizer) state from the checkpoint directory `path`.
+
+    The optimizer's variables are created first (`optimizer.build`) so that
+    every slot, including a gradient-lag buffer, is restored now rather than
+    lazily.
+
+    Args:
+        path: a checkpoint directory written by `Checkpointer`.
+        model: the model, built with the same architecture.
+        optimizer: its optimizer, or None to restore only the weights.
+        expect_model: the model name the checkpoint must have been written
+            for; a different one raises `CheckpointError` naming both.
+
+    Returns:
+        The checkpoint's metadata dict (`epoch`, `step`, ...).
+    """
+    meta = read_meta(path)
+    if expect_model is not None and meta.get("model") not in (None, expect_model):
+        raise CheckpointError(
+            f"checkpoint {path} was written for model {meta.get('model')!r}, "
+            f"not {expect_model!r}")
+    objects = {"model": model}
+    if optimizer is not None:
+        optimizer.build(model.trainable_variables)
+        objects["optimizer"] = optimizer
+    try:
+        status = tf.train.Checkpoint(**objects).read(os.path.join(path, STATE))
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model/optimizer "
+            f"(model {meta.get('model')!r}): {str(e).splitlines()[0]}") from e
+    return meta
+
+
+def _fsync_tree(directory):
+    for entry in os.listdir(directory):
+        with open(os.path.join(directory, entry), "rb") as f:
+            os.fsync(f.fileno())
+
+
+def write_checkpoint(directory, model, optimizer, epoch, step, meta=None):
+    """Writes one checkpoint atomically and returns its path.
+
+    Raises:
+        CheckpointError: the write failed (e.g. the disk is full); the partial
+            files are removed and earlier checkpoints are untouched.
+    """
+    final = os.path.join(directory, f"ckpt-e{epoch:04d}-s{step:08d}")
+    tmp = f"{final}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.path.join(tmp, STATE))
+        model.save_weights(os.path.join(tmp, WEIGHTS))
+        info = dict(meta or {}, epoch=int(epoch), step=int(step), time=time.time())
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(info, f, indent=2, default=float)
+        _fsync_tree(tmp)
+        if os.path.exists(final):  # a re-run of the same step: replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {e}. Earlier checkpoints in "
+            f"{directory} are intact.") from e
+    return final
+
+
+def _replace_dir(source, target):
+    """Copies directory `source` over `target` so that `target` is always whole."""
+    tmp, old = f"{target}.tmp-{os.getpid()}", f"{target}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    _fsync_tree(tmp)
+    if os.path.exists(target):
+        os.rename(target, old)
+    os.rename(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Checkpointer(tf.keras.callbacks.Callback):
+    """Writes atomic checkpoints during `fit`, keeps the last K and the best.
+
+    Only the process with `writer=True` writes (under Horovod: rank 0; every
+    rank holds the same weights). Place it after `MetricAverage`, so that the
+    monitored value is the global one. A checkpoint is never written when
+    the loss is not finite, so the last one written is always resumable.
+
+    Args:
+        directory: where checkpoints go (created if missing).
+        every_epochs: write at the end of every N-th epoch; None for never.
+            Defaults to `1`.
+        every_steps: also write every N global steps (at the end of a batch);
+            None for never. Defaults to `None`.
+        keep: how many recent checkpoints to keep (the best is kept apart).
+            Defaults to `3`.
+        monitor: the log key that decides the best checkpoint. Defaults to
+            `"val_mean_iou"`.
+        mode: `"max"` or `"min"`: which way `monitor` improves. Defaults to
+            `"max"`.
+        meta: extra JSON-serializable metadata stored with every checkpoint
+            (e.g. the model name and the run's config). Defaults to `None`.
+        writer: whether this process writes. Defaults to `True`.
+        verbose: 1 prints a line per checkpoint written. Defaults to `1`.
+
+    Example:
+
+        ckpt = Checkpointer("run/checkpoints", keep=3, writer=hvd.rank() == 0)
+        model.fit(ds, epochs=10, callbacks=[MetricAverage(), ckpt])
+    """
+
+    def __init__(self, directory, every_epochs=1, every_steps=None, keep=3,
+                 monitor="val_mean_iou", mode="max", meta=None, writer=True, verbose=1):
+        super().__init__()
+        for name, value in (("every_epochs", every_epochs), ("every_steps", every_steps)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a positive integer, got {keep!r}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.directory = directory
+        self.every_epochs = every_epochs
+        self.every_steps = every_steps
+        self.keep = keep
+        self.monitor = monitor
+        self.mode = mode
+        self.meta = dict(meta or {})
+        self.writer = writer
+        self.verbose = verbose
+        self.best = None
+        self.last_path = None
+
+    def on_train_begin(self, logs=None):
+        self.last_path = None
+        self.best = None
+        best_dir = os.path.join(self.directory, BEST)
+        if os.path.isdir(best_dir):  # a resumed run keeps beating the old best
+            self.best = read_meta(best_dir).get("metrics", {}).get(self.monitor)
+
+    def _step(self):
+        return int(tf.keras.backend.get_value(self.model.optimizer.iterations))
+
+    def _improved(self, value):
+        if value is None or not _finite(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def _save(self, epoch, logs):
+        if not self.writer or not _finite((logs or {}).get("loss", 0.0)):
+            return
+        metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+        path = write_checkpoint(self.directory, self.model, self.model.optimizer, epoch,
+                                self._step(), dict(self.meta, metrics=metrics))
+        self.last_path = path
+        if self.verbose:
+            print(f"climseg: checkpoint {path}", flush=True)
+        value = metrics.get(self.monitor)
+        if self._improved(value):
+            self.best = value
+            _replace_dir(path, os.path.join(self.directory, BEST))
+            if self.verbose:
+                print(f"climseg: new best {self.monitor}={value:.4f}", flush=True)
+        for old in list_checkpoints(self.directory)[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and self._step() % self.every_steps == 0:
+            # Mid-epoch: the epoch is not complete, so resuming repeats it.
+            self._save(self._epoch, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+            self._save(epoch + 1, logs)
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _finite(value):
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,62 @@
+"""Maps of events: TMQ as the background, TC and AR masks as coloured outlines."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a cluster node
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from data.layouts import CLASSES  # noqa: E402
+
+# Outline colour per event class (index into data.CLASSES).
+COLORS = {1: "#d62728", 2: "#1f77b4"}  # tropical cyclone red, atmospheric river blue
+
+
+def _panel(ax, tmq, mask, title):
+    height, width = tmq.shape
+    # Rows run south to north in CAM5 files; extent maps them to degrees.
+    extent = (0, 360, -90, 90)
+    image = ax.imshow(tmq, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    lon = np.linspace(0, 360, width)
+    lat = np.linspace(-90, 90, height)
+    for cls, color in COLORS.items():
+        if (mask == cls).any():
+            ax.contour(lon, lat, (mask == cls).astype(np.float32), levels=[0.5],
+                       colors=color, linewidths=1.2)
+    ax.set_title(title)
+    ax.set_xlabel("longitude (deg E)")
+    ax.set_ylabel("latitude (deg N)")
+    return image
+
+
+def plot_events(path, tmq, prediction, truth=None, title=None):
+    """Writes a PNG map of predicted (and, if given, true) events.
+
+    Args:
+        path: the PNG file to write.
+        tmq: (H, W) total precipitable water (TMQ, kg m-2), the background.
+        prediction: (H, W) class ids predicted.
+        truth: (H, W) true class ids, drawn in a second panel. Defaults to None.
+        title: a title for the figure, e.g. the input file name.
+
+    Returns:
+        `path`.
+    """
+    tmq = np.asarray(tmq, np.float32)
+    for name, mask in (("prediction", prediction), ("truth", truth)):
+        if mask is not None and np.shape(mask) != tmq.shape:
+            raise ValueError(f"{name} has shape {np.shape(mask)}, expected {tmq.shape} like tmq")
+    panels = [("prediction", prediction)] + ([("truth", truth)] if truth is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (name, mask) in zip(axes[0], panels, strict=True):
+        image = _panel(ax, tmq, np.asarray(mask), name)
+    fig.colorbar(image, ax=axes[0].tolist(), label="TMQ (kg m$^{-2}$)", shrink=0.8)
+    handles = [matplotlib.lines.Line2D([], [], color=c, label=CLASSES[k].replace("_", " "))
+               for k, c in COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
