@@ -64,7 +64,7 @@ def tiramisu(
     not built here, so the paper configuration has 7,504,835 parameters
     instead of the code's 7,801,315 (calc).
 
-    The code default of the paper, `zoo.tiramisu.CODE_DEFAULT`, is
+    The default of the paper's code, `CODE_DEFAULT` in this module, is
     `blocks=(3, 3, 4, 4, 7, 7), growth_rate=16, kernel_size=3`.
 
     Args:
@@ -89,7 +89,8 @@ def tiramisu(
         (batch, H, W, num_classes) float32 logits.
 
     Example:
-        >>> model = tiramisu(input_shape=(64, 96, 16), **zoo.tiramisu.CODE_DEFAULT)
+        >>> from zoo.tiramisu import CODE_DEFAULT
+        >>> model = tiramisu(input_shape=(64, 96, 16), **CODE_DEFAULT)
     """
     try:
         blocks = tuple(blocks)

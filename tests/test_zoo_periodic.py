@@ -1,0 +1,122 @@
+"""Periodic padding: convolutions wrap around in longitude, zeros at the poles."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, longitude_pad, wrap_longitude
+
+SHAPE = (64, 96, 16)
+
+
+def _blob(center_col, shape=SHAPE, seed=0):
+    """A smooth 'storm' plus noise; `center_col` 0 puts it across the dateline."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    dist = np.minimum(np.abs(cols - center_col), shape[1] - np.abs(cols - center_col))
+    storm = np.exp(-((rows - 30) ** 2 + dist**2) / 40.0)
+    x = 0.1 * rng.standard_normal((1, *shape)) + 3.0 * storm[None, :, :, None]
+    return x.astype(np.float32)
+
+
+def _numpy_periodic_conv(x, kernel, dilation=1):
+    """'same' conv, wrapped in width, zero-padded in height (stride 1)."""
+    kh, kw, _, cout = kernel.shape
+    ph, pw = dilation * (kh - 1) // 2, dilation * (kw - 1) // 2
+    _, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (ph, ph), (0, 0), (0, 0)))
+    xp = np.take(xp, np.arange(-pw, w + pw) % w, axis=2)
+    out = np.zeros((x.shape[0], h, w, cout))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+            out += np.einsum("bhwc,cd->bhwd", patch, kernel[i, j])
+    return out
+
+
+def test_longitude_padding_wraps_columns_and_zeros_rows():
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1)
+    out = LongitudePadding2D(((1, 0), (2, 1)))(x).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(
+        out,
+        [[0, 0, 0, 0, 0, 0, 0], [2, 3, 0, 1, 2, 3, 0], [6, 7, 4, 5, 6, 7, 4],
+         [10, 11, 8, 9, 10, 11, 8]],
+    )
+
+
+def test_padding_wider_than_the_map_wraps_several_times():
+    x = np.arange(3, dtype=np.float32).reshape(1, 1, 3, 1)
+    out = longitude_pad(tf.constant(x), ((0, 0), (5, 4))).numpy().ravel()
+    np.testing.assert_array_equal(out, [1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def test_longitude_padding_config_round_trip():
+    layer = LongitudePadding2D(((1, 2), (3, 4)), name="pad")
+    clone = LongitudePadding2D.from_config(layer.get_config())
+    assert clone.padding == ((1, 2), (3, 4)) and clone.name == "pad"
+    with pytest.raises(ValueError, match=r"received \(\(1, -1\), \(0, 0\)\)"):
+        LongitudePadding2D(((1, -1), (0, 0)))
+
+
+def test_periodic_bilinear_upsampling_interpolates_across_the_dateline():
+    x = np.zeros((1, 1, 4, 1), np.float32)
+    x[0, 0, 0, 0] = 1.0  # Column 0: its left neighbour is column 3.
+    periodic = BilinearUpsampling2D(2, periodic=True)(x).numpy().ravel()
+    clamped = BilinearUpsampling2D(2, periodic=False)(x).numpy().ravel()
+    # Half-pixel centres: output 0 sits at input -0.25, between columns 3 and 0.
+    np.testing.assert_allclose(periodic, [0.75, 0.75, 0.25, 0, 0, 0, 0, 0.25])
+    np.testing.assert_allclose(clamped, [1, 0.75, 0.25, 0, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_wrapped_conv2d_matches_numpy_circular_convolution(dilation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 8, 3)).astype(np.float32)
+    conv = tf.keras.layers.Conv2D(4, 3, padding="same", dilation_rate=dilation, use_bias=False)
+    conv.build(x.shape)
+    assert wrap_longitude(conv) == 1
+    np.testing.assert_allclose(conv(x).numpy(), _numpy_periodic_conv(x, conv.kernel.numpy(),
+                                                                      dilation), atol=1e-5)
+
+
+def test_wrap_longitude_rejects_layers_it_cannot_convert():
+    layer = tf.keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same", name="up")
+    with pytest.raises(ValueError, match="cannot convert Conv2DTranspose 'up'"):
+        wrap_longitude(layer)
+
+
+@pytest.fixture(scope="module")
+def periodic_models():
+    tf.keras.utils.set_random_seed(0)
+    return {name: zoo.get_model(name, input_shape=SHAPE, periodic_padding=True)
+            for name in zoo.MODELS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_storm_across_the_dateline_is_seen_like_one_in_the_middle(periodic_models, name):
+    model = periodic_models[name]
+    middle = model(_blob(48), training=False).numpy()
+    dateline = model(_blob(0), training=False).numpy()  # The same field rolled by 48.
+    np.testing.assert_allclose(np.roll(middle, -48, axis=2), dateline, atol=2e-5 * np.abs(
+        middle).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_rolling_the_input_in_longitude_rolls_the_output(periodic_models, name):
+    model = periodic_models[name]
+    x = np.random.default_rng(1).standard_normal((1, *SHAPE)).astype(np.float32)
+    out = model(x, training=False).numpy()
+    rolled = model(np.roll(x, 32, axis=2), training=False).numpy()
+    np.testing.assert_allclose(rolled, np.roll(out, 32, axis=2), atol=2e-5 * np.abs(out).max())
+
+
+def test_zero_padded_model_sees_the_dateline_storm_differently():
+    """The check above can fail: without periodic padding the borders differ."""
+    model = zoo.tiramisu(input_shape=SHAPE, periodic_padding=False, blocks=(2, 2, 2),
+                         growth_rate=8)
+    middle = model(_blob(48), training=False).numpy()
+    dateline = model(_blob(0), training=False).numpy()
+    assert np.abs(np.roll(middle, -48, axis=2) - dateline).max() > 1e-2 * np.abs(middle).max()
