@@ -111,6 +111,7 @@ class OptimizerWrapper(tf.keras.optimizers.Optimizer):
 
     def _build_wrapper(self, var_list):
         """Creates the wrapper's own variables (none by default)."""
+        del var_list
 
     def compute_gradients(self, loss, var_list, tape=None):
         # The inner optimizer may itself be a wrapper that changes gradients
