@@ -1,0 +1,731 @@
+"""climseg: train a segmentation network on climate data, on one process or many.
+
+    python train.py --model deeplabv3plus                 # synthetic demo data
+    python train.py --data-train /data/train --data-val /data/val --stats /data/stats.h5
+    horovodrun -np 4 -H localhost:4 --gloo python train.py ...   # data-parallel
+    python train.py --config run.yaml --lr 0.001          # YAML, flags override
+    python train.py predict --checkpoint runs/x/checkpoints/best --input files/*.h5
+
+Every rank runs this file; only rank 0 prints, writes files and talks to W&B.
+The pieces live in `zoo/` (models, losses, IoU), `callbacks/` (LARC, gradient
+lag, learning rate, checkpoints, throughput) and `data/` (files to batches,
+staging, synthetic data); this file only wires them together.
+"""
+
+import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import yaml
+
+DEFAULT_DATA = {"height": 64, "width": 96, "train": 48, "val": 16, "seed": 2018}
+OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
+PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
+
+
+# --------------------------------------------------------------------------- flags
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser():
+    """The training flags, grouped by topic (`python train.py --help`)."""
+    import zoo
+
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="A YAML --config may set any flag by its long name (dashes or underscores); "
+               "flags given on the command line override it. "
+               "See also: python train.py predict --help")
+    parser.add_argument("--config", help="YAML file of flag values")
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", choices=sorted(zoo.MODELS), default="deeplabv3plus")
+    g.add_argument("--output-stride", type=int, choices=(8, 16),
+                   help="DeepLabv3+ encoder output stride (model default: 8, as the paper)")
+    g.add_argument("--decoder", choices=("deconv1x", "bilinear"),
+                   help="DeepLabv3+ decoder (model default: deconv1x, as the paper)")
+    g.add_argument("--periodic-padding", action=argparse.BooleanOptionalAction, default=False,
+                   help="convolutions wrap around in longitude")
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--data-train", nargs="+",
+                   help="training files: directories, globs or files. Default: a small "
+                        "synthetic CAM5-format set generated once into --cache-dir")
+    g.add_argument("--data-val", nargs="+", help="validation files (default: none, or the "
+                                                 "synthetic set's)")
+    g.add_argument("--stats", help="stats.h5 for normalization and class weights (default: "
+                                   "stats.h5 next to the training files, if there)")
+    g.add_argument("--normalization", choices=("minmax", "zscore"), default="minmax")
+    g.add_argument("--channels", help="input channels by name or index, comma-separated, "
+                                      "e.g. TMQ,U850,V850,PSL (default: all 16)")
+    g.add_argument("--label-set", choices=("labels_0", "labels_1", "random"),
+                   default="labels_0")
+    g.add_argument("--stage-dir", help="copy each rank's share of the training files here "
+                                       "(e.g. /dev/shm or a node-local disk) before training")
+    g.add_argument("--stage-oversample", type=float, default=1.0,
+                   help="each rank stages this many times its share")
+    g.add_argument("--skip-bad-files", action="store_true",
+                   help="skip unreadable or invalid files and report them at the end")
+    g.add_argument("--augment", action="store_true",
+                   help="random longitude roll and north-south flip")
+    g.add_argument("--cache-dir", default=os.environ.get(
+        "CLIMSEG_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "climseg")),
+        help="where the default synthetic data set is generated")
+
+    g = parser.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    g.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (one rank)")
+    g.add_argument("--lr-stages", help="multi-stage schedule: 'piece:e1:s1:e2:s2' (SC18; "
+                                       "multipliers from epochs) or 'E:M,E:M'")
+    g.add_argument("--lr-unit", choices=("epoch", "step"), default="epoch",
+                   help="unit of --lr-stages and --warmup")
+    g.add_argument("--warmup", type=float, default=0.0,
+                   help="linear warmup length, in --lr-unit")
+    g.add_argument("--warmup-start", type=float, default=0.0,
+                   help="learning-rate factor at the start of the warmup")
+    g.add_argument("--lr-decay", choices=("none", "cosine", "poly"), default="none",
+                   help="decay over the last stage down to 0 at the end of training")
+    g.add_argument("--lr-scaling", choices=("none", "linear"), default="none",
+                   help="'linear': multiply the learning rate by the number of ranks")
+    g.add_argument("--weight-decay", type=float, default=0.0,
+                   help="weight decay (adamw, lamb, and LARC's trust ratio)")
+    g.add_argument("--larc", action="store_true", help="wrap the optimizer in LARC")
+    g.add_argument("--larc-eta", type=_positive_float, default=0.002)
+    g.add_argument("--larc-mode", choices=("clip", "scale"), default="clip")
+    g.add_argument("--gradient-lag", type=_nonnegative_int, default=0,
+                   help="apply the gradient of N steps ago (overlaps the allreduce)")
+    g.add_argument("--batch-size", type=_positive_int, default=2, help="samples per rank")
+    g.add_argument("--epochs", type=_positive_int, default=8)
+    g.add_argument("--steps-per-epoch", type=_positive_int,
+                   help="default: one pass over this rank's share of the files")
+
+    g = parser.add_argument_group("loss")
+    g.add_argument("--loss", choices=("weighted_ce", "focal", "jaccard"), default="weighted_ce")
+    g.add_argument("--class-weights", default="sc18",
+                   help="'sc18' (1/sqrt(frequency), normalised), 'deepcam' (frequency^-0.125), "
+                        "'none', or 3 comma-separated numbers")
+    g.add_argument("--focal-gamma", type=float, default=2.0)
+
+    g = parser.add_argument_group("precision")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="mixed_float16 uses dynamic loss scaling")
+
+    g = parser.add_argument_group("outputs and resuming")
+    g.add_argument("--output-dir", default="runs/latest")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=1,
+                   help="write a checkpoint every N epochs")
+    g.add_argument("--checkpoint-every-steps", type=_positive_int,
+                   help="also write one every N global steps")
+    g.add_argument("--keep-checkpoints", type=_positive_int, default=3,
+                   help="recent checkpoints kept (the best is kept apart)")
+    g.add_argument("--resume", nargs="?", const="auto", default="auto",
+                   help="'auto': continue from the newest checkpoint in --output-dir if "
+                        "there is one; 'never': refuse a directory holding checkpoints; or a "
+                        "checkpoint directory")
+    g.add_argument("--seed", type=int, default=0)
+
+    g = parser.add_argument_group("fine-tuning")
+    g.add_argument("--init-checkpoint",
+                   help="start from these weights: a climseg checkpoint (other classes or "
+                        "channels allowed), a .h5 weights file, or a tf-models-official "
+                        "backbone checkpoint")
+    g.add_argument("--init-modules", choices=("all", "backbone"), default="all")
+    g.add_argument("--freeze-backbone", type=_nonnegative_int, default=0,
+                   help="keep the encoder frozen for the first N epochs")
+
+    g = parser.add_argument_group("Weights & Biases")
+    g.add_argument("--wandb-project", default="climseg")
+    g.add_argument("--wandb-entity")
+    g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+                   help="default: online if WANDB_API_KEY is set, else offline")
+    g.add_argument("--wandb-name", help="run name (default: the output directory's name)")
+    g.add_argument("--wandb-images", type=_nonnegative_int, default=2,
+                   help="validation samples logged as images each epoch")
+    return parser
+
+
+def _load_config(parser, path):
+    """Reads a YAML config (safe loader) into parser defaults; unknown keys are errors."""
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as e:
+        parser.error(f"--config {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        parser.error(f"--config {path}: not valid YAML: {e}")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of flag names to values, "
+                     f"got {type(values).__name__}")
+    actions = {a.dest: a for a in parser._actions}
+    defaults = {}
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions or dest in ("config", "help"):
+            parser.error(f"--config {path}: unknown option {key!r}")
+        action = actions[dest]
+        # Values go through the flag's own type and choices checks.
+        items = value if isinstance(value, list) else [value]
+        try:
+            converted = [action.type(str(v)) if action.type else v for v in items]
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            parser.error(f"--config {path}: {key}: {e}")
+        if action.choices and any(v not in action.choices for v in converted):
+            parser.error(f"--config {path}: {key}: {value!r} is not one of "
+                         f"{', '.join(map(str, action.choices))}")
+        defaults[dest] = converted if isinstance(value, list) or action.nargs in ("+", "*") \
+            else converted[0]
+    parser.set_defaults(**defaults)
+
+
+def parse_args(argv=None):
+    """Parses flags (over a YAML --config) and checks their combinations."""
+    parser = build_parser()
+    config = _config_flag(argv)
+    if config:
+        _load_config(parser, config)
+    args = parser.parse_args(argv)
+
+    if args.model != "deeplabv3plus" and args.decoder:
+        parser.error(f"--decoder applies to --model deeplabv3plus, not {args.model}")
+    if not args.model.startswith("deeplabv3plus") and args.output_stride:
+        parser.error(f"--output-stride applies to the DeepLabv3+ models, not {args.model}")
+    if args.optimizer == "lamb" and args.larc:
+        parser.error("--larc cannot wrap --optimizer lamb (LAMB has its own layer-wise "
+                     "trust ratio); drop one")
+    if args.optimizer == "lamb" and args.gradient_lag:
+        parser.error("--gradient-lag needs --optimizer sgd, adam or adamw")
+    if args.data_val and not args.data_train:
+        parser.error("--data-val needs --data-train")
+    if args.freeze_backbone and not args.init_checkpoint:
+        parser.error("--freeze-backbone needs --init-checkpoint (a random encoder gains "
+                     "nothing from being frozen)")
+    if args.freeze_backbone >= args.epochs:
+        parser.error(f"--freeze-backbone {args.freeze_backbone} must be less than --epochs "
+                     f"{args.epochs}")
+    if args.stage_oversample < 1:
+        parser.error(f"--stage-oversample must be >= 1, got {args.stage_oversample}")
+    if args.lr_decay != "none" and args.lr_unit == "step" and not args.steps_per_epoch:
+        parser.error("--lr-decay with --lr-unit step needs --steps-per-epoch")
+    try:
+        args.class_weight_values = _class_weights_flag(args.class_weights)
+    except ValueError as e:
+        parser.error(f"--class-weights: {e}")
+    if args.loss == "jaccard" and args.class_weights not in ("none", "sc18"):
+        parser.error("--class-weights does not apply to --loss jaccard; use 'none'")
+    if args.channels:
+        import data
+
+        try:
+            data.channel_indices(args.channels)
+        except ValueError as e:
+            parser.error(f"--channels: {e}")
+    if args.lr_stages:
+        import callbacks
+
+        try:
+            callbacks.parse_stages(args.lr_stages)
+        except ValueError as e:
+            parser.error(f"--lr-stages: {e}")
+    return args
+
+
+def _config_flag(argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for i, item in enumerate(argv):
+        if item == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if item.startswith("--config="):
+            return item.split("=", 1)[1]
+    return None
+
+
+def _class_weights_flag(text):
+    if text in ("sc18", "deepcam", "none"):
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected sc18, deepcam, none or 3 numbers, got {text!r}") from None
+    if len(values) != 3 or any(v < 0 for v in values):
+        raise ValueError(f"expected 3 non-negative numbers, got {text!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- pieces
+
+def _say(rank, *parts):
+    if rank == 0:  # only rank 0 prints
+        print("climseg:", *parts, flush=True)
+
+
+def _default_data(args, hvd, rank):
+    """Generates the embedded synthetic data set once (rank 0) and returns its dirs."""
+    import data
+
+    d = DEFAULT_DATA
+    root = os.path.join(args.cache_dir, f"synthetic-{d['height']}x{d['width']}-seed{d['seed']}")
+    dirs = {split: os.path.join(root, split) for split in ("train", "val")}
+    if rank == 0:
+        for offset, split in enumerate(("train", "val")):
+            marker = os.path.join(dirs[split], ".complete")
+            if not os.path.exists(marker):
+                _say(0, f"generating the default synthetic data set ({d[split]} {split} files, "
+                        f"{d['height']}x{d['width']}x16) in {dirs[split]}")
+                data.generate(dirs[split], d[split], d["height"], d["width"],
+                              seed=d["seed"] + 1000 * offset, workers=2, progress=True)
+                open(marker, "w").close()
+            else:
+                _say(0, f"using the synthetic data set in {dirs[split]}")
+    _barrier(hvd)
+    return [dirs["train"]], [dirs["val"]]
+
+
+def _barrier(hvd):
+    if hvd.size() > 1:
+        import horovod.tensorflow as hvd_tf
+
+        hvd_tf.broadcast_object(0, root_rank=0, name="climseg_barrier")
+
+
+def _build_optimizer(args):
+    """Inner optimizer -> LARC -> GradientLag; Horovod wraps the result outermost."""
+    import tensorflow as tf
+
+    import callbacks
+
+    if args.optimizer == "sgd":
+        opt = tf.keras.optimizers.SGD(args.lr, momentum=0.9)
+    elif args.optimizer == "adam":
+        opt = tf.keras.optimizers.Adam(args.lr)
+    elif args.optimizer == "adamw":
+        opt = tf.keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay)
+    else:
+        from official.modeling.optimization.lamb import LAMB
+
+        opt = LAMB(args.lr, weight_decay_rate=args.weight_decay)
+    if args.larc:
+        opt = callbacks.LARC(opt, eta=args.larc_eta, mode=args.larc_mode,
+                             weight_decay=args.weight_decay)
+    if args.gradient_lag:
+        opt = callbacks.GradientLag(opt, lag=args.gradient_lag)
+    return opt
+
+
+def _output_dir(args, rank):
+    """Creates the output directory and proves it writable, before any work."""
+    path = os.path.abspath(args.output_dir)
+    if rank == 0:
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, f".write-test-{os.getpid()}")
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.remove(probe)
+        except OSError as e:
+            raise SystemExit(f"train.py: error: --output-dir {args.output_dir}: cannot write "
+                             f"there ({e.strerror})") from None
+    return path
+
+
+def _resume_point(args, ckpt_dir):
+    from callbacks.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(ckpt_dir)
+    if args.resume == "never":
+        if latest:
+            raise SystemExit(f"train.py: error: --resume never: {ckpt_dir} already holds "
+                             f"checkpoints ({os.path.basename(latest)}); choose another "
+                             "--output-dir")
+        return None
+    if args.resume == "auto":
+        return latest
+    if not os.path.isdir(args.resume):
+        raise SystemExit(f"train.py: error: --resume {args.resume}: no such checkpoint "
+                         "directory")
+    return args.resume
+
+
+def main(argv=None):
+    """Runs training (or `predict ...`); returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "predict":
+        return predict_main(argv[1:])
+    args = parse_args(argv)
+
+    import horovod.tensorflow.keras as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    import callbacks
+    import data
+    import zoo
+    from callbacks.checkpoint import Checkpointer, CheckpointError, restore_checkpoint
+    from callbacks.report import TrainingReport
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    out = _output_dir(args, rank)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    tf.keras.utils.set_random_seed(args.seed)  # the same on every rank
+    if args.precision != "fp32":
+        tf.keras.mixed_precision.set_global_policy(args.precision)
+
+    # ---- data: every rank reads its own shard.
+    if args.data_train:
+        train_paths, val_paths = args.data_train, args.data_val
+    else:
+        train_paths, val_paths = _default_data(args, hvd, rank)
+    train_files = data.list_files(train_paths)
+    val_files = data.list_files(val_paths) if val_paths else []
+    stats_path = args.stats or _stats_next_to(train_paths)
+    stats = data.read_stats(stats_path) if stats_path else None
+    if stats is None:
+        _say(rank, "no stats.h5 found: inputs are not normalized (give --stats)")
+    num_shards, shard_index = size, rank
+    if args.stage_dir:
+        # Each rank copies only its share; reading then stays node-local.
+        train_files = data.stage_files(train_files, os.path.join(args.stage_dir, f"rank{rank}"),
+                                       num_shards=size, shard_index=rank,
+                                       oversample=args.stage_oversample, seed=args.seed,
+                                       progress=rank == 0)
+        num_shards, shard_index = 1, 0
+    channels = data.channel_indices(args.channels)
+    height, width = data.inspect_file(train_files[0])[1:3]
+    steps = args.steps_per_epoch or data.num_batches(
+        len(train_files), args.batch_size, training=True, num_shards=num_shards,
+        shard_index=shard_index)
+    if args.stage_dir and size > 1:  # staged shards may differ: all ranks take the least
+        import horovod.tensorflow as hvd_tf
+
+        steps = int(hvd_tf.allreduce(tf.constant(steps), op=hvd_tf.Min, name="climseg_steps"))
+    if steps < 1:
+        raise SystemExit(f"train.py: error: --batch-size {args.batch_size}: "
+                         f"{len(train_files)} training files over {num_shards} rank(s) give "
+                         "no full batch")
+    bad_files = data.BadFileLog()
+    common = dict(stats=stats, normalization=args.normalization, channels=channels,
+                  label_set=args.label_set, skip_bad_files=args.skip_bad_files,
+                  bad_files=bad_files, seed=args.seed)
+
+    # ---- model, loss, optimizer.
+    model_kwargs = {"input_shape": (height, width, len(channels)), "num_classes": 3,
+                    "periodic_padding": args.periodic_padding}
+    if args.output_stride:
+        model_kwargs["output_stride"] = args.output_stride
+    if args.decoder:
+        model_kwargs["decoder"] = args.decoder
+    model = zoo.get_model(args.model, **model_kwargs)
+    weights = None
+    if args.class_weight_values in ("sc18", "deepcam"):
+        if stats is not None and args.loss != "jaccard":
+            weights = zoo.class_weights(data.class_frequencies(stats),
+                                        scheme=args.class_weight_values)
+    elif args.class_weight_values != "none":
+        weights = args.class_weight_values
+    loss_kwargs = {"gamma": args.focal_gamma} if args.loss == "focal" else {}
+    loss = zoo.get_loss(args.loss, class_weights=weights if args.loss != "jaccard" else None,
+                        **loss_kwargs)
+    optimizer = _build_optimizer(args)
+    # Horovod: average gradients over ranks (outermost wrapper).
+    optimizer = hvd.DistributedOptimizer(optimizer)
+    metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
+
+    # ---- resume, or start from pretrained weights.
+    resume_from = _resume_point(args, ckpt_dir)
+    initial_epoch = 0
+    if resume_from:
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        try:
+            meta = restore_checkpoint(resume_from, model, optimizer, expect_model=args.model)
+        except CheckpointError as e:
+            raise SystemExit(f"train.py: error: {e}") from None
+        initial_epoch = int(meta["epoch"])
+        _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
+                   f"step {meta['step']})")
+    elif args.init_checkpoint:
+        report = zoo.load_matching_weights(model, args.init_checkpoint,
+                                           modules=args.init_modules, model_name=args.model)
+        _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
+                   + (f", adapted input channels of {', '.join(report['adapted'])}"
+                      if report["adapted"] else ""))
+        for name, why in report["skipped"]:
+            _say(rank, f"  not loaded: {name} ({why})")
+
+    # ---- callbacks: order matters (averaged metrics first; writers after).
+    config = {k: v for k, v in vars(args).items() if k != "class_weight_values"}
+    config.update(ranks=size, global_batch_size=args.batch_size * size,
+                  steps_per_epoch=steps, input_shape=list(model_kwargs["input_shape"]),
+                  class_weights=None if weights is None else [float(w) for w in weights],
+                  stats_path=stats_path)
+    if rank == 0:
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            yaml.safe_dump(config, f, sort_keys=True)
+    lr_callback = callbacks.MultiStageLearningRate(
+        args.lr, stages=args.lr_stages or (), unit=args.lr_unit, warmup=args.warmup,
+        warmup_start=args.warmup_start,
+        decay=None if args.lr_decay == "none" else args.lr_decay,
+        decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
+        scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
+    guard = callbacks.StopOnNonFinite()
+    cbs = [
+        # Horovod: start every rank from rank 0's weights (and restored state).
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        guard,
+        callbacks.MetricAverage(),
+        lr_callback,
+        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank)),
+        Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
+                     every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
+                     monitor="val_mean_iou" if val_files else "mean_iou",
+                     meta={"model": args.model, "model_kwargs": model_kwargs,
+                           "channels": channels, "normalization": args.normalization,
+                           "stats": stats_path}, writer=rank == 0),
+        TrainingReport(out, writer=rank == 0, extra=config),
+    ]
+    run = _wandb_init(args, config, out) if rank == 0 else None
+    if run is not None:
+        cbs += _wandb_callbacks(args, run, val_files, common)
+
+    train_ds = data.make_dataset(train_files, args.batch_size, training=True,
+                                 num_shards=num_shards, shard_index=shard_index,
+                                 initial_epoch=initial_epoch, augment=args.augment, **common)
+    val_ds = None
+    if val_files:
+        val_ds = data.make_dataset(val_files, args.batch_size, training=False,
+                                   num_shards=size, shard_index=rank, **common)
+        val_ds = data.equalize_batches(val_ds, data.num_batches(
+            len(val_files), args.batch_size, training=False, num_shards=size, shard_index=0))
+
+    _say(rank, f"{args.model}: {model.count_params():,} parameters; {size} rank(s) x batch "
+               f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "
+               f"epoch; {len(val_files)} validation files; output in {out}")
+    start = time.perf_counter()
+    fit = dict(steps_per_epoch=steps, validation_data=val_ds, verbose=2 if rank == 0 else 0)
+    epochs_done = initial_epoch
+    if args.freeze_backbone and initial_epoch < args.freeze_backbone:
+        _set_backbone_trainable(model, args.model, False)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
+        model.fit(train_ds, epochs=args.freeze_backbone, initial_epoch=initial_epoch,
+                  callbacks=cbs, **fit)
+        epochs_done = args.freeze_backbone
+        _set_backbone_trainable(model, args.model, True)
+    history = None
+    if not guard.stopped and epochs_done < args.epochs:
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        history = model.fit(train_ds, epochs=args.epochs, initial_epoch=epochs_done,
+                            callbacks=cbs, **fit)
+    seconds = time.perf_counter() - start
+
+    if args.skip_bad_files and bad_files.count:
+        _say(rank, bad_files.report())
+    if guard.stopped:
+        _say(rank, f"error: {guard.message}. The last good checkpoint in {ckpt_dir} is "
+                   "intact; resume from it with a lower --lr or other settings.")
+        if run is not None:
+            run.finish(exit_code=1)
+        return 1
+    final = history.history if history else {}
+    if rank == 0:
+        _summary(final, seconds, out, ckpt_dir)
+        if run is not None:
+            _wandb_finish(run, ckpt_dir)
+    return 0
+
+
+def _stats_next_to(paths):
+    for path in paths:
+        candidate = os.path.join(path if os.path.isdir(path) else os.path.dirname(path),
+                                 "stats.h5")
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _flops(zoo, model, rank):
+    """Training FLOPs per sample, for the FLOP/s figure (None if they cannot be counted)."""
+    try:
+        return zoo.training_flops_per_sample(model)
+    except Exception as e:  # noqa: BLE001  (a missing figure must not stop training)
+        _say(rank, f"FLOPs not counted ({type(e).__name__}: {e})")
+        return None
+
+
+def _set_backbone_trainable(model, name, trainable):
+    import re
+
+    import zoo
+
+    pattern = re.compile(zoo.BACKBONE_PATTERNS[name])
+    for layer in model.layers:
+        if pattern.search(layer.name):
+            layer.trainable = trainable
+
+
+def _summary(history, seconds, out, ckpt_dir):
+    last = {k: v[-1] for k, v in history.items() if v}
+    keys = ("loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_background", "val_iou_tc",
+            "val_iou_ar", "samples_per_second_total")
+    shown = ", ".join(f"{k} {last[k]:.4f}" for k in keys if k in last)
+    print(f"climseg: done in {seconds:.0f} s. Final epoch: {shown}", flush=True)
+    iou = last.get("val_mean_iou", last.get("mean_iou"))
+    if iou is not None:
+        print(f"climseg: mean IoU {iou:.3f} (all-background prediction scores about "
+              f"0.33)", flush=True)
+    print(f"climseg: checkpoints in {ckpt_dir}; metrics.json and curves.png in {out}",
+          flush=True)
+
+
+# --------------------------------------------------------------------------- W&B
+
+def _wandb_init(args, config, out):
+    """Rank 0 only: starts (or resumes) the W&B run; offline without an API key."""
+    mode = args.wandb_mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    id_file = os.path.join(out, "wandb_run_id")
+    run_id = open(id_file).read().strip() if os.path.exists(id_file) else wandb.util.generate_id()
+    with open(id_file, "w") as f:
+        f.write(run_id)
+    run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, mode=mode,
+                     name=args.wandb_name or os.path.basename(out), dir=out, id=run_id,
+                     resume="allow", config=config,
+                     settings=wandb.Settings(silent=True, init_timeout=60))
+    return run
+
+
+def _wandb_callbacks(args, run, val_files, common):
+    import data
+    from callbacks.wandb_images import WandbValidationImages
+    from wandb.integration.keras import WandbMetricsLogger
+
+    cbs = [WandbMetricsLogger(log_freq=1)]
+    if val_files and args.wandb_images:
+        samples = [data.read_sample(p, channels=common["channels"], label_set="labels_0")
+                   for p in val_files[:args.wandb_images]]
+        norm = data.normalizer(common["stats"], common["normalization"], common["channels"]) \
+            if common["stats"] is not None else None
+        cbs.append(WandbValidationImages(samples, normalize=norm, channels=common["channels"]))
+    return cbs
+
+
+def _wandb_finish(run, ckpt_dir):
+    import wandb
+
+    best = os.path.join(ckpt_dir, "best")
+    if os.path.isdir(best):
+        artifact = wandb.Artifact(f"{run.name}-best", type="model",
+                                  metadata=json.load(open(os.path.join(best, "meta.json"))))
+        artifact.add_dir(best)
+        run.log_artifact(artifact)
+    run.finish()
+
+
+# --------------------------------------------------------------------------- predict
+
+def build_predict_parser():
+    parser = argparse.ArgumentParser(
+        prog="train.py predict",
+        description="Predict TC/AR masks for climate files with a trained checkpoint; write "
+                    "masks (HDF5, or netCDF next to netCDF inputs) and PNG maps.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint directory (e.g. runs/x/checkpoints/best)")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="files, directories or globs to predict")
+    parser.add_argument("--output-dir", default="predictions")
+    parser.add_argument("--stats", help="stats.h5 (default: the one the checkpoint used)")
+    parser.add_argument("--batch-size", type=_positive_int, default=1)
+    parser.add_argument("--no-maps", action="store_true", help="masks only, no PNG maps")
+    return parser
+
+
+def predict_main(argv):
+    """`python train.py predict`: masks and maps for files, with IoU where labels exist."""
+    parser = build_predict_parser()
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    import data
+    import zoo
+    from callbacks.checkpoint import CheckpointError, read_meta
+    from zoo.transfer import _weights_path
+
+    try:
+        meta = read_meta(args.checkpoint)
+        weights = _weights_path(args.checkpoint)
+    except (CheckpointError, ValueError) as e:
+        parser.error(f"--checkpoint: {e}")
+    try:
+        files = data.list_files(args.input)
+    except data.DataFileError as e:
+        parser.error(f"--input: {e}")
+    stats_path = args.stats or meta.get("stats")
+    if stats_path and not os.path.isfile(stats_path):
+        parser.error(f"--stats: {stats_path} does not exist")
+    stats = data.read_stats(stats_path) if stats_path else None
+    channels = meta["channels"]
+    kwargs = dict(meta["model_kwargs"])
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    model = zoo.get_model(meta["model"], **kwargs)
+    model.load_weights(weights)
+    offset, scale = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
+        if stats is not None else (0.0, 1.0)
+    os.makedirs(args.output_dir, exist_ok=True)
+    tmq = channels.index(0) if 0 in channels else 0
+    confusion = np.zeros((3, 3), np.int64)
+    for i, path in enumerate(files):
+        fields, labels = data.read_sample(path, channels=channels, labels_required=False)
+        logits = model.predict_on_batch(((fields - offset) * scale)[None])
+        mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
+        out = data.write_mask(path, args.output_dir, mask,
+                              attrs={"checkpoint": os.path.abspath(args.checkpoint),
+                                     "model": meta["model"]})
+        line = f"[{i + 1}/{len(files)}] {path} -> {out}"
+        if labels is not None:
+            confusion += np.bincount(3 * labels.ravel().astype(np.int64) + mask.ravel(),
+                                     minlength=9).reshape(3, 3)
+        if not args.no_maps:
+            png = os.path.splitext(out)[0] + ".png"
+            data.plot_events(png, fields[..., tmq], mask, labels,
+                             title=os.path.basename(path))
+            line += f", {os.path.basename(png)}"
+        print(line, flush=True)
+    if confusion.sum():
+        tp = np.diag(confusion).astype(float)
+        union = confusion.sum(0) + confusion.sum(1) - tp
+        iou = np.divide(tp, union, out=np.zeros(3), where=union > 0)
+        print(f"IoU background {iou[0]:.3f}, tropical cyclone {iou[1]:.3f}, atmospheric "
+              f"river {iou[2]:.3f}; mean {iou.mean():.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
