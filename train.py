@@ -12,8 +12,6 @@ lag, learning rate, checkpoints, throughput) and `data/` (files to batches,
 staging, synthetic data); this file only wires them together.
 """
 
-import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
-
 import argparse
 import json
 import os
@@ -21,6 +19,8 @@ import sys
 import time
 
 import yaml
+
+import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
 
 DEFAULT_DATA = {"height": 64, "width": 96, "train": 48, "val": 16, "seed": 2018}
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
@@ -377,7 +377,6 @@ def main(argv=None):
     args = parse_args(argv)
 
     import horovod.tensorflow.keras as hvd
-    import numpy as np
     import tensorflow as tf
 
     import callbacks
@@ -621,9 +620,10 @@ def _wandb_init(args, config, out):
 
 
 def _wandb_callbacks(args, run, val_files, common):
+    from wandb.integration.keras import WandbMetricsLogger
+
     import data
     from callbacks.wandb_images import WandbValidationImages
-    from wandb.integration.keras import WandbMetricsLogger
 
     cbs = [WandbMetricsLogger(log_freq=1)]
     if val_files and args.wandb_images:
