@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 
+import numpy as np
 import tensorflow as tf
 
 _NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
@@ -225,6 +226,11 @@ class Checkpointer(tf.keras.callbacks.Callback):
 
     def _save(self, epoch, logs):
         if not self.writer or not _finite((logs or {}).get("loss", 0.0)):
+            return
+        # A non-finite gradient can spoil the weights before the loss shows it.
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            print(f"climseg: not writing a checkpoint at epoch {epoch}: the weights hold "
+                  "NaN or Inf", flush=True)
             return
         metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         path = write_checkpoint(self.directory, self.model, self.model.optimizer, epoch,
