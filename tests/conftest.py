@@ -86,3 +86,21 @@ def run_horovod(args, np_=2, timeout=600, check=True, cwd=None, env_overrides=No
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n"
                     f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, nearly full file system: a 2 MiB tmpfs mounted for the test.
+
+    Needs root (as in CI and the development machines); skipped otherwise.
+    """
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
