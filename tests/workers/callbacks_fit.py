@@ -1,0 +1,102 @@
+"""Runs model.fit with MetricAverage, MultiStageLearningRate and Throughput under horovodrun.
+
+    callbacks_fit.py OUT SCHEDULE_JSON
+
+SCHEDULE_JSON holds MultiStageLearningRate's arguments (scale_by_ranks is
+added). Writes OUT/rank{r}.json with what the callbacks did on this rank:
+- `before`: the epoch logs as a callback placed before MetricAverage saw them;
+- `after`: the epoch logs as the last callback saw them;
+- `history`: `History.history` returned by fit;
+- `lrs`: the optimizer's learning rate at every batch (read after the
+  schedule set it), `steps`: the global step then;
+- `mismatch`: the error a fit raises when rank 1 logs one more metric.
+Rank r has its own data and a metric `rank_id` equal to r on every sample.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+# isort: off
+import climseg_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import horovod.tensorflow.keras as hvd
+import numpy as np
+import tensorflow as tf
+
+from callbacks import GradientLag, MetricAverage, MultiStageLearningRate, Throughput
+# isort: on
+
+PER_RANK, STEPS_PER_EPOCH, EPOCHS = 4, 3, 3
+
+
+class Recorder(tf.keras.callbacks.Callback):
+    """Copies the epoch logs it sees and the learning rate at every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.lrs, self.steps = [], [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.lrs.append(float(self.model.optimizer.learning_rate))
+        self.steps.append(int(self.model.optimizer.iterations))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({k: float(v) for k, v in logs.items()})
+
+
+def build(rank, extra_metric=False):
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((5,)),
+        tf.keras.layers.Dense(4, activation="tanh"),
+        tf.keras.layers.Dense(1),
+    ])
+
+    def rank_id(y_true, y_pred):
+        return tf.fill(tf.shape(y_true)[:1], float(rank))
+
+    metrics = [rank_id] + (["mae"] if extra_metric else [])
+    # Horovod: average gradients (through GradientLag, which forwards the rate).
+    optimizer = hvd.DistributedOptimizer(GradientLag(tf.keras.optimizers.SGD(0.01), lag=1))
+    model.compile(optimizer=optimizer, loss="mse", metrics=metrics)
+    return model
+
+
+def main():
+    out, schedule = Path(sys.argv[1]), json.loads(sys.argv[2])
+    hvd.init()
+    rank = hvd.rank()
+    rng = np.random.default_rng(100 + rank)  # different data on every rank
+    x = rng.normal(size=(PER_RANK * STEPS_PER_EPOCH, 5)).astype("float32")
+    y = (x.sum(axis=1, keepdims=True) * (1 + rank)).astype("float32")
+
+    model = build(rank)
+    before, after = Recorder(), Recorder()
+    callbacks = [
+        before,  # deliberately before MetricAverage: sees this rank's values
+        MetricAverage(),
+        MultiStageLearningRate(**schedule, scale_by_ranks=True),
+        Throughput(batch_size=PER_RANK, flops_per_sample=1000.0, single_rank_rate=100.0),
+        after,
+    ]
+    history = model.fit(x, y, batch_size=PER_RANK, epochs=EPOCHS, shuffle=False, verbose=0,
+                        callbacks=callbacks)
+
+    # Rank 1 logs one metric more: MetricAverage must refuse, on both ranks.
+    mismatch = None
+    try:
+        build(rank, extra_metric=rank == 1).fit(x, y, batch_size=PER_RANK, epochs=1, verbose=0,
+                                                callbacks=[MetricAverage()])
+    except ValueError as err:
+        mismatch = str(err)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "before": before.epochs, "after": after.epochs,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "lrs": after.lrs, "steps": after.steps, "mismatch": mismatch,
+    }))
+
+
+if __name__ == "__main__":
+    main()
