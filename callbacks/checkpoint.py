@@ -7,7 +7,7 @@ half-written checkpoint that looks valid:
     ckpt-e0004-s00000080/
         state.index, state.data-*   model + optimizer (slots, gradient-lag
                                     buffer, iterations): tf.train.Checkpoint
-        model.weights.h5            the model's weights by layer name, for
+        model-weights.h5            the model's weights by layer name, for
                                     fine-tuning and inference
         meta.json                   epoch, global step, model name, metrics;
                                     written last
@@ -29,7 +29,7 @@ import tensorflow as tf
 _NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
 META = "meta.json"
 STATE = "state"
-WEIGHTS = "model.weights.h5"
+WEIGHTS = "model-weights.h5"
 BEST = "best"
 
 

@@ -54,7 +54,9 @@ def _read_h5_weights(path):
             names = [n.decode() if isinstance(n, bytes) else n
                      for n in root.attrs.get("layer_names", [])]
             if not names:
-                raise ValueError("no 'layer_names' attribute (not a tf-keras weights file)")
+                raise ValueError("no 'layer_names' attribute: not a by-name tf-keras weights "
+                                 "file (write one with model.save_weights('name.h5'); "
+                                 "'.weights.h5' files are matched by position, not name)")
             for name in names:
                 group = root[name]
                 weight_names = [w.decode() if isinstance(w, bytes) else w
@@ -67,10 +69,10 @@ def _read_h5_weights(path):
 
 def _weights_path(path):
     if os.path.isdir(path):
-        candidate = os.path.join(path, "model.weights.h5")
+        candidate = os.path.join(path, "model-weights.h5")
         if os.path.isfile(candidate):
             return candidate
-        raise ValueError(f"{path} is a directory without model.weights.h5 (not a climseg "
+        raise ValueError(f"{path} is a directory without model-weights.h5 (not a climseg "
                          "checkpoint)")
     if not os.path.exists(path) and not tf.io.gfile.exists(path + ".index"):
         raise ValueError(f"checkpoint {path} does not exist")

@@ -1,0 +1,61 @@
+"""Fine-tuning starts: weights matched by name and shape, stems adapted to new channels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.transfer import adapt_input_channels, load_matching_weights
+
+
+def _net(channels, classes, seed):
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input((8, 12, channels))
+    x = tf.keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = tf.keras.layers.Conv2D(4, 3, padding="same", name="body_conv")(x)
+    return tf.keras.Model(inputs, tf.keras.layers.Conv2D(classes, 1, name="head")(x))
+
+
+def test_adapt_rule_against_numpy():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 5)).astype(np.float32)
+    adapted = adapt_input_channels(kernel, 16)
+    assert adapted.shape == (3, 3, 16, 5)
+    expected = kernel.mean(axis=2) * 3 / 16
+    for c in range(16):
+        np.testing.assert_allclose(adapted[:, :, c], expected, rtol=1e-6)
+    # An input whose channels are all alike gives the old response.
+    np.testing.assert_allclose(adapted.sum(axis=2), kernel.sum(axis=2), rtol=1e-5)
+
+
+def test_loads_matching_layers_skips_new_head_and_adapts_stem(tmp_path):
+    source = _net(channels=3, classes=5, seed=1)
+    path = str(tmp_path / "rgb.h5")
+    source.save_weights(path)  # by layer name (.h5, not .weights.h5)
+    target = _net(channels=16, classes=3, seed=2)
+    report = load_matching_weights(target, path)
+
+    assert report["loaded"] == ["stem_bn", "body_conv"]
+    assert report["adapted"] == ["stem_conv"]
+    assert [name for name, _ in report["skipped"]] == ["head"]
+    assert "(1, 1, 4, 5)" in report["skipped"][0][1]
+    np.testing.assert_array_equal(target.get_layer("body_conv").get_weights()[0],
+                                  source.get_layer("body_conv").get_weights()[0])
+    kernel, bias = source.get_layer("stem_conv").get_weights()
+    np.testing.assert_allclose(target.get_layer("stem_conv").get_weights()[0],
+                               adapt_input_channels(kernel, 16), rtol=1e-6)
+    np.testing.assert_array_equal(target.get_layer("stem_conv").get_weights()[1], bias)
+
+
+def test_backbone_only_needs_a_known_model(tmp_path):
+    with pytest.raises(ValueError, match="no backbone definition for model 'mine'"):
+        load_matching_weights(_net(3, 3, 0), str(tmp_path / "x.h5"), modules="backbone",
+                              model_name="mine")
+
+
+def test_unreadable_source_is_named(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match=f"cannot read weights from {bad}"):
+        load_matching_weights(_net(3, 3, 0), str(bad))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_matching_weights(_net(3, 3, 0), str(tmp_path / "missing.h5"))
