@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from callbacks.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     latest_checkpoint,
     list_checkpoints,
     read_meta,
@@ -70,7 +70,8 @@ def test_restore_gives_back_weights_and_optimizer_state(tmp_path):
     meta = restore_checkpoint(path, other, other.optimizer, expect_model="tiny")
     assert (meta["epoch"], meta["step"]) == (3, 6)
     assert int(other.optimizer.iterations.numpy()) == 6
-    other.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)  # Adam moments were restored too
+    # Adam moments were restored too.
+    other.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
     for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
