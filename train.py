@@ -13,6 +13,7 @@ staging, synthetic data); this file only wires them together.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -70,6 +71,9 @@ def build_parser():
                    help="DeepLabv3+ decoder (model default: deconv1x, as the paper)")
     g.add_argument("--periodic-padding", action=argparse.BooleanOptionalAction, default=False,
                    help="convolutions wrap around in longitude")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other argument of the model builder, value in YAML syntax, "
+                        "e.g. --model-option blocks=[2,2,4] --model-option growth_rate=16")
 
     g = parser.add_argument_group("data")
     g.add_argument("--data-train", nargs="+",
@@ -218,6 +222,15 @@ def parse_args(argv=None):
                      "trust ratio); drop one")
     if args.optimizer == "lamb" and args.gradient_lag:
         parser.error("--gradient-lag needs --optimizer sgd, adam or adamw")
+    args.model_options = {}
+    for item in args.model_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            parser.error(f"--model-option {item!r}: expected KEY=VALUE, e.g. growth_rate=16")
+        try:
+            args.model_options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parser.error(f"--model-option {item!r}: the value is not valid YAML")
     if args.data_val and not args.data_train:
         parser.error("--data-val needs --data-train")
     if args.freeze_backbone and not args.init_checkpoint:
@@ -437,7 +450,11 @@ def main(argv=None):
         model_kwargs["output_stride"] = args.output_stride
     if args.decoder:
         model_kwargs["decoder"] = args.decoder
-    model = zoo.get_model(args.model, **model_kwargs)
+    model_kwargs.update(args.model_options)
+    try:
+        model = zoo.get_model(args.model, **model_kwargs)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
     weights = None
     if args.class_weight_values in ("sc18", "deepcam"):
         if stats is not None and args.loss != "jaccard":
@@ -475,7 +492,8 @@ def main(argv=None):
             _say(rank, f"  not loaded: {name} ({why})")
 
     # ---- callbacks: order matters (averaged metrics first; writers after).
-    config = {k: v for k, v in vars(args).items() if k != "class_weight_values"}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("class_weight_values", "model_options")}
     config.update(ranks=size, global_batch_size=args.batch_size * size,
                   steps_per_epoch=steps, input_shape=list(model_kwargs["input_shape"]),
                   class_weights=None if weights is None else [float(w) for w in weights],
@@ -516,8 +534,11 @@ def main(argv=None):
     if val_files:
         val_ds = data.make_dataset(val_files, args.batch_size, training=False,
                                    num_shards=size, shard_index=rank, **common)
-        val_ds = data.equalize_batches(val_ds, data.num_batches(
-            len(val_files), args.batch_size, training=False, num_shards=size, shard_index=0))
+        # Horovod: IoU metrics allreduce at every step, so all ranks need as many
+        # batches; the shorter shards get zero-weight padding.
+        count = functools.partial(data.num_batches, len(val_files), args.batch_size,
+                                  training=False, num_shards=size)
+        val_ds = data.equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
 
     _say(rank, f"{args.model}: {model.count_params():,} parameters; {size} rank(s) x batch "
                f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "

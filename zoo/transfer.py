@@ -27,7 +27,7 @@ import tensorflow as tf
 # Layers that belong to the encoder ("backbone") of each zoo model, by name.
 BACKBONE_PATTERNS = {
     "deeplabv3plus": r"^(conv[1-5]_|pool1_|post_)",
-    "tiramisu": r"^(stem|down\d|td\d)",
+    "tiramisu": r"^(stem|down\d+)_",
     "deeplabv3plus_tfm": r"^(dilated_res_?net|backbone)",
 }
 
