@@ -32,6 +32,19 @@ class GradientLag(OptimizerWrapper):
     `model.save_weights` in TF format), so a resumed run applies exactly the
     gradients it would have applied without the interruption.
 
+    Under Horovod each rank's buffer holds its own, not yet averaged,
+    gradients. Two consequences:
+    - before rank 0 writes a checkpoint, call `average_over_ranks()` on every
+      rank: it replaces each buffer by the mean over ranks, which changes
+      nothing in the run (the next allreduce gives the same mean) and makes
+      rank 0's checkpoint hold the global gradients, so that every rank
+      restoring it resumes exactly;
+    - broadcast the initial weights before `fit` with
+      `hvd.broadcast_variables(model.variables, root_rank=0)` rather than
+      with `hvd.callbacks.BroadcastGlobalVariablesCallback`, which
+      broadcasts the optimizer's variables too after the first batch and so
+      would give every rank rank 0's stored gradient.
+
     Composition order (outermost first; every layer forwards
     `learning_rate` and `iterations` to the innermost optimizer):
 
@@ -141,6 +154,25 @@ class GradientLag(OptimizerWrapper):
 
         # `_pushed` already counts this step's gradient.
         tf.cond(self._pushed > self.lag, apply, skip)
+
+    def average_over_ranks(self):
+        """Horovod: replaces every rank's stored gradients by their mean over ranks.
+
+        A collective: call it on every rank (eagerly, e.g. from a callback),
+        before rank 0 writes a checkpoint. Without Horovod, or before the
+        first step, it does nothing.
+        """
+        if self.lag == 0 or not getattr(self, "_built", False):
+            return
+        try:
+            import horovod.tensorflow as hvd
+        except ImportError:
+            return
+        if not hvd.is_initialized() or hvd.size() == 1:
+            return
+        for i, buffer in enumerate(self._buffers):
+            buffer.assign(hvd.allreduce(tf.convert_to_tensor(buffer), op=hvd.Average,
+                                        name=f"climseg.gradient_lag.{i}"))
 
     def get_config(self):
         return self._config_with_inner({"lag": self.lag})

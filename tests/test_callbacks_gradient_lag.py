@@ -6,6 +6,7 @@ import tensorflow as tf
 from test_callbacks_larc import (  # noqa: F401  (two_rank_runs: one launch for both files)
     CASES,
     FEATURES,
+    RESUME,
     STEPS,
     assert_weights_close,
     build_model,
@@ -191,3 +192,21 @@ def test_two_ranks_equal_lagged_numpy_on_the_combined_batch(two_rank_runs, case)
     for a, b in zip(rank0, rank1, strict=True):
         np.testing.assert_array_equal(a, b)
     assert_weights_close(rank0, numpy_run(CASES[case], weights, xs, ys))
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_two_ranks_resume_exactly_from_rank_0s_averaged_checkpoint(two_rank_runs):  # noqa: F811
+    weights, xs, ys = problem()
+    spec = {k: v for k, v in RESUME.items() if k != "split"}
+    continued, averaged, raw = (two_rank_runs[f"resume_{n}"] for n in ("continued", "averaged",
+                                                                     "raw"))
+    for run in (continued, averaged, raw):
+        for a, b in zip(*run, strict=True):
+            np.testing.assert_array_equal(a, b)  # ranks agree
+    # average_over_ranks() leaves the run unchanged; its checkpoint resumes it exactly.
+    assert_weights_close(continued[0], numpy_run(spec, weights, xs, ys))
+    for a, b in zip(averaged[0], continued[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Rank 0's own buffer alone (no averaging) resumes with rank 0's gradients: wrong.
+    assert max(np.abs(a - b).max() for a, b in zip(raw[0], continued[0], strict=True)) > 1e-4

@@ -34,6 +34,8 @@ CASES = {
     "lag1_larc_adam": {"inner": "adam", "lr": 0.01, "lag": 1,
                        "larc": {"eta": 0.002, "mode": "clip"}},
 }
+# Stopped after `split` steps and resumed from rank 0's checkpoint (the worker's resume()).
+RESUME = {"inner": "sgd", "lr": 0.1, "momentum": 0.9, "lag": 2, "split": 3}
 
 
 # ---------------------------------------------------------------- numpy reference
@@ -148,14 +150,15 @@ def assert_weights_close(actual, expected):
 
 @pytest.fixture(scope="session")
 def two_rank_runs(tmp_path_factory):
-    """All CASES trained under `horovodrun -np 2` in one launch: {case: [rank0, rank1]}."""
+    """CASES and RESUME under `horovodrun -np 2` in one launch: {case: [rank0, rank1]}."""
     root = tmp_path_factory.mktemp("callbacks_optimizers")
     weights, xs, ys = problem()
     np.savez(root / "problem.npz", *weights, xs=xs, ys=ys)
     (root / "cases.json").write_text(json.dumps(CASES))
+    (root / "resume.json").write_text(json.dumps(RESUME))
     run_horovod([WORKERS_DIR / "callbacks_optimizers.py", root])
     runs = {}
-    for case in CASES:
+    for case in [*CASES, "resume_continued", "resume_raw", "resume_averaged"]:
         runs[case] = []
         for rank in range(RANKS):
             with np.load(root / f"{case}_rank{rank}.npz") as f:
