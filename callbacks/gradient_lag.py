@@ -40,10 +40,10 @@ class GradientLag(OptimizerWrapper):
       rank 0's checkpoint hold the global gradients, so that every rank
       restoring it resumes exactly;
     - broadcast the initial weights before `fit` with
-      `hvd.broadcast_variables(model.variables, root_rank=0)` rather than
-      with `hvd.callbacks.BroadcastGlobalVariablesCallback`, which
-      broadcasts the optimizer's variables too after the first batch and so
-      would give every rank rank 0's stored gradient.
+      `horovod.tensorflow.broadcast_variables(model.variables, root_rank=0)`
+      rather than with `hvd.callbacks.BroadcastGlobalVariablesCallback`,
+      which broadcasts the optimizer's variables too, after the first batch,
+      and so would give every rank rank 0's stored gradient.
 
     Composition order (outermost first; every layer forwards
     `learning_rate` and `iterations` to the innermost optimizer):

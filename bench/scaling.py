@@ -1,0 +1,151 @@
+"""Weak scaling from 1 to 2 Horovod ranks, with gradient lag 0 and 1.
+
+Every rank trains the same per-rank work (a conv net of ~1.2M parameters on
+64x96x16 fields, batch 2 per rank, SGD with momentum, fp32, one TensorFlow
+thread per rank) under `horovodrun -np 1` and `-np 2` (Gloo), with
+`GradientLag(lag=0)` and `GradientLag(lag=1)`. `Throughput` measures samples/s
+per epoch; the first epoch (tracing) is dropped and each run gives the median
+of the others. Runs are interleaved (np 1, np 2, ...) and repeated; the
+figures are medians over repeats. Weak-scaling (parallel) efficiency is
+
+    efficiency(lag) = total samples/s on 2 ranks / (2 x samples/s on 1 rank),
+
+both with the same lag. With lag 1 the allreduce of the previous step's
+gradient does not wait for the backward pass, so it can overlap compute
+(Kurth et al., SC18, "gradient lag").
+
+    .venv/bin/python bench/scaling.py                      # ~5 minutes on 2 cores
+    .venv/bin/python bench/scaling.py --repeats 5 --steps 12
+
+Not a test. Run it on an otherwise idle machine: other processes on the two
+cores lower the 2-rank figure.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_TAG = "SCALING_RESULT "
+
+
+def build_model(input_shape=(64, 96, 16), num_classes=3):
+    """A small encoder-decoder whose step is dominated by convolutions."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(input_shape)
+    x = inputs
+    for level, filters in enumerate((64, 128, 256)):
+        if level:
+            x = tf.keras.layers.MaxPooling2D(name=f"pool{level}")(x)
+        for i in (1, 2):
+            x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                       name=f"level{level}_conv{i}")(x)
+    x = tf.keras.layers.UpSampling2D(4, name="upsample")(x)
+    logits = tf.keras.layers.Conv2D(num_classes, 1, name="logits")(x)
+    return tf.keras.Model(inputs, logits, name="scaling_net")
+
+
+def worker(args):
+    """One rank of a run; rank 0 prints the per-epoch rates as one JSON line."""
+    sys.path.insert(0, str(ROOT))
+    # isort: off
+    import climseg_tf  # noqa: F401  (Keras 2 and oneDNN before TensorFlow loads)
+    import horovod.tensorflow as hvd_tf
+    import horovod.tensorflow.keras as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    import zoo
+    from callbacks import GradientLag, Throughput
+    # isort: on
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    tf.keras.utils.set_random_seed(0)
+    model = build_model()
+    # Horovod: start from rank 0's weights (before fit, see GradientLag).
+    hvd_tf.broadcast_variables(model.variables, root_rank=0)
+    flops = zoo.training_flops_per_sample(model)
+    # Horovod: average gradients; GradientLag decides what is allreduced.
+    optimizer = hvd.DistributedOptimizer(
+        GradientLag(tf.keras.optimizers.SGD(0.01, momentum=0.9), lag=args.lag))
+    model.compile(optimizer=optimizer,
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(rank)  # every rank its own data
+    x = rng.normal(size=(args.steps * args.batch, *model.input_shape[1:])).astype("float32")
+    y = rng.integers(0, 3, size=x.shape[:3]).astype("int32")
+    throughput = Throughput(batch_size=args.batch, flops_per_sample=flops, verbose=0)
+    history = model.fit(x, y, batch_size=args.batch, epochs=args.epochs, shuffle=False,
+                        verbose=0, callbacks=[throughput])
+    if rank == 0:  # only rank 0 prints
+        rates = history.history["samples_per_second_total"][1:]  # epoch 1 traces
+        print(RESULT_TAG + json.dumps({
+            "np": size, "lag": args.lag, "rates": rates, "flops_per_sample": flops,
+            "params": model.count_params()}), flush=True)
+
+
+def run(np_, lag, args):
+    """Launches one run under horovodrun; returns its median total samples/s."""
+    horovodrun = Path(sys.executable).parent / "horovodrun"
+    threads = "1"  # one TensorFlow thread per rank: 2 ranks fill the 2 cores
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
+               OMP_NUM_THREADS=threads, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = [str(horovodrun), "-np", str(np_), "-H", f"localhost:{np_}", "--gloo",
+           sys.executable, str(Path(__file__).resolve()), "--worker", "--lag", str(lag),
+           "--steps", str(args.steps), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    for line in proc.stdout.splitlines():
+        if RESULT_TAG in line:
+            result = json.loads(line.split(RESULT_TAG, 1)[1])
+            result["median"] = statistics.median(result["rates"])
+            return result
+    raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode} without a result:\n"
+                       f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration. Default 3")
+    parser.add_argument("--steps", type=int, default=16, help="steps per epoch. Default 16")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="epochs per run; the first is not counted. Default 5")
+    parser.add_argument("--batch", type=int, default=2, help="samples per rank and step. Default 2")
+    parser.add_argument("--lag", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+
+    medians = {(np_, lag): [] for lag in (0, 1) for np_ in (1, 2)}
+    info = None
+    for repeat in range(args.repeats):
+        for lag in (0, 1):
+            for np_ in (1, 2):  # interleaved, so drifts in machine load hit both
+                result = run(np_, lag, args)
+                info = info or result
+                medians[np_, lag].append(result["median"])
+                print(f"repeat {repeat + 1}/{args.repeats}: np {np_}, lag {lag}: "
+                      f"{result['median']:.3f} samples/s in total "
+                      f"(epochs: {', '.join(f'{r:.3f}' for r in result['rates'])})", flush=True)
+
+    print(f"\nWeak scaling, {info['params']:,} parameters, "
+          f"{info['flops_per_sample'] / 1e9:.2f} GFLOP per training sample, "
+          f"batch {args.batch} per rank, {args.steps} steps x {args.epochs - 1} timed epochs, "
+          f"medians of {args.repeats} runs:")
+    print("lag | 1 rank samples/s | 2 ranks samples/s | efficiency | sustained (2 ranks)")
+    for lag in (0, 1):
+        one, two = (statistics.median(medians[n, lag]) for n in (1, 2))
+        efficiency = two / (2 * one)
+        gflops = two * info["flops_per_sample"] / 1e9
+        print(f"  {lag} | {one:17.3f} | {two:17.3f} | {efficiency:10.3f} | {gflops:.1f} GFLOP/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
