@@ -7,7 +7,7 @@ from data.augment import random_augment
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_indices
 from data.layouts import LABEL_SETS, channel_indices, first_grid, read_sample
-from data.stats import normalizer
+from data.stats import normalize, normalizer
 
 _FOREVER = 2**62
 
@@ -109,8 +109,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         if augment:
             data, labels = random_augment(data, labels, rng, channels=indices)
         if offset is not None:  # In place, in this reader thread: numpy frees the GIL.
-            data -= offset
-            data *= scale
+            data = normalize(np.ascontiguousarray(data), offset, scale)
         return data, labels, True
 
     def read_op(index, epoch):

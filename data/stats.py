@@ -136,6 +136,35 @@ def normalizer(stats, normalization="minmax", channels=None):
     return offset.astype(np.float32), (1.0 / spread).astype(np.float32)
 
 
+def normalize(data, offset, scale):
+    """Normalizes (H, W, C) float32 `data` in place: `(data - offset) * scale`, per channel.
+
+    Works through blocks of rows small enough to stay in the CPU cache, with
+    offset and scale tiled to a whole row, so both passes run at cache speed
+    with contiguous vector loops: about twice as fast as plain broadcasting
+    on a full-size sample, which is memory-bound.
+
+    Args:
+        data: C-contiguous float32 array (H, W, C), overwritten.
+        offset: C values, e.g. from `normalizer`.
+        scale: C values.
+
+    Returns:
+        `data`.
+    """
+    height = data.shape[0]
+    rows = data.reshape(height, -1)
+    width = rows.shape[1] // data.shape[-1]
+    offset = np.tile(np.asarray(offset, data.dtype), width)
+    scale = np.tile(np.asarray(scale, data.dtype), width)
+    step = max(1, (256 << 10) // max(rows[0].nbytes, 1))
+    for start in range(0, height, step):
+        block = rows[start:start + step]
+        np.subtract(block, offset, out=block)
+        np.multiply(block, scale, out=block)
+    return data
+
+
 def class_frequencies(stats):
     """Fraction of pixels in each class, from the counts in the statistics.
 

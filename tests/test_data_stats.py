@@ -10,6 +10,7 @@ from data.stats import (
     class_frequencies,
     compute_stats,
     main,
+    normalize,
     normalizer,
     read_stats,
     write_stats,
@@ -138,3 +139,13 @@ def test_command_writes_stats_next_to_the_files(tmp_path, capsys):
     # A second run must not count stats.h5 itself as a sample.
     assert main([str(tmp_path), "-q"]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+def test_normalize_in_place_equals_broadcasting():
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(37, 29, 5)).astype(np.float32)
+    offset, scale = rng.normal(size=5).astype(np.float32), rng.uniform(1, 2, 5).astype(np.float32)
+    expected = (data - offset) * scale
+    out = normalize(data, offset, scale)
+    assert out is data
+    np.testing.assert_allclose(data, expected, rtol=1e-6)
