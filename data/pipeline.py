@@ -94,6 +94,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     bad_files = bad_files if bad_files is not None else BadFileLog()
     height, width = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
     shape = (height, width, len(indices))
+    skipped = set()  # This dataset's bad files: when all are bad, an endless one must stop.
 
     def read(index, epoch):
         path = files[index]
@@ -105,6 +106,11 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
             if not skip_bad_files:
                 raise
             bad_files.add(err.path, err.problem)
+            skipped.add(int(index))
+            if len(skipped) == len(files):
+                raise DataFileError(
+                    err.path, f"the last of the {len(files)} files is bad too; nothing left to "
+                              f"read\n{bad_files.report()}") from err
             return np.zeros(shape, np.float32), np.zeros(shape[:2], np.int32), False
         if augment:
             data, labels = random_augment(data, labels, rng, channels=indices)

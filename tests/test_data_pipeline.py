@@ -176,3 +176,56 @@ def test_fit_runs_on_the_training_dataset(tmp_path):
     history = model.fit(dataset, epochs=2, steps_per_epoch=num_batches(tmp_path, 2, training=True),
                         verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def test_skipping_stops_when_every_file_is_bad(tmp_path):
+    paths = _write(tmp_path, 2)
+    for path in paths:
+        with h5py.File(path, "r+") as f:
+            f["climate/data"][0, 0, 1] = np.nan
+    dataset = make_dataset(tmp_path, 1, training=True, skip_bad_files=True)
+    with pytest.raises(tf.errors.OpError, match="the last of the 2 files is bad too"):
+        next(iter(dataset))
+
+
+_HVD_WORKER = """
+import sys
+import data
+import horovod.tensorflow as hvd
+import numpy as np
+import tensorflow as tf
+
+hvd.init()
+directory = sys.argv[1]
+# Horovod: each rank reads its own shard; the seed is the same on all ranks.
+kwargs = dict(num_shards=hvd.size(), shard_index=hvd.rank(), seed=3)
+val = data.make_dataset(directory, 2, training=False, **kwargs)
+train = data.make_dataset(directory, 2, training=True, **kwargs)
+steps = data.num_batches(directory, 2, training=True, num_shards=hvd.size())
+val_ids = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in val]).astype(np.int64)
+train_ids = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in train.take(2 * steps)])
+all_val = hvd.allgather(tf.constant(val_ids)).numpy()
+all_train = hvd.allgather(tf.constant(train_ids.astype(np.int64)[None])).numpy()
+if hvd.rank() == 0:
+    np.savez(sys.argv[2], val=all_val, train=all_train, steps=steps)
+"""
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_two_horovod_ranks_shard_by_rank(tmp_path):
+    from conftest import run_horovod
+
+    _write(tmp_path, 9)
+    script = tmp_path / "worker.py"
+    script.write_text(_HVD_WORKER)
+    run_horovod([script, tmp_path, tmp_path / "out.npz"])
+    with np.load(tmp_path / "out.npz") as out:
+        assert sorted(out["val"].tolist()) == list(range(9))  # validation: each sample once
+        steps, train = int(out["steps"]), out["train"]
+    assert steps == 2 and train.shape == (2, 2 * steps * 2)
+    for epoch in range(2):  # training: same count per rank, disjoint within an epoch
+        part = train[:, epoch * 4:(epoch + 1) * 4]
+        assert len(set(part.ravel().tolist())) == 8
+        assert part[1].tolist() == shard_files(range(9), training=True, num_shards=2,
+                                               shard_index=1, seed=3, epoch=epoch)
