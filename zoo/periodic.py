@@ -175,6 +175,12 @@ def conv2d(x, filters, kernel_size, *, name, strides=1, dilation_rate=1, periodi
     Periodic: `LongitudePadding2D` (named `{name}_pad`) then a "valid"
     convolution; the padding is symmetric, `dilation * (kernel - 1) / 2`.
     """
+    if kernel_size == 1 and strides != 1:
+        # TF 2.18's oneDNN CPU kernels corrupt memory ("double free") in the
+        # input gradient of a strided 1x1 convolution. Subsampling first, then
+        # a 1x1 convolution, computes the same values with the same weights.
+        x = tf.keras.layers.MaxPooling2D(1, strides=strides, name=f"{name}_subsample")(x)
+        strides = 1
     pad = dilation_rate * (kernel_size - 1) // 2
     if periodic and pad:
         x = LongitudePadding2D(pad, name=f"{name}_pad")(x)
