@@ -120,7 +120,7 @@ def first_grid(files, *, skip_bad_files=False, bad_files=None):
 
 
 def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected_shape=None,
-                validate=True):
+                validate=True, labels_required=True):
     """Reads one sample: fields channels last and the class of every pixel.
 
     Args:
@@ -134,9 +134,13 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
             raises. Defaults to None (any size).
         validate: check for NaN/Inf in the data and for labels outside
             0..NUM_CLASSES-1. Defaults to True.
+        labels_required: a file without labels raises. When False, such a
+            file (e.g. new model output to predict on) gives labels None.
+            Defaults to True.
 
     Returns:
-        `(data, labels)`: float32 (H, W, C) and int32 (H, W).
+        `(data, labels)`: float32 (H, W, C) and int32 (H, W) (or None, see
+        `labels_required`).
 
     Raises:
         DataFileError: naming the file and what is wrong with it.
@@ -149,7 +153,11 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
         if expected_shape is not None and (info.height, info.width) != tuple(expected_shape):
             raise DataFileError(path, f"grid is {info.height}x{info.width}, but the other files' "
                                       f"is {expected_shape[0]}x{expected_shape[1]}")
-        if label_set == "random":
+        if not info.label_sets:
+            if labels_required:
+                raise DataFileError(path, f"has no labels; expected {_EXPECTED_LAYOUTS}")
+            label_set = None
+        elif label_set == "random":
             rng = rng if rng is not None else np.random.default_rng()
             label_set = info.label_sets[rng.integers(len(info.label_sets))]
         elif label_set not in info.label_sets:
@@ -162,7 +170,7 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
                 path, f"cannot read the data (truncated or corrupt file?): {err}") from None
     if validate:
         _validate(path, data, labels, indices, label_set)
-    return data, labels.astype(np.int32, copy=False)
+    return data, None if labels is None else labels.astype(np.int32, copy=False)
 
 
 def _open(path):
@@ -188,22 +196,24 @@ def _describe(f):
 
 
 def _detect(f, path):
+    """The file's layout; files without labels (e.g. to predict on) have no label sets."""
+    n = len(CHANNELS)
     if "climate/data" in f and isinstance(f["climate/data"], h5py.Dataset):
         shape = f["climate/data"].shape
-        if len(shape) == 3 and shape[2] == len(CHANNELS) and "climate/labels_0" in f:
+        if len(shape) == 3 and shape[2] == n and "climate/labels" not in f:
             sets = tuple(s for s in ("labels_0", "labels_1") if f"climate/{s}" in f)
             if all(f[f"climate/{s}"].shape == shape[:2] for s in sets):
                 return FileInfo("deepcam", shape[0], shape[1], sets)
-        if len(shape) == 3 and shape[0] == len(CHANNELS) and "climate/labels" in f:
-            lshape = f["climate/labels"].shape
-            if len(lshape) == 3 and lshape[1:] == shape[1:] and 1 <= lshape[0] <= 2:
+        if len(shape) == 3 and shape[0] == n and "climate/labels_0" not in f:
+            lshape = f["climate/labels"].shape if "climate/labels" in f else (0, *shape[1:])
+            if len(lshape) == 3 and lshape[1:] == shape[1:] and lshape[0] <= 2:
                 return FileInfo("sc18", shape[1], shape[2], ("labels_0", "labels_1")[:lshape[0]])
-    elif all(name in f for name in CHANNELS) and "LABELS" in f:
+    elif all(name in f for name in CHANNELS):
         shape = f[CHANNELS[0]].shape
-        lshape = f["LABELS"].shape
+        lshape = f["LABELS"].shape if "LABELS" in f else shape
         if (len(shape) == 3 and shape[0] == 1 and lshape in (shape, shape[1:])
                 and all(f[name].shape == shape for name in CHANNELS)):
-            return FileInfo("climatenet", shape[1], shape[2], ("labels_0",))
+            return FileInfo("climatenet", shape[1], shape[2], ("labels_0",) * ("LABELS" in f))
     raise DataFileError(path, f"is in no known layout: found {_describe(f)}; expected "
                               f"{_EXPECTED_LAYOUTS}")
 
@@ -233,7 +243,7 @@ def _read_deepcam(f, path, indices, label_set):
     data = _read_whole(f["climate/data"], path)
     if indices != list(range(len(CHANNELS))):
         data = data[..., indices]
-    labels = _read_whole(f[f"climate/{label_set}"], path)
+    labels = None if label_set is None else _read_whole(f[f"climate/{label_set}"], path)
     return data.astype(np.float32, copy=False), labels
 
 
@@ -244,7 +254,7 @@ def _read_sc18(f, path, indices, label_set):
         data = f["climate/data"][sorted(indices)]
         data = data[[sorted(indices).index(i) for i in indices]]
     data = np.ascontiguousarray(np.moveaxis(data, 0, -1), dtype=np.float32)
-    labels = f["climate/labels"][int(label_set[-1])]
+    labels = None if label_set is None else f["climate/labels"][int(label_set[-1])]
     return data, labels
 
 
@@ -252,8 +262,9 @@ def _read_climatenet(f, path, indices, label_set):
     data = np.empty((*f[CHANNELS[0]].shape[1:], len(indices)), np.float32)
     for out, index in enumerate(indices):
         data[..., out] = f[CHANNELS[index]][0]
-    labels = f["LABELS"][...]
-    return data, labels.reshape(data.shape[:2])
+    if label_set is None:
+        return data, None
+    return data, f["LABELS"][...].reshape(data.shape[:2])
 
 
 _READERS = {"deepcam": _read_deepcam, "sc18": _read_sc18, "climatenet": _read_climatenet}
@@ -266,6 +277,8 @@ def _validate(path, data, labels, indices, label_set):
         names = [CHANNELS[indices[c]] for c in np.flatnonzero(per_channel)]
         raise DataFileError(path, f"data contain {int(per_channel.sum())} NaN/Inf values "
                                   f"(channels {', '.join(names)})")
+    if labels is None:
+        return
     if labels.dtype.kind == "f":
         if not (np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))):
             raise DataFileError(path, f"{label_set} contain non-integer values; expected class "

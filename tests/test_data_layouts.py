@@ -170,3 +170,21 @@ def test_first_grid_skips_bad_files_when_asked(tmp_path):
     assert first_grid([junk, good], skip_bad_files=True, bad_files=bad) == (H, W)
     assert [path for path, _ in bad.items()] == [str(junk)]
     assert bad.report().startswith("skipped 1 bad file:\n  ")
+
+
+def test_files_without_labels_read_only_when_labels_are_not_required(tmp_path):
+    data, _ = _sample()
+    deepcam, sc18 = tmp_path / "d.h5", tmp_path / "s.h5"
+    with h5py.File(deepcam, "w") as f:
+        f["climate/data"] = data
+    with h5py.File(sc18, "w") as f:
+        f["climate/data"] = np.moveaxis(data, -1, 0)
+    for path, layout in ((deepcam, "deepcam"), (sc18, "sc18")):
+        assert inspect_file(path) == (layout, H, W, ())
+        with pytest.raises(DataFileError, match=rf"^{path}: has no labels; expected DeepCAM"):
+            read_sample(path)
+        x, y = read_sample(path, channels="TMQ", labels_required=False)
+        np.testing.assert_array_equal(x[..., 0], data[..., 0])
+        assert y is None
+    labelled = _write_deepcam(tmp_path / "l.h5", data, _sample()[1])
+    assert read_sample(labelled, labels_required=False)[1] is not None
