@@ -54,17 +54,37 @@ class ASPP(tfm_aspp.ASPP):
 
     def build(self, input_shape):
         super().build(input_shape)
+        # The pyramid creates its convolutions in its own build; build it now
+        # so that they exist to be converted before the first call.
+        shape = input_shape[str(self._config_dict["level"])] if isinstance(
+            input_shape, dict) else input_shape
+        self.aspp.build(tf.TensorShape(shape))
+        self.aspp.built = True
         if self.periodic_padding:
-            # The pyramid creates its convolutions in its own build; build it
-            # now so that they exist to be converted before the first call.
-            shape = input_shape[str(self._config_dict["level"])] if isinstance(
-                input_shape, dict) else input_shape
-            self.aspp.build(tf.TensorShape(shape))
-            self.aspp.built = True
             wrap_longitude(self.aspp)
+        else:
+            for layer in self.aspp._flatten_layers(include_self=False, recursive=True):
+                if isinstance(layer, tf.keras.layers.Conv2D) and max(layer.dilation_rate) > 1:
+                    layer.convolution_op = _native_dilated_convolution_op(layer)
 
     def get_config(self):
         return {**super().get_config(), "periodic_padding": self.periodic_padding}
+
+
+def _native_dilated_convolution_op(layer):
+    """The same "same" atrous convolution, run by tf.nn.conv2d's native dilation.
+
+    Keras goes through tf.nn.convolution, which on CPU implements dilation
+    with SpaceToBatchND: for rates of 12 to 36 on small maps it pads to a
+    multiple of the rate and runs many tiny convolutions, about 10x slower
+    than oneDNN's dilated convolution (measured: rate 36, 24x36x512 map).
+    """
+
+    def convolution_op(inputs, kernel):
+        return tf.nn.conv2d(inputs, kernel, strides=list(layer.strides), padding="SAME",
+                            dilations=list(layer.dilation_rate))
+
+    return convolution_op
 
 
 def aspp_rates(output_stride):
