@@ -6,14 +6,22 @@ from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_files
 from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, inspect_file, read_sample
 from data.pipeline import make_dataset
-from data.staging import stage_files
-from data.stats import Stats, class_frequencies, compute_stats, normalizer, read_stats, write_stats
+from data.staging import StagingError, stage_files
+from data.stats import (
+    Stats,
+    class_frequencies,
+    compute_stats,
+    normalize,
+    normalizer,
+    read_stats,
+    write_stats,
+)
 from data.synthetic import generate, synthesize_sample
 
 __all__ = [
-    "CHANNELS", "CLASSES", "NUM_CLASSES", "BadFileLog", "DataFileError", "Stats",
+    "CHANNELS", "CLASSES", "NUM_CLASSES", "BadFileLog", "DataFileError", "StagingError", "Stats",
     "channel_indices", "class_frequencies", "compute_stats", "flip_latitude", "generate",
-    "inspect_file", "list_files", "make_dataset", "normalizer", "num_batches", "random_augment",
-    "read_sample", "read_stats", "roll_longitude", "shard_files", "stage_files",
+    "inspect_file", "list_files", "make_dataset", "normalize", "normalizer", "num_batches",
+    "random_augment", "read_sample", "read_stats", "roll_longitude", "shard_files", "stage_files",
     "synthesize_sample", "write_stats",
 ]
