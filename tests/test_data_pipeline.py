@@ -229,3 +229,22 @@ def test_two_horovod_ranks_shard_by_rank(tmp_path):
         assert len(set(part.ravel().tolist())) == 8
         assert part[1].tolist() == shard_files(range(9), training=True, num_shards=2,
                                                shard_index=1, seed=3, epoch=epoch)
+
+
+def test_climatenet_netcdf_files_feed_the_pipeline(tmp_path):
+    import h5netcdf
+
+    from data.layouts import CHANNELS
+
+    rng = np.random.default_rng(3)
+    fields = rng.normal(size=(2, 16, H, W)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, H, W))
+    for i in range(2):
+        with h5netcdf.File(tmp_path / f"climatenet-{i}.nc", "w") as f:
+            f.dimensions = {"time": 1, "lat": H, "lon": W}
+            for c, name in enumerate(CHANNELS):
+                f.create_variable(name, ("time", "lat", "lon"), np.float32)[...] = fields[i, c][None]
+            f.create_variable("LABELS", ("lat", "lon"), np.int64)[...] = labels[i]
+    x, y = next(iter(make_dataset(tmp_path, 2, training=False, channels="TMQ,PSL")))
+    np.testing.assert_array_equal(x, np.moveaxis(fields[:, [0, 7]], 1, -1))
+    np.testing.assert_array_equal(y, labels)

@@ -135,3 +135,26 @@ def test_command_uses_the_launchers_rank(tmp_path, monkeypatch, capsys):
         str(tmp_path / "local" / os.path.basename(p)) for p in expected)
     assert main([str(src), "--to", str(tmp_path / "x"), "--oversample", "9"]) == 1
     assert "oversample=9.0; expected 1 <= oversample <= num_shards (3)" in capsys.readouterr().err
+
+
+def test_real_full_disk_refused_up_front_then_enospc_mid_copy(tmp_path, small_disk, monkeypatch):
+    src = tmp_path / "big"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        (src / f"data-{i}.h5").write_bytes(rng.bytes(900_000))
+    with pytest.raises(StagingError, match=rf"^{small_disk}: not enough space to stage 3 files: "
+                                           r"they need 2.7 MB, 2.\d MB is free"):
+        stage_files(src, small_disk)
+    assert os.listdir(small_disk) == []
+    # If the check is fooled (another process fills the disk meanwhile), the
+    # kernel's ENOSPC is caught: the files already staged stay valid, the
+    # half-written one is removed.
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: SimpleNamespace(free=10**12))
+    with pytest.raises(StagingError, match=rf"^{small_disk}: out of space while copying "):
+        stage_files(src, small_disk, workers=1)
+    assert not [n for n in os.listdir(small_disk) if "partial" in n]
+    staged = list_files(small_disk)
+    assert len(staged) == 2
+    for path in staged:
+        assert open(path, "rb").read() == (src / os.path.basename(path)).read_bytes()
