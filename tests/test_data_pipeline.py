@@ -243,7 +243,8 @@ def test_climatenet_netcdf_files_feed_the_pipeline(tmp_path):
         with h5netcdf.File(tmp_path / f"climatenet-{i}.nc", "w") as f:
             f.dimensions = {"time": 1, "lat": H, "lon": W}
             for c, name in enumerate(CHANNELS):
-                f.create_variable(name, ("time", "lat", "lon"), np.float32)[...] = fields[i, c][None]
+                variable = f.create_variable(name, ("time", "lat", "lon"), np.float32)
+                variable[...] = fields[i, c][None]
             f.create_variable("LABELS", ("lat", "lon"), np.int64)[...] = labels[i]
     x, y = next(iter(make_dataset(tmp_path, 2, training=False, channels="TMQ,PSL")))
     np.testing.assert_array_equal(x, np.moveaxis(fields[:, [0, 7]], 1, -1))
