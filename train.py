@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 import yaml
 
@@ -396,7 +397,10 @@ def main(argv=None):
     import data
     import zoo
     from callbacks.checkpoint import Checkpointer, CheckpointError, restore_checkpoint
+    from callbacks.nan_guard import StopOnNonFinite
     from callbacks.report import TrainingReport
+    from data.equalize import equalize_batches
+    from zoo.transfer import load_matching_weights
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -468,13 +472,14 @@ def main(argv=None):
     optimizer = _build_optimizer(args)
     # Horovod: average gradients over ranks (outermost wrapper).
     optimizer = hvd.DistributedOptimizer(optimizer)
+    # Weighted, so that the zero-weight padding of validation shards counts for nothing.
     metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
 
     # ---- resume, or start from pretrained weights.
     resume_from = _resume_point(args, ckpt_dir)
     initial_epoch = 0
     if resume_from:
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         try:
             meta = restore_checkpoint(resume_from, model, optimizer, expect_model=args.model)
         except CheckpointError as e:
@@ -483,7 +488,7 @@ def main(argv=None):
         _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
                    f"step {meta['step']})")
     elif args.init_checkpoint:
-        report = zoo.load_matching_weights(model, args.init_checkpoint,
+        report = load_matching_weights(model, args.init_checkpoint,
                                            modules=args.init_modules, model_name=args.model)
         _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
                    + (f", adapted input channels of {', '.join(report['adapted'])}"
@@ -507,7 +512,7 @@ def main(argv=None):
         decay=None if args.lr_decay == "none" else args.lr_decay,
         decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
         scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
-    guard = callbacks.StopOnNonFinite()
+    guard = StopOnNonFinite()
     cbs = [
         # Horovod: start every rank from rank 0's weights (and restored state).
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
@@ -538,7 +543,7 @@ def main(argv=None):
         # batches; the shorter shards get zero-weight padding.
         count = functools.partial(data.num_batches, len(val_files), args.batch_size,
                                   training=False, num_shards=size)
-        val_ds = data.equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
+        val_ds = equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
 
     _say(rank, f"{args.model}: {model.count_params():,} parameters; {size} rank(s) x batch "
                f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "
@@ -548,7 +553,7 @@ def main(argv=None):
     epochs_done = initial_epoch
     if args.freeze_backbone and initial_epoch < args.freeze_backbone:
         _set_backbone_trainable(model, args.model, False)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
         model.fit(train_ds, epochs=args.freeze_backbone, initial_epoch=initial_epoch,
                   callbacks=cbs, **fit)
@@ -556,7 +561,7 @@ def main(argv=None):
         _set_backbone_trainable(model, args.model, True)
     history = None
     if not guard.stopped and epochs_done < args.epochs:
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         history = model.fit(train_ds, epochs=args.epochs, initial_epoch=epochs_done,
                             callbacks=cbs, **fit)
     seconds = time.perf_counter() - start
@@ -598,9 +603,9 @@ def _flops(zoo, model, rank):
 def _set_backbone_trainable(model, name, trainable):
     import re
 
-    import zoo
+    from zoo.transfer import BACKBONE_PATTERNS
 
-    pattern = re.compile(zoo.BACKBONE_PATTERNS[name])
+    pattern = re.compile(BACKBONE_PATTERNS[name])
     for layer in model.layers:
         if pattern.search(layer.name):
             layer.trainable = trainable
@@ -630,7 +635,7 @@ def _wandb_init(args, config, out):
     import wandb
 
     id_file = os.path.join(out, "wandb_run_id")
-    run_id = open(id_file).read().strip() if os.path.exists(id_file) else wandb.util.generate_id()
+    run_id = open(id_file).read().strip() if os.path.exists(id_file) else uuid.uuid4().hex[:8]
     with open(id_file, "w") as f:
         f.write(run_id)
     run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, mode=mode,
@@ -697,6 +702,8 @@ def predict_main(argv):
     import data
     import zoo
     from callbacks.checkpoint import CheckpointError, read_meta
+    from data.maps import plot_events
+    from data.predictions import write_mask
     from zoo.transfer import _weights_path
 
     try:
@@ -726,7 +733,7 @@ def predict_main(argv):
         fields, labels = data.read_sample(path, channels=channels, labels_required=False)
         logits = model.predict_on_batch(((fields - offset) * scale)[None])
         mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
-        out = data.write_mask(path, args.output_dir, mask,
+        out = write_mask(path, args.output_dir, mask,
                               attrs={"checkpoint": os.path.abspath(args.checkpoint),
                                      "model": meta["model"]})
         line = f"[{i + 1}/{len(files)}] {path} -> {out}"
@@ -735,7 +742,7 @@ def predict_main(argv):
                                      minlength=9).reshape(3, 3)
         if not args.no_maps:
             png = os.path.splitext(out)[0] + ".png"
-            data.plot_events(png, fields[..., tmq], mask, labels,
+            plot_events(png, fields[..., tmq], mask, labels,
                              title=os.path.basename(path))
             line += f", {os.path.basename(png)}"
         print(line, flush=True)

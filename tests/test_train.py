@@ -1,0 +1,258 @@
+"""train.py end to end: real files, real Horovod ranks, W&B offline, resume, fine-tuning."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from conftest import TESTS_DIR, run_horovod, run_python, worker_env
+
+import data
+import train
+from wandb_records import run_contents
+
+TRAIN = str(TESTS_DIR.parent / "train.py")
+# A Tiramisu small enough for two cores; no dropout, so runs are reproducible.
+TINY = ["--model", "tiramisu", "--model-option", "blocks=[1,1,2]",
+        "--model-option", "growth_rate=4", "--model-option", "initial_filters=8",
+        "--model-option", "kernel_size=3", "--model-option", "dropout=0"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    data.generate(root / "train", 12, 64, 96, seed=1)
+    data.generate(root / "val", 5, 64, 96, seed=2)  # odd: validation shards differ
+    return root
+
+
+def _args(dataset, out, *extra):
+    return [TRAIN, *TINY, "--data-train", dataset / "train", "--data-val", dataset / "val",
+            "--output-dir", out, "--wandb-mode", "disabled", *extra]
+
+
+def _final_weights(out):
+    path = sorted(glob.glob(os.path.join(out, "checkpoints", "ckpt-*", "model-weights.h5")))[-1]
+    weights = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: weights.__setitem__(name, obj[...])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return weights
+
+
+def _epochs(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        return json.load(f)["epochs"]
+
+
+# --------------------------------------------------------------------------- flags
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    (["--model", "unet"], "argument --model: invalid choice: 'unet'"),
+    (["--optimizer", "lamb", "--larc"], "--larc cannot wrap --optimizer lamb"),
+    (["--channels", "TMQ,FOO"], "--channels: "),
+    (["--lr-stages", "piece:x"], "--lr-stages: "),
+    (["--class-weights", "1,2"], "--class-weights: expected 3 non-negative numbers, got '1,2'"),
+    (["--freeze-backbone", "1"], "--freeze-backbone needs --init-checkpoint"),
+    (["--model-option", "blocks"], "--model-option 'blocks': expected KEY=VALUE"),
+    (["--model", "tiramisu", "--decoder", "bilinear"],
+     "--decoder applies to --model deeplabv3plus, not tiramisu"),
+    (["--model", "tiramisu", "--output-stride", "16"],
+     "--output-stride applies to the DeepLabv3+ models, not tiramisu"),
+    (["--data-val", "x"], "--data-val needs --data-train"),
+    (["--wandb-mode", "cloud"], "argument --wandb-mode: invalid choice: 'cloud'"),
+])
+def test_bad_flags_name_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"lr": 0.5, "epochs": 3, "data-train": ["a", "b"],
+                                      "larc": True}))
+    args = train.parse_args(["--config", str(config), "--epochs", "4"])
+    assert (args.lr, args.epochs, args.data_train, args.larc) == (0.5, 4, ["a", "b"], True)
+
+    config.write_text("optimizer: rmsprop\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(config)])
+    assert "optimizer: 'rmsprop' is not one of" in capsys.readouterr().err
+    config.write_text("learning_rate: 0.1\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(config)])
+    assert f"--config {config}: unknown option 'learning_rate'" in capsys.readouterr().err
+    config.write_text("lr: [1, 2\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(config)])
+    assert "not valid YAML" in capsys.readouterr().err
+    config.write_text("!!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(SystemExit):  # the safe loader refuses to build objects
+        train.parse_args(["--config", str(config)])
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_help_groups_the_flags():
+    proc = run_python([TRAIN, "--help"])
+    for text in ("model:", "data:", "optimization:", "loss:", "precision:",
+                 "outputs and resuming:", "fine-tuning:", "Weights & Biases:",
+                 "deeplabv3plus", "deeplabv3plus_tfm", "tiramisu", "--gradient-lag"):
+        assert text in proc.stdout
+
+
+@pytest.mark.slow
+def test_unwritable_output_dir_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_python([TRAIN, *TINY, "--output-dir", blocker / "run"], check=False)
+    assert proc.returncode != 0
+    assert f"--output-dir {blocker / 'run'}: cannot write there" in proc.stderr
+
+
+# --------------------------------------------------------------------------- training
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = run_python(_args(dataset, one, "--epochs", "2", "--batch-size", "4",
+                            "--wandb-mode", "offline"), threads=2)
+    run_horovod(_args(dataset, two, "--epochs", "2", "--batch-size", "2"))
+
+    a, b = _epochs(one)[-1], _epochs(two)[-1]
+    for key in ("loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_background"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    wa, wb = _final_weights(one), _final_weights(two)
+    assert wa.keys() == wb.keys() and len(wa) > 5
+    for name in wa:
+        np.testing.assert_allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert "climseg: mean IoU" in proc.stdout
+
+    # The run's record and W&B's offline run hold the same values.
+    assert os.path.isfile(one / "curves.png") and os.path.isfile(one / "config.yaml")
+    config, history = run_contents(glob.glob(str(one / "wandb" / "*run-*" / "run-*.wandb"))[0])
+    assert config["model"] == "tiramisu" and config["global_batch_size"] == 4
+    logged = [r for r in history if "epoch/val_mean_iou" in r]
+    assert [r["epoch/val_mean_iou"] for r in logged] == pytest.approx(
+        [e["val_mean_iou"] for e in _epochs(one)])
+    assert sum("batch/loss" in r for r in history) == 2 * 3  # 12 files / 4 per step
+    assert any("validation/samples/all_masks" in r for r in history)
+
+    # Inference from the best checkpoint: masks, maps and an IoU that numpy agrees with.
+    pred = tmp_path / "pred"
+    proc = run_python([TRAIN, "predict", "--checkpoint", one / "checkpoints" / "best",
+                       "--input", dataset / "val", "--output-dir", pred])
+    masks = sorted(glob.glob(str(pred / "*.mask.h5")))
+    assert len(masks) == 5 and len(glob.glob(str(pred / "*.mask.png"))) == 5
+    confusion = np.zeros((3, 3), np.int64)
+    for path in masks:
+        source = dataset / "val" / os.path.basename(path).replace(".mask.h5", ".h5")
+        _, labels = data.read_sample(str(source))
+        with h5py.File(path) as f:
+            mask = f["climate/prediction"][...]
+        assert mask.shape == labels.shape
+        confusion += np.bincount(3 * labels.ravel() + mask.ravel(), minlength=9).reshape(3, 3)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), 0)
+    assert f"mean {iou.mean():.3f}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_with_the_same_weights(dataset, tmp_path):
+    extra = ["--epochs", "4", "--gradient-lag", "1", "--warmup", "2", "--warmup-start", "0.1",
+             "--optimizer", "adam"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_python(_args(dataset, whole, *extra))
+
+    cmd = [sys.executable, *map(str, _args(dataset, killed, *extra))]
+    proc = subprocess.Popen(cmd, env=worker_env(2), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not glob.glob(str(killed / "checkpoints" / "ckpt-e0002-*")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint of epoch 2"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_python(_args(dataset, killed, *extra))
+    assert "resuming from" in resumed.stdout
+
+    for name, value in _final_weights(whole).items():
+        np.testing.assert_allclose(_final_weights(killed)[name], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+    rates = [e["learning_rate"] for e in _epochs(whole)]
+    assert [e["learning_rate"] for e in _epochs(killed)] == pytest.approx(rates)
+    assert [e["epoch"] for e in _epochs(killed)] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_other_classes_and_rgb_channels(dataset, tmp_path):
+    script = tmp_path / "source.py"
+    script.write_text(
+        "import sys, zoo\n"
+        "m = zoo.get_model('tiramisu', input_shape=(64, 96, 3), num_classes=5, blocks=[1,1,2],"
+        " growth_rate=4, initial_filters=8, kernel_size=3, dropout=0)\n"
+        "m.save_weights(sys.argv[1])\n")
+    source = tmp_path / "rgb5.h5"
+    run_python([script, source])
+    proc = run_python(_args(dataset, tmp_path / "ft", "--epochs", "2", "--init-checkpoint",
+                            source, "--freeze-backbone", "1"))
+    assert f"from {source}, adapted input channels of stem_conv" in proc.stdout
+    assert "not loaded: logits_conv (shapes (1, 1, 24, 5), (5,) vs (1, 1, 24, 3), (3,))" \
+        in proc.stdout
+    assert "encoder frozen for epochs 1-1" in proc.stdout
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(dataset, tmp_path):
+    out = tmp_path / "nan"
+    run_python(_args(dataset, out, "--epochs", "1"))
+    good = sorted(os.listdir(out / "checkpoints"))
+    proc = run_python(_args(dataset, out, "--epochs", "3", "--lr", "1e30", "--optimizer",
+                            "sgd"), check=False)
+    assert proc.returncode == 1
+    assert "the training loss became nan" in proc.stdout.lower()
+    assert "last good checkpoint" in proc.stdout
+    assert sorted(os.listdir(out / "checkpoints")) == good
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_a_killed_rank_ends_the_job_with_its_name(dataset, tmp_path):
+    import psutil
+
+    cmd = [str(os.path.join(os.path.dirname(sys.executable), "horovodrun")), "-np", "2",
+           "-H", "localhost:2", "--gloo", sys.executable,
+           *map(str, _args(dataset, tmp_path / "dies", "--epochs", "50"))]
+    job = subprocess.Popen(cmd, env=worker_env(1), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    victim = None
+    while victim is None:
+        assert job.poll() is None and time.time() < deadline
+        for child in psutil.Process(job.pid).children(recursive=True):
+            try:
+                if child.environ().get("HOROVOD_RANK") == "1" and "train.py" in " ".join(
+                        child.cmdline()):
+                    victim = child
+            except psutil.Error:
+                continue
+        time.sleep(0.5)
+    while not glob.glob(str(tmp_path / "dies" / "checkpoints" / "ckpt-*")):
+        assert job.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    output, _ = job.communicate(timeout=120)  # bounded: never a hang
+    assert job.returncode != 0
+    assert "Process 1 exit with status code" in output
