@@ -68,8 +68,13 @@ def test_output_is_full_resolution_float32_logits(models, batch, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(zoo.MODELS))
 def test_one_training_step_lowers_the_loss(models, batch, name):
-    model = tf.keras.models.clone_model(models[name])  # Keeps the fixture untrained.
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
+    if name == "tiramisu":
+        # Without dropout, so that the two losses of the same batch differ by
+        # the update only.
+        model = zoo.tiramisu(input_shape=SHAPE, dropout=0.0)
+    else:
+        model = tf.keras.models.clone_model(models[name])  # Keeps the fixture untrained.
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.01),
                   loss=zoo.get_loss("weighted_ce", zoo.class_weights([0.8, 0.05, 0.15])))
     first = model.train_on_batch(*batch)  # Loss before the update.
     second = model.train_on_batch(*batch)  # Loss after one update.
