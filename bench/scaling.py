@@ -12,7 +12,10 @@ figures are medians over repeats. Weak-scaling (parallel) efficiency is
 
 both with the same lag. With lag 1 the allreduce of the previous step's
 gradient does not wait for the backward pass, so it can overlap compute
-(Kurth et al., SC18, "gradient lag").
+(Kurth et al., SC18, "gradient lag"). A fifth configuration, 2 ranks that
+train independently (no allreduce), separates the cost of communication
+(`2 ranks / no allreduce`) from that of two ranks sharing the machine
+(memory bandwidth, clocks, other users).
 
     .venv/bin/python bench/scaling.py                      # ~5 minutes on 2 cores
     .venv/bin/python bench/scaling.py --repeats 5 --steps 12
@@ -71,9 +74,10 @@ def worker(args):
     # Horovod: start from rank 0's weights (before fit, see GradientLag).
     hvd_tf.broadcast_variables(model.variables, root_rank=0)
     flops = zoo.training_flops_per_sample(model)
-    # Horovod: average gradients; GradientLag decides what is allreduced.
-    optimizer = hvd.DistributedOptimizer(
-        GradientLag(tf.keras.optimizers.SGD(0.01, momentum=0.9), lag=args.lag))
+    optimizer = GradientLag(tf.keras.optimizers.SGD(0.01, momentum=0.9), lag=args.lag)
+    if not args.no_allreduce:
+        # Horovod: average gradients; GradientLag decides what is allreduced.
+        optimizer = hvd.DistributedOptimizer(optimizer)
     model.compile(optimizer=optimizer,
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(rank)  # every rank its own data
@@ -89,7 +93,7 @@ def worker(args):
             "params": model.count_params()}), flush=True)
 
 
-def run(np_, lag, args):
+def run(np_, lag, args, no_allreduce=False):
     """Launches one run under horovodrun; returns its median total samples/s."""
     horovodrun = Path(sys.executable).parent / "horovodrun"
     threads = "1"  # one TensorFlow thread per rank: 2 ranks fill the 2 cores
@@ -98,6 +102,7 @@ def run(np_, lag, args):
     cmd = [str(horovodrun), "-np", str(np_), "-H", f"localhost:{np_}", "--gloo",
            sys.executable, str(Path(__file__).resolve()), "--worker", "--lag", str(lag),
            "--steps", str(args.steps), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    cmd += ["--no-allreduce"] if no_allreduce else []
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     for line in proc.stdout.splitlines():
         if RESULT_TAG in line:
@@ -117,33 +122,45 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=2, help="samples per rank and step. Default 2")
     parser.add_argument("--lag", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-allreduce", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
 
-    medians = {(np_, lag): [] for lag in (0, 1) for np_ in (1, 2)}
+    # (ranks, lag, allreduce); 2 ranks without allreduce train independently: the
+    # reference that separates the cost of communication from two ranks sharing the machine.
+    configs = [(1, 0, True), (2, 0, True), (1, 1, True), (2, 1, True), (2, 0, False)]
+    medians = {config: [] for config in configs}
     info = None
     for repeat in range(args.repeats):
-        for lag in (0, 1):
-            for np_ in (1, 2):  # interleaved, so drifts in machine load hit both
-                result = run(np_, lag, args)
-                info = info or result
-                medians[np_, lag].append(result["median"])
-                print(f"repeat {repeat + 1}/{args.repeats}: np {np_}, lag {lag}: "
-                      f"{result['median']:.3f} samples/s in total "
-                      f"(epochs: {', '.join(f'{r:.3f}' for r in result['rates'])})", flush=True)
+        for np_, lag, allreduce in configs:  # interleaved, so drifts in load hit all
+            result = run(np_, lag, args, no_allreduce=not allreduce)
+            info = info or result
+            medians[np_, lag, allreduce].append(result["median"])
+            # Other processes on the cores show up here and in the rates.
+            load = os.getloadavg()[0]
+            what = f"np {np_}, lag {lag}" + ("" if allreduce else ", no allreduce")
+            print(f"repeat {repeat + 1}/{args.repeats}: {what}: "
+                  f"{result['median']:.3f} samples/s in total "
+                  f"(epochs: {', '.join(f'{r:.3f}' for r in result['rates'])}); "
+                  f"load average {load:.2f}", flush=True)
 
     print(f"\nWeak scaling, {info['params']:,} parameters, "
           f"{info['flops_per_sample'] / 1e9:.2f} GFLOP per training sample, "
           f"batch {args.batch} per rank, {args.steps} steps x {args.epochs - 1} timed epochs, "
           f"medians of {args.repeats} runs:")
-    print("lag | 1 rank samples/s | 2 ranks samples/s | efficiency | sustained (2 ranks)")
+    independent = statistics.median(medians[2, 0, False])
+    print("lag | 1 rank samples/s | 2 ranks samples/s | efficiency | vs no allreduce | "
+          "sustained (2 ranks)")
     for lag in (0, 1):
-        one, two = (statistics.median(medians[n, lag]) for n in (1, 2))
+        one, two = (statistics.median(medians[n, lag, True]) for n in (1, 2))
         efficiency = two / (2 * one)
         gflops = two * info["flops_per_sample"] / 1e9
-        print(f"  {lag} | {one:17.3f} | {two:17.3f} | {efficiency:10.3f} | {gflops:.1f} GFLOP/s")
+        print(f"  {lag} | {one:17.3f} | {two:17.3f} | {efficiency:10.3f} | "
+              f"{two / independent:15.3f} | {gflops:.1f} GFLOP/s")
+    print(f"2 ranks without allreduce: {independent:.3f} samples/s "
+          f"({independent / (2 * statistics.median(medians[1, 0, True])):.3f} of 2x one rank)")
     return 0
 
 

@@ -206,6 +206,19 @@ def test_trust_ratio_clips_and_scales_as_published():
         np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
 
 
+def test_clip_uses_the_scheduled_rate_of_the_step_being_applied():
+    """With a LearningRateSchedule inside, clip divides by the rate of this step."""
+    schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay([0], [1.0, 0.01])
+    w = tf.Variable([3.0, 4.0], name="w")
+    opt = LARC(tf.keras.optimizers.SGD(schedule), eta=0.5, mode="clip", epsilon=0.0)
+    g = tf.constant([6.0, 8.0])
+    opt.apply_gradients([(g, w)])  # step 0, lr 1: local 0.25 -> factor 0.25
+    np.testing.assert_allclose(w.numpy(), [3.0 - 1.5, 4.0 - 2.0], rtol=1e-6)
+    w.assign([3.0, 4.0])
+    opt.apply_gradients([(g, w)])  # step 1, lr 0.01: local / lr = 25 -> factor 1
+    np.testing.assert_allclose(w.numpy(), [3.0 - 0.06, 4.0 - 0.08], rtol=1e-6)
+
+
 @pytest.mark.parametrize("epsilon", [0.0, 1e-8])
 def test_zero_norms_pass_the_gradient_through_without_nan(epsilon):
     zero_w = tf.Variable(tf.zeros(3), name="zero_w")
