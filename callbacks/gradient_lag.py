@@ -45,7 +45,7 @@ class GradientLag(OptimizerWrapper):
       which broadcasts the optimizer's variables too, after the first batch,
       and so would give every rank rank 0's stored gradient.
 
-    Composition order (outermost first; every layer forwards
+    Composition order (built from the inside out; every layer forwards
     `learning_rate` and `iterations` to the innermost optimizer):
 
         opt = tf.keras.optimizers.Adam(lr)

@@ -37,7 +37,7 @@ class LARC(OptimizerWrapper):
     `compute_gradients`, before `apply_gradients`, so the ratio uses the
     global gradient, as in the SC18 runs.
 
-    Composition order (outermost first; every layer forwards
+    Composition order (built from the inside out; every layer forwards
     `learning_rate` and `iterations` to the innermost optimizer):
 
         opt = tf.keras.optimizers.Adam(lr)
