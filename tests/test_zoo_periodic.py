@@ -10,14 +10,16 @@ from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, longitude_pad
 SHAPE = (64, 96, 16)
 
 
-def _blob(center_col, shape=SHAPE, seed=0):
-    """A smooth 'storm' plus noise; `center_col` 0 puts it across the dateline."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[: shape[0], : shape[1]]
-    dist = np.minimum(np.abs(cols - center_col), shape[1] - np.abs(cols - center_col))
-    storm = np.exp(-((rows - 30) ** 2 + dist**2) / 40.0)
-    x = 0.1 * rng.standard_normal((1, *shape)) + 3.0 * storm[None, :, :, None]
-    return x.astype(np.float32)
+def _storms():
+    """A smooth 'storm' in the middle of a noisy field, and the same field rolled
+    in longitude so that the storm straddles the dateline (both borders)."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    storm = np.exp(-((rows - 30) ** 2 + (cols - 48) ** 2) / 40.0)
+    middle = 0.1 * rng.standard_normal((1, *SHAPE)) + 3.0 * storm[None, :, :, None]
+    dateline = np.roll(middle, -48, axis=2)
+    assert dateline[0, 30, 0, 0] > 2.5 and dateline[0, 30, -1, 0] > 2.5
+    return middle.astype(np.float32), dateline.astype(np.float32)
 
 
 def _numpy_periodic_conv(x, kernel, dilation=1):
@@ -62,8 +64,8 @@ def test_longitude_padding_config_round_trip():
 def test_periodic_bilinear_upsampling_interpolates_across_the_dateline():
     x = np.zeros((1, 1, 4, 1), np.float32)
     x[0, 0, 0, 0] = 1.0  # Column 0: its left neighbour is column 3.
-    periodic = BilinearUpsampling2D(2, periodic=True)(x).numpy().ravel()
-    clamped = BilinearUpsampling2D(2, periodic=False)(x).numpy().ravel()
+    periodic = BilinearUpsampling2D(2, periodic=True)(x).numpy()[0, 0, :, 0]
+    clamped = BilinearUpsampling2D(2, periodic=False)(x).numpy()[0, 0, :, 0]
     # Half-pixel centres: output 0 sits at input -0.25, between columns 3 and 0.
     np.testing.assert_allclose(periodic, [0.75, 0.75, 0.25, 0, 0, 0, 0, 0.25])
     np.testing.assert_allclose(clamped, [1, 0.75, 0.25, 0, 0, 0, 0, 0])
@@ -97,8 +99,9 @@ def periodic_models():
 @pytest.mark.parametrize("name", sorted(zoo.MODELS))
 def test_storm_across_the_dateline_is_seen_like_one_in_the_middle(periodic_models, name):
     model = periodic_models[name]
-    middle = model(_blob(48), training=False).numpy()
-    dateline = model(_blob(0), training=False).numpy()  # The same field rolled by 48.
+    middle_field, dateline_field = _storms()
+    middle = model(middle_field, training=False).numpy()
+    dateline = model(dateline_field, training=False).numpy()
     np.testing.assert_allclose(np.roll(middle, -48, axis=2), dateline, atol=2e-5 * np.abs(
         middle).max())
 
@@ -117,6 +120,7 @@ def test_zero_padded_model_sees_the_dateline_storm_differently():
     """The check above can fail: without periodic padding the borders differ."""
     model = zoo.tiramisu(input_shape=SHAPE, periodic_padding=False, blocks=(2, 2, 2),
                          growth_rate=8)
-    middle = model(_blob(48), training=False).numpy()
-    dateline = model(_blob(0), training=False).numpy()
+    middle_field, dateline_field = _storms()
+    middle = model(middle_field, training=False).numpy()
+    dateline = model(dateline_field, training=False).numpy()
     assert np.abs(np.roll(middle, -48, axis=2) - dateline).max() > 1e-2 * np.abs(middle).max()
