@@ -552,6 +552,8 @@ def main(argv=None):
     fit = dict(steps_per_epoch=steps, validation_data=val_ds, verbose=2 if rank == 0 else 0)
     epochs_done = initial_epoch
     if args.freeze_backbone and initial_epoch < args.freeze_backbone:
+        # The optimizer must know every variable before some are frozen.
+        optimizer.build(model.trainable_variables)
         _set_backbone_trainable(model, args.model, False)
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
