@@ -314,15 +314,17 @@ def _default_data(args, hvd, rank):
                 open(marker, "w").close()
             else:
                 _say(0, f"using the synthetic data set in {dirs[split]}")
-    _barrier(hvd)
+    _broadcast(hvd, None)  # the others wait for rank 0's files
     return [dirs["train"]], [dirs["val"]]
 
 
-def _barrier(hvd):
-    if hvd.size() > 1:
-        import horovod.tensorflow as hvd_tf
+def _broadcast(hvd, value):
+    """Rank 0's `value` on every rank (also a barrier)."""
+    if hvd.size() == 1:
+        return value
+    import horovod.tensorflow as hvd_tf
 
-        hvd_tf.broadcast_object(0, root_rank=0, name="climseg_barrier")
+    return hvd_tf.broadcast_object(value, root_rank=0, name="climseg_broadcast")
 
 
 def _build_optimizer(args):
@@ -399,7 +401,6 @@ def main(argv=None):
     from callbacks.checkpoint import Checkpointer, CheckpointError, restore_checkpoint
     from callbacks.nan_guard import StopOnNonFinite
     from callbacks.report import TrainingReport
-    from data.equalize import equalize_batches
     from zoo.transfer import load_matching_weights
 
     hvd.init()
@@ -417,6 +418,13 @@ def main(argv=None):
         train_paths, val_paths = _default_data(args, hvd, rank)
     train_files = data.list_files(train_paths)
     val_files = data.list_files(val_paths) if val_paths else []
+    bad_files = data.BadFileLog()
+    if args.skip_bad_files and val_files:
+        # Known-good validation files keep every rank's step count known.
+        if rank == 0:
+            val_files = data.usable_files(val_files, channels=args.channels,
+                                          label_set=args.label_set, bad_files=bad_files)
+        val_files = _broadcast(hvd, val_files)
     stats_path = args.stats or _stats_next_to(train_paths)
     stats = data.read_stats(stats_path) if stats_path else None
     if stats is None:
@@ -442,7 +450,6 @@ def main(argv=None):
         raise SystemExit(f"train.py: error: --batch-size {args.batch_size}: "
                          f"{len(train_files)} training files over {num_shards} rank(s) give "
                          "no full batch")
-    bad_files = data.BadFileLog()
     common = dict(stats=stats, normalization=args.normalization, channels=channels,
                   label_set=args.label_set, skip_bad_files=args.skip_bad_files,
                   bad_files=bad_files, seed=args.seed)
@@ -543,7 +550,7 @@ def main(argv=None):
         # batches; the shorter shards get zero-weight padding.
         count = functools.partial(data.num_batches, len(val_files), args.batch_size,
                                   training=False, num_shards=size)
-        val_ds = equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
+        val_ds = data.equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
 
     _say(rank, f"{args.model}: {model.count_params():,} parameters; {size} rank(s) x batch "
                f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "
@@ -568,7 +575,7 @@ def main(argv=None):
                             callbacks=cbs, **fit)
     seconds = time.perf_counter() - start
 
-    if args.skip_bad_files and bad_files.count:
+    if args.skip_bad_files and len(bad_files):
         _say(rank, bad_files.report())
     if guard.stopped:
         _say(rank, f"error: {guard.message}. The last good checkpoint in {ckpt_dir} is "
@@ -704,8 +711,6 @@ def predict_main(argv):
     import data
     import zoo
     from callbacks.checkpoint import CheckpointError, read_meta
-    from data.maps import plot_events
-    from data.predictions import write_mask
     from zoo.transfer import _weights_path
 
     try:
@@ -735,7 +740,7 @@ def predict_main(argv):
         fields, labels = data.read_sample(path, channels=channels, labels_required=False)
         logits = model.predict_on_batch(((fields - offset) * scale)[None])
         mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
-        out = write_mask(path, args.output_dir, mask,
+        out = data.write_mask(path, args.output_dir, mask,
                               attrs={"checkpoint": os.path.abspath(args.checkpoint),
                                      "model": meta["model"]})
         line = f"[{i + 1}/{len(files)}] {path} -> {out}"
@@ -744,7 +749,7 @@ def predict_main(argv):
                                      minlength=9).reshape(3, 3)
         if not args.no_maps:
             png = os.path.splitext(out)[0] + ".png"
-            plot_events(png, fields[..., tmq], mask, labels,
+            data.plot_events(png, fields[..., tmq], mask, labels,
                              title=os.path.basename(path))
             line += f", {os.path.basename(png)}"
         print(line, flush=True)

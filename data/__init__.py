@@ -2,10 +2,13 @@
 
 import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
 from data.augment import flip_latitude, random_augment, roll_longitude
+from data.equalize import equalize_batches
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_files
 from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, inspect_file, read_sample
-from data.pipeline import make_dataset
+from data.maps import plot_events
+from data.pipeline import make_dataset, usable_files
+from data.predictions import write_mask
 from data.staging import StagingError, stage_files
 from data.stats import (
     Stats,
@@ -21,7 +24,8 @@ from data.synthetic import generate, synthesize_sample
 __all__ = [
     "CHANNELS", "CLASSES", "NUM_CLASSES", "BadFileLog", "DataFileError", "StagingError", "Stats",
     "channel_indices", "class_frequencies", "compute_stats", "flip_latitude", "generate",
-    "inspect_file", "list_files", "make_dataset", "normalize", "normalizer", "num_batches",
+    "equalize_batches", "inspect_file", "list_files", "make_dataset", "plot_events",
+    "usable_files", "write_mask", "normalize", "normalizer", "num_batches",
     "random_augment", "read_sample", "read_stats", "roll_longitude", "shard_files", "stage_files",
     "synthesize_sample", "write_stats",
 ]

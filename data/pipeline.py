@@ -153,3 +153,43 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     if not training and not skip_bad_files:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(prefetch or tf.data.AUTOTUNE)
+
+
+def usable_files(paths, *, channels=None, label_set="labels_0", bad_files=None, workers=4):
+    """The files that read and validate cleanly; the others go to `bad_files`.
+
+    A validation pipeline with `skip_bad_files=True` would otherwise find out
+    only while reading, and a shard that shrinks runs fewer steps than the
+    others, so that Horovod's collectives (IoU metrics) no longer pair up.
+    Checking the validation files once beforehand keeps every shard's count
+    known. Reads each file fully, in `workers` threads.
+
+    Args:
+        paths: a directory, glob, file or list (see `list_files`).
+        channels: channel selection, as for `read_sample`.
+        label_set: as for `read_sample`.
+        bad_files: a `BadFileLog` to record skipped files in. Defaults to a new one.
+        workers: files checked at once. Defaults to `4`.
+
+    Returns:
+        The usable files, in `list_files` order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = list_files(paths)
+    bad_files = bad_files if bad_files is not None else BadFileLog()
+    indices = channel_indices(channels)
+    height, width = first_grid(files, skip_bad_files=True, bad_files=bad_files)
+
+    def check(path):
+        try:
+            read_sample(path, channels=indices, label_set=label_set,
+                        rng=np.random.default_rng(0), expected_shape=(height, width))
+        except DataFileError as err:
+            bad_files.add(err.path, err.problem)
+            return False
+        return True
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        ok = list(pool.map(check, files))
+    return [path for path, good in zip(files, ok, strict=True) if good]
