@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data.errors import BadFileLog, DataFileError
 from data.files import num_batches, shard_files
-from data.pipeline import make_dataset
+from data.pipeline import make_dataset, usable_files
 from data.stats import Stats, write_stats
 from data.synthetic import generate, label_fields
 
@@ -249,3 +249,15 @@ def test_climatenet_netcdf_files_feed_the_pipeline(tmp_path):
     x, y = next(iter(make_dataset(tmp_path, 2, training=False, channels="TMQ,PSL")))
     np.testing.assert_array_equal(x, np.moveaxis(fields[:, [0, 7]], 1, -1))
     np.testing.assert_array_equal(y, labels)
+
+
+def test_usable_files_drops_and_records_bad_ones(tmp_path):
+    paths = generate(tmp_path, 4, 16, 24, seed=3, stats=False)
+    with open(paths[1], "r+b") as f:  # truncated
+        f.truncate(2000)
+    with h5py.File(paths[2], "r+") as f:  # NaN in the data
+        f["climate/data"][0, 0, 0] = np.nan
+    log = BadFileLog()
+    assert usable_files(tmp_path, bad_files=log) == [paths[0], paths[3]]
+    assert [path for path, _ in log.items()] == sorted([paths[1], paths[2]])
+    assert "NaN" in dict(log.items())[paths[2]]
