@@ -477,8 +477,15 @@ def main(argv=None):
     loss = zoo.get_loss(args.loss, class_weights=weights if args.loss != "jaccard" else None,
                         **loss_kwargs)
     optimizer = _build_optimizer(args)
-    # Horovod: average gradients over ranks (outermost wrapper).
+    # Horovod: average gradients over ranks.
     optimizer = hvd.DistributedOptimizer(optimizer)
+    if args.precision == "mixed_float16":
+        # Dynamic loss scaling, outermost: a step whose (averaged) gradients
+        # overflow is skipped on every rank and the scale lowered.
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    if args.precision != "fp32":
+        _say(rank, f"{args.precision}: float32 weights and logits"
+                   + (", dynamic loss scaling" if args.precision == "mixed_float16" else ""))
     # Weighted, so that the zero-weight padding of validation shards counts for nothing.
     metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
 

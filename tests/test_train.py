@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import TESTS_DIR, run_horovod, run_python, worker_env
+from wandb_records import run_contents
 
 import data
 import train
-from wandb_records import run_contents
 
 TRAIN = str(TESTS_DIR.parent / "train.py")
 # A Tiramisu small enough for two cores; no dropout, so runs are reproducible.
@@ -262,3 +262,16 @@ def test_a_killed_rank_ends_the_job_with_its_name(dataset, tmp_path):
     output, _ = job.communicate(timeout=120)  # bounded: never a hang
     assert job.returncode != 0
     assert "Process 1 exit with status code" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, note", [
+    ("mixed_float16", "mixed_float16: float32 weights and logits, dynamic loss scaling"),
+    ("mixed_bfloat16", "mixed_bfloat16: float32 weights and logits"),
+])
+def test_mixed_precision_trains(dataset, tmp_path, precision, note):
+    proc = run_python(_args(dataset, tmp_path / precision, "--epochs", "1",
+                            "--steps-per-epoch", "2", "--precision", precision))
+    assert note in proc.stdout
+    record = _epochs(tmp_path / precision)[-1]
+    assert np.isfinite(record["loss"]) and 0 <= record["val_mean_iou"] <= 1
