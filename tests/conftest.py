@@ -15,6 +15,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import climseg_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+
+# isort: split
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -31,7 +33,7 @@ BIN_DIR = Path(sys.executable).parent
 def _seed():
     """Every test starts from the same RNG state."""
     random.seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002  (code under test may use the legacy global RNG)
     tf.keras.utils.set_random_seed(0)
     yield
     tf.keras.backend.clear_session()
@@ -80,8 +82,8 @@ def run_horovod(args, np_=2, timeout=600, check=True, cwd=None, env_overrides=No
     """Runs `horovodrun -np N -H localhost:N --gloo python ARGS`, one thread per rank."""
     cmd = [str(BIN_DIR / "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", "--gloo",
            sys.executable, *map(str, args)]
-    proc = subprocess.run(cmd, env=worker_env(1, env_overrides), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(cmd, env=worker_env(1, env_overrides), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n"
                     f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")

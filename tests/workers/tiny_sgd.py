@@ -11,6 +11,8 @@ import argparse
 import os
 
 import climseg_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 
