@@ -34,11 +34,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import climseg_tf  # noqa: E402,F401  (Keras 2 and oneDNN before TensorFlow)
+
+# isort: split
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import climseg_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from data import generate, list_files, make_dataset, num_batches  # noqa: E402
 
 
