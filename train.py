@@ -590,9 +590,10 @@ def main(argv=None):
         if run is not None:
             run.finish(exit_code=1)
         return 1
-    final = history.history if history else {}
     if rank == 0:
-        _summary(final, seconds, out, ckpt_dir)
+        if history is None:
+            _say(0, f"nothing to do: {args.epochs} epochs were already trained in {out}")
+        _summary(out, seconds, ckpt_dir)
         if run is not None:
             _wandb_finish(run, ckpt_dir)
     return 0
@@ -627,12 +628,20 @@ def _set_backbone_trainable(model, name, trainable):
             layer.trainable = trainable
 
 
-def _summary(history, seconds, out, ckpt_dir):
-    last = {k: v[-1] for k, v in history.items() if v}
+def _summary(out, seconds, ckpt_dir):
+    """Prints the last epoch's figures, as recorded in metrics.json."""
+    from callbacks.report import TrainingReport
+
+    path = os.path.join(out, TrainingReport.METRICS)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        epochs = json.load(f)["epochs"]
+    last = epochs[-1] if epochs else {}
     keys = ("loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_background", "val_iou_tc",
             "val_iou_ar", "samples_per_second_total")
     shown = ", ".join(f"{k} {last[k]:.4f}" for k in keys if k in last)
-    print(f"climseg: done in {seconds:.0f} s. Final epoch: {shown}", flush=True)
+    print(f"climseg: done in {seconds:.0f} s. Epoch {last.get('epoch')}: {shown}", flush=True)
     iou = last.get("val_mean_iou", last.get("mean_iou"))
     if iou is not None:
         print(f"climseg: mean IoU {iou:.3f} (all-background prediction scores about "
