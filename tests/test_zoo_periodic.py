@@ -5,7 +5,13 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, longitude_pad, wrap_longitude
+from zoo.periodic import (
+    BilinearUpsampling2D,
+    LongitudePadding2D,
+    SubpixelConv2DTranspose,
+    longitude_pad,
+    wrap_longitude,
+)
 
 SHAPE = (64, 96, 16)
 
@@ -124,3 +130,23 @@ def test_zero_padded_model_sees_the_dateline_storm_differently():
     middle = model(middle_field, training=False).numpy()
     dateline = model(dateline_field, training=False).numpy()
     assert np.abs(np.roll(middle, -48, axis=2) - dateline).max() > 1e-2 * np.abs(middle).max()
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_subpixel_transposed_conv_equals_keras_conv2d_transpose(periodic):
+    x = np.random.default_rng(0).standard_normal((2, 5, 7, 4)).astype(np.float32)
+    reference = tf.keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same",
+                                                bias_initializer="random_normal")
+    reference.build(x.shape)
+    layer = SubpixelConv2DTranspose(6, periodic=periodic)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())  # Same variables, same shapes.
+    if periodic:  # Reference: wrap one column per side, transpose, crop two per side.
+        expected = reference(LongitudePadding2D(((0, 0), (1, 1)))(x))[:, :, 2:-2]
+    else:
+        expected = reference(x)
+    np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), atol=1e-5)
+    clone = SubpixelConv2DTranspose.from_config(layer.get_config())
+    assert clone.periodic == periodic and clone.kernel_size == (3, 3)
+    with pytest.raises(ValueError, match=r"strides=\(2, 2\); received 3"):
+        SubpixelConv2DTranspose(6, strides=3)

@@ -11,7 +11,12 @@ from zoo.deeplabv3plus_tfm import deeplabv3plus_tfm
 from zoo.flops import count_flops, training_flops_per_sample
 from zoo.losses import LOSSES, FocalLoss, JaccardLoss, WeightedCrossEntropy, class_weights, get_loss
 from zoo.metrics import ConfusionMatrixIoU, DeepCAMIoU, iou_metrics
-from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, wrap_longitude
+from zoo.periodic import (
+    BilinearUpsampling2D,
+    LongitudePadding2D,
+    SubpixelConv2DTranspose,
+    wrap_longitude,
+)
 from zoo.tiramisu import tiramisu
 
 MODELS = {
@@ -55,6 +60,7 @@ __all__ = [
     "training_flops_per_sample",
     "BilinearUpsampling2D",
     "LongitudePadding2D",
+    "SubpixelConv2DTranspose",
     "deeplabv3plus",
     "deeplabv3plus_tfm",
     "get_model",

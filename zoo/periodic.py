@@ -193,14 +193,82 @@ def conv2d(x, filters, kernel_size, *, name, strides=1, dilation_rate=1, periodi
     )(x)
 
 
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
+    """A 3x3, stride-2, "same" `Conv2DTranspose` computed as four small convolutions.
+
+    The same layer, variables and result as Keras' `Conv2DTranspose(filters,
+    3, strides=2, padding="same")`, computed differently: each of the four
+    output phases (even/odd row, even/odd column) is an ordinary convolution
+    of the input with 1, 2, 2 or 4 taps of the kernel, and `depth_to_space`
+    interleaves them. Training on CPU is several times faster than
+    TensorFlow's `Conv2DBackpropInput`, whose filter gradient is slow
+    (measured 38 vs 168 GFLOP/s for a 3x3 conv). Optionally periodic in
+    longitude.
+
+    Args:
+        filters: output channels.
+        periodic: wrap around in width. Defaults to `False`.
+        **kwargs: passed on to `Conv2DTranspose` (kernel_size 3, strides 2
+            and padding "same" are fixed).
+    """
+
+    def __init__(self, filters, periodic=False, **kwargs):
+        for key, fixed in (("kernel_size", (3, 3)), ("strides", (2, 2)), ("padding", "same")):
+            value = kwargs.pop(key, fixed)
+            value = tuple(value) if isinstance(value, list | tuple) else value
+            if value not in (fixed, fixed[0] if isinstance(fixed, tuple) else fixed):
+                raise ValueError(
+                    f"SubpixelConv2DTranspose has {key}={fixed!r}; received {value!r}."
+                )
+        super().__init__(filters, (3, 3), strides=(2, 2), padding="same", **kwargs)
+        if self.data_format != "channels_last" or self.output_padding is not None:
+            raise ValueError("SubpixelConv2DTranspose supports channels_last and no "
+                             "output_padding only.")
+        self.periodic = bool(periodic)
+
+    def call(self, inputs):
+        # out[2i + a] gets x[i] * K[a] (a = 0, 1, 2): even outputs K[0] from
+        # x[m] and K[2] from x[m - 1]; odd outputs K[1] from x[m].
+        k = tf.transpose(self.kernel, [0, 1, 3, 2])  # (3, 3, in, out)
+        x = inputs
+        if self.periodic:
+            padded = tf.pad(_wrap_width(x, 1, 0), [[0, 0], [1, 0], [0, 0], [0, 0]])
+        else:
+            padded = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
+        taps = {0: [2, 0], 1: [1]}  # Kernel rows for (x[m - 1], x[m]), per phase.
+        phases = []
+        for a in (0, 1):
+            for b in (0, 1):
+                kernel = tf.stack([tf.stack([k[i, j] for j in taps[b]]) for i in taps[a]])
+                source = padded[:, 1 - len(taps[a]) + 1 :, 1 - len(taps[b]) + 1 :]
+                phases.append(tf.nn.conv2d(source, kernel, 1, "VALID"))
+        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("kernel_size", "strides", "padding"):
+            config.pop(key)
+        return {**config, "periodic": self.periodic}
+
+
 def conv2d_transpose(x, filters, kernel_size, *, name, strides=2, periodic=False, **kwargs):
     """A "same" `Conv2DTranspose`; periodic in longitude if asked.
 
-    Periodic: one wrapped column per side (`{name}_pad`), the transposed
-    convolution, then `strides` columns cropped per side (`{name}_crop`). The
-    wrapped columns add exactly the contributions the borders get from their
-    neighbours across the dateline (valid for kernel_size <= 2 * strides + 1).
+    3x3 stride 2 (all the zoo uses) runs as `SubpixelConv2DTranspose`, which
+    handles periodic padding itself. Other sizes, periodic: one wrapped column
+    per side (`{name}_pad`), the transposed convolution, then `strides`
+    columns cropped per side (`{name}_crop`). The wrapped columns add exactly
+    the contributions the borders get from their neighbours across the
+    dateline (valid for kernel_size <= 2 * strides + 1).
     """
+    if kernel_size == 3 and strides == 2:
+        return SubpixelConv2DTranspose(filters, periodic=periodic, name=name, **kwargs)(x)
     if periodic:
         x = LongitudePadding2D(((0, 0), (1, 1)), name=f"{name}_pad")(x)
     x = tf.keras.layers.Conv2DTranspose(
