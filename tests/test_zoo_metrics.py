@@ -73,6 +73,9 @@ def test_deepcam_iou_matches_numpy_and_differs_from_global_iou():
     m.reset_state()
     m.update_state(y[:1], np.eye(3)[y[:1]])  # Perfect prediction, absent classes count 1.
     assert float(m.result()) == 1.0
+    m.reset_state()  # Zero-weight (padding) samples count for nothing.
+    m.update_state(y, logits, sample_weight=np.array([1.0, 0.0, 1.0, 0.0]))
+    np.testing.assert_allclose(m.result(), numpy_deepcam_iou(y[::2], logits[::2]), rtol=1e-6)
 
 
 def test_metrics_work_in_evaluate_and_serialize():

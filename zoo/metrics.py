@@ -139,8 +139,12 @@ class DeepCAMIoU(tf.keras.metrics.Metric):
         self.count = self.add_weight("count", initializer="zeros", dtype=tf.float64)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            raise ValueError("DeepCAMIoU takes no sample_weight; received one.")
+        """Adds the scores of a batch; `sample_weight` weights samples.
+
+        A per-pixel `sample_weight` (batch, H, W) is averaged per sample, so
+        that zero-weight padding samples count for nothing; pixels are not
+        weighted inside a sample's IoU.
+        """
         y_pred = tf.convert_to_tensor(y_pred)
         if not self.sparse_y_pred:
             y_pred = tf.argmax(y_pred, axis=-1)
@@ -153,8 +157,14 @@ class DeepCAMIoU(tf.keras.metrics.Metric):
         intersection = tf.reduce_sum(tf.cast(pred & true, tf.float64), axis=-1)
         union = tf.reduce_sum(tf.cast(pred | true, tf.float64), axis=-1)
         iou = tf.where(union > 0, intersection / tf.maximum(union, 1.0), 1.0)
-        self.total.assign_add(tf.reduce_sum(tf.reduce_mean(iou, axis=0)))
-        self.count.assign_add(tf.cast(batch, tf.float64))
+        scores = tf.reduce_mean(iou, axis=0)  # (batch,)
+        if sample_weight is None:
+            weights = tf.ones_like(scores)
+        else:
+            weights = tf.reshape(tf.cast(sample_weight, tf.float64), [batch, -1])
+            weights = tf.reduce_mean(weights, axis=-1)
+        self.total.assign_add(tf.reduce_sum(weights * scores))
+        self.count.assign_add(tf.reduce_sum(weights))
 
     def result(self):
         total_count = _sum_over_ranks(tf.stack([self.total, self.count]), self.allreduce)
