@@ -48,10 +48,11 @@ def plot_events(path, tmq, prediction, truth=None, title=None):
         if mask is not None and np.shape(mask) != tmq.shape:
             raise ValueError(f"{name} has shape {np.shape(mask)}, expected {tmq.shape} like tmq")
     panels = [("prediction", prediction)] + ([("truth", truth)] if truth is not None else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     for ax, (name, mask) in zip(axes[0], panels, strict=True):
         image = _panel(ax, tmq, np.asarray(mask), name)
-    fig.colorbar(image, ax=axes[0].tolist(), label="TMQ (kg m$^{-2}$)", shrink=0.8)
+    fig.subplots_adjust(left=0.07, right=0.89, bottom=0.22, top=0.85, wspace=0.2)
+    fig.colorbar(image, cax=fig.add_axes([0.91, 0.22, 0.012, 0.63]), label="TMQ (kg m$^{-2}$)")
     handles = [matplotlib.lines.Line2D([], [], color=c, label=CLASSES[k].replace("_", " "))
                for k, c in COLORS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
