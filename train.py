@@ -491,7 +491,7 @@ def main(argv=None):
 
     # ---- resume, or start from pretrained weights.
     resume_from = _resume_point(args, ckpt_dir)
-    initial_epoch = 0
+    initial_epoch = resume_batches = 0
     if resume_from:
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         try:
@@ -499,6 +499,14 @@ def main(argv=None):
         except CheckpointError as e:
             raise SystemExit(f"train.py: error: {e}") from None
         initial_epoch = int(meta["epoch"])
+        # A checkpoint written mid-epoch (--checkpoint-every-steps): continue
+        # that epoch after the batches it had done.
+        resume_batches = int(meta["step"]) - initial_epoch * steps
+        if not 0 <= resume_batches < steps:
+            _say(rank, f"note: checkpoint step {meta['step']} does not fall in epoch "
+                       f"{initial_epoch + 1} at {steps} steps per epoch (other batch size?); "
+                       "starting that epoch from its beginning")
+            resume_batches = 0
         _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
                    f"step {meta['step']})")
     elif args.init_checkpoint:
@@ -546,9 +554,13 @@ def main(argv=None):
     if run is not None:
         cbs += _wandb_callbacks(args, run, val_files, common)
 
-    train_ds = data.make_dataset(train_files, args.batch_size, training=True,
+    def train_data(first_epoch):
+        # The order of epoch e depends only on (seed, e): a resumed run reads
+        # the same batches as an uninterrupted one.
+        return data.make_dataset(train_files, args.batch_size, training=True,
                                  num_shards=num_shards, shard_index=shard_index,
-                                 initial_epoch=initial_epoch, augment=args.augment, **common)
+                                 initial_epoch=first_epoch, augment=args.augment, **common)
+
     val_ds = None
     if val_files:
         val_ds = data.make_dataset(val_files, args.batch_size, training=False,
@@ -563,23 +575,22 @@ def main(argv=None):
                f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "
                f"epoch; {len(val_files)} validation files; output in {out}")
     start = time.perf_counter()
-    fit = dict(steps_per_epoch=steps, validation_data=val_ds, verbose=2 if rank == 0 else 0)
-    epochs_done = initial_epoch
+    fit = dict(validation_data=val_ds, verbose=2 if rank == 0 else 0, callbacks=cbs)
+    history = None
     if args.freeze_backbone and initial_epoch < args.freeze_backbone:
         # The optimizer must know every variable before some are frozen.
         optimizer.build(model.trainable_variables)
         _set_backbone_trainable(model, args.model, False)
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
-        model.fit(train_ds, epochs=args.freeze_backbone, initial_epoch=initial_epoch,
-                  callbacks=cbs, **fit)
-        epochs_done = args.freeze_backbone
+        history = _fit_epochs(model, train_data, initial_epoch, args.freeze_backbone,
+                              resume_batches, steps, guard, **fit)
+        initial_epoch, resume_batches = args.freeze_backbone, 0
         _set_backbone_trainable(model, args.model, True)
-    history = None
-    if not guard.stopped and epochs_done < args.epochs:
+    if not guard.stopped and initial_epoch < args.epochs:
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
-        history = model.fit(train_ds, epochs=args.epochs, initial_epoch=epochs_done,
-                            callbacks=cbs, **fit)
+        history = _fit_epochs(model, train_data, initial_epoch, args.epochs, resume_batches,
+                              steps, guard, **fit)
     seconds = time.perf_counter() - start
 
     if args.skip_bad_files and len(bad_files):
@@ -597,6 +608,23 @@ def main(argv=None):
         if run is not None:
             _wandb_finish(run, ckpt_dir)
     return 0
+
+
+def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
+    """Trains epochs [first, last), the first from its batch `skip` on.
+
+    An interrupted epoch runs as a fit of its own over its remaining batches
+    (Keras' steps per epoch is fixed within one fit). Returns the last History.
+    """
+    history = None
+    if skip:
+        history = model.fit(train_data(first).skip(skip), epochs=first + 1, initial_epoch=first,
+                            steps_per_epoch=steps - skip, **fit)
+        first += 1
+    if first < last and not guard.stopped:
+        history = model.fit(train_data(first), epochs=last, initial_epoch=first,
+                            steps_per_epoch=steps, **fit)
+    return history
 
 
 def _stats_next_to(paths):

@@ -248,8 +248,12 @@ class Checkpointer(tf.keras.callbacks.Callback):
             shutil.rmtree(old, ignore_errors=True)
 
     def on_train_batch_end(self, batch, logs=None):
+        last_of_epoch = batch + 1 == self.params.get("steps")
+        if last_of_epoch and self.every_epochs and (self._epoch + 1) % self.every_epochs == 0:
+            return  # on_epoch_end writes this state, with the epoch's metrics
         if self.every_steps and self._step() % self.every_steps == 0:
-            # Mid-epoch: the epoch is not complete, so resuming repeats it.
+            # Mid-epoch: `epoch` counts completed epochs; the step tells how far
+            # into the next one this is (train.py resumes from there).
             self._save(self._epoch, logs)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,8 +180,23 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_pat
 def test_resume_after_sigkill_ends_with_the_same_weights(dataset, tmp_path):
     extra = ["--epochs", "4", "--gradient-lag", "1", "--warmup", "2", "--warmup-start", "0.1",
              "--optimizer", "adam"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run_python(_args(dataset, whole, *extra))
+    whole, killed, mid = tmp_path / "whole", tmp_path / "killed", tmp_path / "mid"
+    run_python(_args(dataset, whole, *extra, "--checkpoint-every-steps", "4",
+                     "--keep-checkpoints", "20"))
+    names = sorted(os.listdir(whole / "checkpoints"))
+    assert "ckpt-e0001-s00000008" in names  # mid-epoch 2 (6 steps per epoch)
+    assert "ckpt-e0001-s00000012" not in names  # the epoch's end writes ckpt-e0002-s00000012
+
+    # A crash just after the mid-epoch checkpoint of step 8: resume from it.
+    shutil.copytree(whole, mid)
+    for name in names:
+        if name != "best" and int(name.split("-s")[1]) > 8:
+            shutil.rmtree(mid / "checkpoints" / name)
+    resumed = run_python(_args(dataset, mid, *extra))
+    assert "resuming from" in resumed.stdout and "ckpt-e0001-s00000008" in resumed.stdout
+    for name, value in _final_weights(whole).items():
+        np.testing.assert_allclose(_final_weights(mid)[name], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
 
     cmd = [sys.executable, *map(str, _args(dataset, killed, *extra))]
     proc = subprocess.Popen(cmd, env=worker_env(2), stdout=subprocess.DEVNULL,
