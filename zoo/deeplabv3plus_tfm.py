@@ -11,6 +11,7 @@ import math
 import tensorflow as tf
 from official.vision.modeling import segmentation_model
 from official.vision.modeling.backbones import resnet_deeplab
+from official.vision.modeling.decoders import aspp as tfm_aspp
 from official.vision.modeling.heads import segmentation_heads
 
 from zoo import _common
@@ -68,10 +69,13 @@ class TfmDeepLabV3Plus(tf.keras.layers.Layer):
             output_stride=self.output_stride,
             input_specs=tf.keras.layers.InputSpec(shape=[None, None, None, input_shape[-1]]),
         )
-        decoder = ASPP(
-            level=level, dilation_rates=aspp_rates(self.output_stride), num_filters=256,
-            periodic_padding=self.periodic_padding,
-        )
+        aspp = dict(level=level, dilation_rates=aspp_rates(self.output_stride), num_filters=256)
+        if self.periodic_padding:
+            decoder = ASPP(periodic_padding=True, **aspp)  # zoo's subclass: wraps its convs.
+        else:
+            # tfm's own layer, unchanged: the reference keeps tfm's speed too
+            # (its atrous convolutions run through SpaceToBatchND).
+            decoder = tfm_aspp.ASPP(**aspp)
         head = segmentation_heads.SegmentationHead(
             num_classes=self.num_classes, level=level, num_convs=2, num_filters=256,
             feature_fusion="deeplabv3plus", low_level=2, low_level_num_filters=48,
