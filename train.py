@@ -104,8 +104,9 @@ def build_parser():
     g = parser.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (one rank)")
-    g.add_argument("--lr-stages", help="multi-stage schedule: 'piece:e1:s1:e2:s2' (SC18; "
-                                       "multipliers from epochs) or 'E:M,E:M'")
+    g.add_argument("--lr-stages", help="multi-stage schedule: the learning rate times M from "
+                                       "position P on (in --lr-unit), as 'piece:P1:M1:P2:M2' "
+                                       "(SC18) or 'P1:M1,P2:M2'")
     g.add_argument("--lr-unit", choices=("epoch", "step"), default="epoch",
                    help="unit of --lr-stages and --warmup")
     g.add_argument("--warmup", type=float, default=0.0,
@@ -257,11 +258,10 @@ def parse_args(argv=None):
             data.channel_indices(args.channels)
         except ValueError as e:
             parser.error(f"--channels: {e}")
+    args.lr_stage_list = []
     if args.lr_stages:
-        import callbacks
-
         try:
-            callbacks.parse_stages(args.lr_stages)
+            args.lr_stage_list = _lr_stages_flag(args.lr_stages)
         except ValueError as e:
             parser.error(f"--lr-stages: {e}")
     return args
@@ -275,6 +275,23 @@ def _config_flag(argv):
         if item.startswith("--config="):
             return item.split("=", 1)[1]
     return None
+
+
+def _lr_stages_flag(text):
+    """`piece:P1:M1:P2:M2` (SC18) or `P1:M1,P2:M2`: (position, multiplier) pairs."""
+    if text.startswith("piece:"):
+        import callbacks
+
+        return callbacks.parse_stages(text)
+    stages = []
+    for item in text.split(","):
+        position, sep, multiplier = item.partition(":")
+        try:
+            stages.append((float(position), float(multiplier)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not POSITION:MULTIPLIER; expected e.g. "
+                             "'piece:20:0.1:40:0.01' or '20:0.1,40:0.01'") from None
+    return stages
 
 
 def _class_weights_flag(text):
@@ -520,7 +537,7 @@ def main(argv=None):
 
     # ---- callbacks: order matters (averaged metrics first; writers after).
     config = {k: v for k, v in vars(args).items()
-              if k not in ("class_weight_values", "model_options")}
+              if k not in ("class_weight_values", "model_options", "lr_stage_list")}
     config.update(ranks=size, global_batch_size=args.batch_size * size,
                   steps_per_epoch=steps, input_shape=list(model_kwargs["input_shape"]),
                   class_weights=None if weights is None else [float(w) for w in weights],
@@ -529,7 +546,7 @@ def main(argv=None):
         with open(os.path.join(out, "config.yaml"), "w") as f:
             yaml.safe_dump(config, f, sort_keys=True)
     lr_callback = callbacks.MultiStageLearningRate(
-        args.lr, stages=args.lr_stages or (), unit=args.lr_unit, warmup=args.warmup,
+        args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
         warmup_start=args.warmup_start,
         decay=None if args.lr_decay == "none" else args.lr_decay,
         decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,

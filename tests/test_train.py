@@ -61,6 +61,7 @@ def _epochs(out):
     (["--optimizer", "lamb", "--larc"], "--larc cannot wrap --optimizer lamb"),
     (["--channels", "TMQ,FOO"], "--channels: "),
     (["--lr-stages", "piece:x"], "--lr-stages: "),
+    (["--lr-stages", "4096:0.1,8192"], "--lr-stages: '8192' is not POSITION:MULTIPLIER"),
     (["--class-weights", "1,2"], "--class-weights: expected 3 non-negative numbers, got '1,2'"),
     (["--freeze-backbone", "1"], "--freeze-backbone needs --init-checkpoint"),
     (["--model-option", "blocks"], "--model-option 'blocks': expected KEY=VALUE"),
@@ -76,6 +77,12 @@ def test_bad_flags_name_the_flag(argv, message, capsys):
         train.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_lr_stages_in_both_forms():
+    args = train.parse_args(["--lr-stages", "4096:0.1,8192:0.01", "--lr-unit", "step"])
+    assert args.lr_stage_list == [(4096.0, 0.1), (8192.0, 0.01)]
+    assert train.parse_args(["--lr-stages", "piece:20:0.5"]).lr_stage_list == [(20, 0.5)]
 
 
 def test_yaml_config_is_overridden_by_flags(tmp_path, capsys):
@@ -229,7 +236,11 @@ def test_fine_tuning_from_other_classes_and_rgb_channels(dataset, tmp_path):
     source = tmp_path / "rgb5.h5"
     run_python([script, source])
     proc = run_python(_args(dataset, tmp_path / "ft", "--epochs", "2", "--init-checkpoint",
-                            source, "--freeze-backbone", "1"))
+                            source, "--freeze-backbone", "1", "--lr", "0.002",
+                            "--lr-stages", "6:0.25", "--lr-unit", "step"))
+    # 6 steps per epoch: the second epoch runs at a quarter of the rate.
+    assert [e["learning_rate"] for e in _epochs(tmp_path / "ft")] == pytest.approx(
+        [0.002, 0.0005])
     assert f"from {source}, adapted input channels of stem_conv" in proc.stdout
     assert "not loaded: logits_conv (shapes (1, 1, 20, 5), (5,) vs (1, 1, 20, 3), (3,))" \
         in proc.stdout
