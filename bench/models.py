@@ -3,8 +3,9 @@
 For each model, at the same input and batch (fp32): training samples/s and
 achieved GFLOP/s (training FLOPs per sample from `zoo.training_flops_per_sample`,
 3x the forward graph count), as the median over timed steps after warm-up;
-and the float32 matmul GFLOP/s of TensorFlow on this machine, with each
-model's rate as a fraction of it.
+and each model's rate as a fraction of TensorFlow's float32 matmul rate
+(2048^2, timed right after every model step, so that both see the same load
+on a shared machine).
 
     .venv/bin/python bench/models.py                 # 192x288x16, batch 2
     .venv/bin/python bench/models.py --models deeplabv3plus --steps 10
@@ -30,28 +31,27 @@ import zoo  # noqa: E402
 # isort: on
 
 
-def _median_seconds(step, steps, warmup):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def matmul_gflops(size=2048, steps=10, warmup=3):
-    """float32 matmul rate of TensorFlow here (2 n^3 FLOPs per product)."""
+def _matmul(size=2048):
+    """A float32 matmul step and its FLOPs (2 n^3)."""
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    seconds = _median_seconds(lambda: matmul().numpy(), steps, warmup)
-    return 2 * size**3 / seconds / 1e9
+    return (lambda: matmul().numpy()), 2 * size**3
 
 
-def model_rate(name, input_shape, batch, steps, warmup):
-    """(samples/s, GFLOP/s, training FLOPs per sample) of `name`."""
+def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
+    """Median samples/s, GFLOP/s, and ratio to the matmul rate of `name`.
+
+    The machine may be shared: a matmul is timed right after every model
+    step, and each step's rate is divided by that matmul's rate, so that the
+    ratio compares the two under the same load.
+    """
     tf.keras.utils.set_random_seed(0)
     model = zoo.get_model(name, input_shape=input_shape)
     flops = zoo.training_flops_per_sample(model, input_shape)
@@ -60,9 +60,19 @@ def model_rate(name, input_shape, batch, steps, warmup):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((batch, *input_shape), dtype=np.float32))
     y = tf.constant(rng.integers(0, 3, (batch, *input_shape[:2])), tf.int32)
-    seconds = _median_seconds(lambda: model.train_on_batch(x, y), steps, warmup)
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    times, ratios, peaks = [], [], []
+    for _ in range(steps):
+        seconds = _seconds(lambda: model.train_on_batch(x, y))
+        peak = matmul_flops / statistics.median(_seconds(matmul) for _ in range(3))
+        times.append(seconds)
+        peaks.append(peak)
+        ratios.append(batch * flops / seconds / peak)
     tf.keras.backend.clear_session()
-    return batch / seconds, batch * flops / seconds / 1e9, flops
+    seconds = statistics.median(times)
+    return (batch / seconds, batch * flops / seconds / 1e9, statistics.median(ratios),
+            statistics.median(peaks) / 1e9, flops)
 
 
 def main(argv=None):
@@ -80,13 +90,15 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}, oneDNN TF_ENABLE_ONEDNN_OPTS="
           f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, input {input_shape}, "
           f"batch {args.batch}, fp32, median of {args.steps} steps after {args.warmup}", flush=True)
-    peak = matmul_gflops()
-    print(f"{'matmul float32 2048^2':28s} {peak:8.1f} GFLOP/s  (1.00)", flush=True)
+    matmul, matmul_flops = _matmul()
+    for _ in range(3):
+        matmul()  # Warm-up.
     for name in args.models:
-        samples, gflops, flops = model_rate(name, input_shape, args.batch, args.steps, args.warmup)
-        print(f"{name:28s} {gflops:8.1f} GFLOP/s  ({gflops / peak:.2f})  {samples:6.3f} samples/s  "
-              f"{flops / 1e9:7.1f} GFLOP/training sample", flush=True)
-
+        samples, gflops, ratio, peak, flops = model_rate(
+            name, input_shape, args.batch, args.steps, args.warmup, matmul, matmul_flops)
+        print(f"{name:20s} {gflops:7.1f} GFLOP/s = {ratio:.2f} x matmul ({peak:5.1f} GFLOP/s "
+              f"float32 2048^2, timed after each step)  {samples:6.3f} samples/s  "
+              f"{flops / 1e9:6.1f} GFLOP/training sample", flush=True)
 
 if __name__ == "__main__":
     main()
