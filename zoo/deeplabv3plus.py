@@ -211,6 +211,11 @@ def deeplabv3plus(
     decay is left to the training setup. Without batch-norm variables the
     default configuration has exactly the paper code's 43,669,251 parameters.
 
+    For speed on CPU (same variables and results): the ASPP's atrous
+    convolutions run with tf.nn.conv2d's native dilation rather than Keras'
+    SpaceToBatchND path, and the 3x3 stride-2 transposed convolutions as four
+    phase convolutions (`zoo.periodic.SubpixelConv2DTranspose`).
+
     Args:
         input_shape: (height, width, channels); height and width multiples of
             `output_stride`, or None. Defaults to `(768, 1152, 16)`.
