@@ -507,7 +507,8 @@ def main(argv=None):
     metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
 
     # ---- resume, or start from pretrained weights.
-    resume_from = _resume_point(args, ckpt_dir)
+    # Rank 0 decides, so that all ranks start at the same point.
+    resume_from = _broadcast(hvd, _resume_point(args, ckpt_dir) if rank == 0 else None)
     initial_epoch = resume_batches = 0
     if resume_from:
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
@@ -535,6 +536,16 @@ def main(argv=None):
         for name, why in report["skipped"]:
             _say(rank, f"  not loaded: {name} ({why})")
 
+    # Horovod: every rank starts from rank 0's weights and optimizer state. Done
+    # here, not with BroadcastGlobalVariablesCallback: that one broadcasts the
+    # optimizer's variables after the first step, which would overwrite each
+    # rank's own gradient in a gradient-lag buffer with rank 0's.
+    import horovod.tensorflow as hvd_tf
+
+    hvd_tf.broadcast_variables(model.variables, root_rank=0)
+    if optimizer.variables():
+        hvd_tf.broadcast_variables(optimizer.variables(), root_rank=0)
+
     # ---- callbacks: order matters (averaged metrics first; writers after).
     config = {k: v for k, v in vars(args).items()
               if k not in ("class_weight_values", "model_options", "lr_stage_list")}
@@ -554,7 +565,6 @@ def main(argv=None):
     guard = StopOnNonFinite()
     cbs = [
         # Horovod: start every rank from rank 0's weights (and restored state).
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         guard,
         callbacks.MetricAverage(),
         lr_callback,
@@ -564,7 +574,8 @@ def main(argv=None):
                      monitor="val_mean_iou" if val_files else "mean_iou",
                      meta={"model": args.model, "model_kwargs": model_kwargs,
                            "channels": channels, "normalization": args.normalization,
-                           "stats": stats_path}, writer=rank == 0),
+                           "stats": stats_path}, writer=rank == 0,
+                     before_save=functools.partial(_average_lag_buffers, optimizer)),
         TrainingReport(out, writer=rank == 0, extra=config),
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
@@ -642,6 +653,19 @@ def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
         history = model.fit(train_data(first), epochs=last, initial_epoch=first,
                             steps_per_epoch=steps, **fit)
     return history
+
+
+def _average_lag_buffers(optimizer):
+    """Horovod: before rank 0 saves, gradient-lag buffers become the global mean.
+
+    Each rank's buffer holds its own not yet averaged gradient; a checkpoint
+    must hold their mean, which every rank then restores.
+    """
+    while optimizer is not None:
+        if hasattr(optimizer, "average_over_ranks"):
+            optimizer.average_over_ranks()
+            return
+        optimizer = getattr(optimizer, "inner_optimizer", None)
 
 
 def _stats_next_to(paths):

@@ -177,6 +177,10 @@ class Checkpointer(tf.keras.callbacks.Callback):
         meta: extra JSON-serializable metadata stored with every checkpoint
             (e.g. the model name and the run's config). Defaults to `None`.
         writer: whether this process writes. Defaults to `True`.
+        before_save: a function called on every process (writer or not) just
+            before each checkpoint is written, e.g. a collective that makes
+            per-rank optimizer state global (`GradientLag.average_over_ranks`).
+            Defaults to `None`.
         verbose: 1 prints a line per checkpoint written. Defaults to `1`.
 
     Example:
@@ -186,7 +190,8 @@ class Checkpointer(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, directory, every_epochs=1, every_steps=None, keep=3,
-                 monitor="val_mean_iou", mode="max", meta=None, writer=True, verbose=1):
+                 monitor="val_mean_iou", mode="max", meta=None, writer=True, before_save=None,
+                 verbose=1):
         super().__init__()
         for name, value in (("every_epochs", every_epochs), ("every_steps", every_steps)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -203,6 +208,7 @@ class Checkpointer(tf.keras.callbacks.Callback):
         self.mode = mode
         self.meta = dict(meta or {})
         self.writer = writer
+        self.before_save = before_save
         self.verbose = verbose
         self.best = None
         self.last_path = None
@@ -225,6 +231,8 @@ class Checkpointer(tf.keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def _save(self, epoch, logs):
+        if self.before_save is not None:  # every rank, at every save point
+            self.before_save()
         if not self.writer or not _finite((logs or {}).get("loss", 0.0)):
             return
         # A non-finite gradient can spoil the weights before the loss shows it.

@@ -133,10 +133,11 @@ def test_unwritable_output_dir_is_reported_before_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.horovod
 def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "resumed"
+    lag = ["--gradient-lag", "1"]  # the lagged gradient is what ranks average
     proc = run_python(_args(dataset, one, "--epochs", "2", "--batch-size", "4",
-                            "--wandb-mode", "offline"), threads=2)
-    run_horovod(_args(dataset, two, "--epochs", "2", "--batch-size", "2"))
+                            "--wandb-mode", "offline", *lag), threads=2)
+    run_horovod(_args(dataset, two, "--epochs", "2", "--batch-size", "2", *lag))
 
     a, b = _epochs(one)[-1], _epochs(two)[-1]
     # IoU sums confusion matrices over ranks: exact, although the 5 validation
@@ -152,6 +153,17 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_pat
     for name in wa:
         np.testing.assert_allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6, err_msg=name)
     assert "climseg: mean IoU" in proc.stdout
+
+    # Two ranks resumed after epoch 1 end where the uninterrupted two did: the
+    # checkpoint holds the ranks' mean lagged gradient.
+    shutil.copytree(two, resumed)
+    for name in os.listdir(resumed / "checkpoints"):
+        if name.startswith("ckpt-e0002"):
+            shutil.rmtree(resumed / "checkpoints" / name)
+    run_horovod(_args(dataset, resumed, "--epochs", "2", "--batch-size", "2", *lag))
+    for name, value in wb.items():
+        np.testing.assert_allclose(_final_weights(resumed)[name], value, rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
 
     # The run's record and W&B's offline run hold the same values.
     assert os.path.isfile(one / "curves.png") and os.path.isfile(one / "config.yaml")
