@@ -418,7 +418,6 @@ def main(argv=None):
     from callbacks.checkpoint import Checkpointer, CheckpointError, restore_checkpoint
     from callbacks.nan_guard import StopOnNonFinite
     from callbacks.report import TrainingReport
-    from zoo.transfer import load_matching_weights
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -528,7 +527,7 @@ def main(argv=None):
         _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
                    f"step {meta['step']})")
     elif args.init_checkpoint:
-        report = load_matching_weights(model, args.init_checkpoint,
+        report = zoo.load_matching_weights(model, args.init_checkpoint,
                                            modules=args.init_modules, model_name=args.model)
         _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
                    + (f", adapted input channels of {', '.join(report['adapted'])}"
@@ -689,9 +688,9 @@ def _flops(zoo, model, rank):
 def _set_backbone_trainable(model, name, trainable):
     import re
 
-    from zoo.transfer import BACKBONE_PATTERNS
+    import zoo
 
-    pattern = re.compile(BACKBONE_PATTERNS[name])
+    pattern = re.compile(zoo.BACKBONE_PATTERNS[name])
     for layer in model.layers:
         if pattern.search(layer.name):
             layer.trainable = trainable
@@ -796,11 +795,10 @@ def predict_main(argv):
     import data
     import zoo
     from callbacks.checkpoint import CheckpointError, read_meta
-    from zoo.transfer import _weights_path
 
     try:
         meta = read_meta(args.checkpoint)
-        weights = _weights_path(args.checkpoint)
+        weights = zoo.weights_file(args.checkpoint)
     except (CheckpointError, ValueError) as e:
         parser.error(f"--checkpoint: {e}")
     try:

@@ -18,6 +18,12 @@ from zoo.periodic import (
     wrap_longitude,
 )
 from zoo.tiramisu import tiramisu
+from zoo.transfer import (
+    BACKBONE_PATTERNS,
+    adapt_input_channels,
+    load_matching_weights,
+    weights_file,
+)
 
 MODELS = {
     "deeplabv3plus": deeplabv3plus,
@@ -46,6 +52,10 @@ def get_model(name, **kwargs):
 
 
 __all__ = [
+    "BACKBONE_PATTERNS",
+    "adapt_input_channels",
+    "load_matching_weights",
+    "weights_file",
     "LOSSES",
     "MODELS",
     "ConfusionMatrixIoU",

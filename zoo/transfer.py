@@ -67,7 +67,8 @@ def _read_h5_weights(path):
     return out
 
 
-def _weights_path(path):
+def weights_file(path):
+    """The weights to load for `path`: a checkpoint directory's `model-weights.h5`, or `path`."""
     if os.path.isdir(path):
         candidate = os.path.join(path, "model-weights.h5")
         if os.path.isfile(candidate):
@@ -106,7 +107,7 @@ def load_matching_weights(model, path, modules="all", model_name=None):
             raise ValueError(f"no backbone definition for model {model_name!r}; "
                              f"known: {', '.join(sorted(BACKBONE_PATTERNS))}")
         pattern = re.compile(BACKBONE_PATTERNS[model_name])
-    path = _weights_path(path)
+    path = weights_file(path)
     if not path.endswith(".h5"):
         return _load_tfm_backbone(model, path)
 
