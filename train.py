@@ -361,8 +361,10 @@ def _build_optimizer(args):
 
         opt = LAMB(args.lr, weight_decay_rate=args.weight_decay)
     if args.larc:
-        opt = callbacks.LARC(opt, eta=args.larc_eta, mode=args.larc_mode,
-                             weight_decay=args.weight_decay)
+        # AdamW and LAMB decay the weights themselves; LARC adds the decay
+        # (to the gradient and its trust ratio) for the others, not twice.
+        decay = 0.0 if args.optimizer in ("adamw", "lamb") else args.weight_decay
+        opt = callbacks.LARC(opt, eta=args.larc_eta, mode=args.larc_mode, weight_decay=decay)
     if args.gradient_lag:
         opt = callbacks.GradientLag(opt, lag=args.gradient_lag)
     return opt
@@ -564,8 +566,8 @@ def main(argv=None):
     guard = StopOnNonFinite()
     cbs = [
         # Horovod: start every rank from rank 0's weights (and restored state).
+        callbacks.MetricAverage(),  # first: the callbacks after it see global values
         guard,
-        callbacks.MetricAverage(),
         lr_callback,
         callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank)),
         Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
