@@ -434,8 +434,14 @@ def main(argv=None):
         train_paths, val_paths = args.data_train, args.data_val
     else:
         train_paths, val_paths = _default_data(args, hvd, rank)
-    train_files = data.list_files(train_paths)
-    val_files = data.list_files(val_paths) if val_paths else []
+    try:
+        train_files = data.list_files(train_paths)
+    except data.DataFileError as e:
+        raise SystemExit(f"train.py: error: --data-train: {e}") from None
+    try:
+        val_files = data.list_files(val_paths) if val_paths else []
+    except data.DataFileError as e:
+        raise SystemExit(f"train.py: error: --data-val: {e}") from None
     bad_files = data.BadFileLog()
     if args.skip_bad_files and val_files:
         # Known-good validation files keep every rank's step count known.
@@ -444,7 +450,10 @@ def main(argv=None):
                                           label_set=args.label_set, bad_files=bad_files)
         val_files = _broadcast(hvd, val_files)
     stats_path = args.stats or _stats_next_to(train_paths)
-    stats = data.read_stats(stats_path) if stats_path else None
+    try:
+        stats = data.read_stats(stats_path) if stats_path else None
+    except data.DataFileError as e:
+        raise SystemExit(f"train.py: error: --stats: {e}") from None
     if stats is None:
         _say(rank, "no stats.h5 found: inputs are not normalized (give --stats)")
     num_shards, shard_index = size, rank
@@ -456,7 +465,10 @@ def main(argv=None):
                                        progress=rank == 0)
         num_shards, shard_index = 1, 0
     channels = data.channel_indices(args.channels)
-    height, width = data.inspect_file(train_files[0])[1:3]
+    try:
+        height, width = data.inspect_file(train_files[0])[1:3]
+    except data.DataFileError as e:
+        raise SystemExit(f"train.py: error: --data-train: {e}") from None
     steps = args.steps_per_epoch or data.num_batches(
         len(train_files), args.batch_size, training=True, num_shards=num_shards,
         shard_index=shard_index)
@@ -810,7 +822,10 @@ def predict_main(argv):
     stats_path = args.stats or meta.get("stats")
     if stats_path and not os.path.isfile(stats_path):
         parser.error(f"--stats: {stats_path} does not exist")
-    stats = data.read_stats(stats_path) if stats_path else None
+    try:
+        stats = data.read_stats(stats_path) if stats_path else None
+    except data.DataFileError as e:
+        raise SystemExit(f"train.py: error: --stats: {e}") from None
     channels = meta["channels"]
     kwargs = dict(meta["model_kwargs"])
     kwargs["input_shape"] = tuple(kwargs["input_shape"])

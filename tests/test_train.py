@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import TESTS_DIR, run_horovod, run_python, worker_env
-from wandb_records import run_contents
+from wandb_records import read_records, run_contents
 
 import data
 import train
@@ -128,6 +128,21 @@ def test_unwritable_output_dir_is_reported_before_training(tmp_path):
     assert f"--output-dir {blocker / 'run'}: cannot write there" in proc.stderr
 
 
+@pytest.mark.slow
+def test_missing_data_and_stats_name_the_flag(dataset, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_python([TRAIN, *TINY, "--data-train", empty, "--output-dir", tmp_path / "a"],
+                      check=False)
+    assert proc.returncode != 0
+    assert f"train.py: error: --data-train: {empty}" in proc.stderr
+    proc = run_python([TRAIN, *TINY, "--data-train", dataset / "train", "--stats",
+                       tmp_path / "nope.h5", "--output-dir", tmp_path / "b"], check=False)
+    assert proc.returncode != 0
+    assert f"train.py: error: --stats: {tmp_path / 'nope.h5'}: statistics file not found" \
+        in proc.stderr
+
+
 # --------------------------------------------------------------------------- training
 
 @pytest.mark.slow
@@ -174,6 +189,11 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_pat
         [e["val_mean_iou"] for e in _epochs(one)])
     assert sum("batch/loss" in r for r in history) == 2 * 3  # 12 files / 4 per step
     assert any("validation/samples/all_masks" in r for r in history)
+    artifacts = [r.artifact for r in read_records(
+        glob.glob(str(one / "wandb" / "*run-*" / "run-*.wandb"))[0])
+        if r.WhichOneof("record_type") == "artifact"]
+    assert [(a.name, a.type) for a in artifacts] == [("one-best", "model")]
+    assert "model-weights.h5" in [m.path for m in artifacts[0].manifest.contents]
 
     # Inference from the best checkpoint: masks, maps and an IoU that numpy agrees with.
     pred = tmp_path / "pred"
@@ -314,3 +334,23 @@ def test_mixed_precision_trains(dataset, tmp_path, precision, note):
     assert note in proc.stdout
     record = _epochs(tmp_path / precision)[-1]
     assert np.isfinite(record["loss"]) and 0 <= record["val_mean_iou"] <= 1
+
+
+@pytest.mark.slow
+def test_staging_channels_and_bad_files(dataset, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    bad_train = sorted((copy / "train").glob("data-*.h5"))[3]
+    bad_train.write_bytes(bad_train.read_bytes()[:5000])  # truncated
+    with h5py.File(sorted((copy / "val").glob("data-*.h5"))[0], "r+") as f:
+        f["climate/labels_0"][0, 0] = 7  # not a class
+    stage = tmp_path / "stage"
+    proc = run_python([TRAIN, *TINY, "--data-train", copy / "train", "--data-val", copy / "val",
+                       "--output-dir", tmp_path / "out", "--wandb-mode", "disabled",
+                       "--epochs", "1", "--stage-dir", stage, "--skip-bad-files",
+                       "--channels", "TMQ,U850,V850,PSL"])
+    assert len(list((stage / "rank0").glob("data-*.h5"))) == 12  # all staged, then read
+    assert "skipped 2 bad files" in proc.stdout
+    assert bad_train.name in proc.stdout and "labels" in proc.stdout
+    with open(tmp_path / "out" / "config.yaml") as f:
+        assert yaml.safe_load(f)["input_shape"] == [64, 96, 4]
