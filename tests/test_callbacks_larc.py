@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import WORKERS_DIR, run_horovod
+from workers.callbacks_optimizers import build_optimizer  # the same as the ranks use
 
-from callbacks import LARC, GradientLag
+from callbacks import LARC
 
 FEATURES, HIDDEN, PER_RANK, RANKS, STEPS = 5, 4, 4, 2, 5
 VARIABLE_NAMES = ("kernel", "bias", "kernel", "bias")
@@ -108,19 +109,6 @@ def numpy_run(spec, weights, xs, ys):
 
 # ---------------------------------------------------------------- Keras side
 
-def build_optimizer(spec):
-    """The tf-keras optimizer for a spec (same as the worker's)."""
-    if spec["inner"] == "sgd":
-        opt = tf.keras.optimizers.SGD(spec["lr"], momentum=spec.get("momentum", 0.0))
-    elif spec["inner"] == "adam":
-        opt = tf.keras.optimizers.Adam(spec["lr"])
-    else:
-        opt = tf.keras.optimizers.AdamW(spec["lr"], weight_decay=spec["weight_decay"])
-    if "larc" in spec:
-        opt = LARC(opt, **spec["larc"])
-    if "lag" in spec:
-        opt = GradientLag(opt, lag=spec["lag"])
-    return opt
 
 
 def build_model(weights):
