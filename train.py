@@ -411,6 +411,7 @@ def main(argv=None):
         return predict_main(argv[1:])
     args = parse_args(argv)
 
+    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
@@ -473,8 +474,6 @@ def main(argv=None):
         len(train_files), args.batch_size, training=True, num_shards=num_shards,
         shard_index=shard_index)
     if args.stage_dir and size > 1:  # staged shards may differ: all ranks take the least
-        import horovod.tensorflow as hvd_tf
-
         steps = int(hvd_tf.allreduce(tf.constant(steps), op=hvd_tf.Min, name="climseg_steps"))
     if steps < 1:
         raise SystemExit(f"train.py: error: --batch-size {args.batch_size}: "
@@ -541,8 +540,11 @@ def main(argv=None):
         _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
                    f"step {meta['step']})")
     elif args.init_checkpoint:
-        report = zoo.load_matching_weights(model, args.init_checkpoint,
-                                           modules=args.init_modules, model_name=args.model)
+        try:
+            report = zoo.load_matching_weights(model, args.init_checkpoint,
+                                               modules=args.init_modules, model_name=args.model)
+        except ValueError as e:
+            raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
         _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
                    + (f", adapted input channels of {', '.join(report['adapted'])}"
                       if report["adapted"] else ""))
@@ -553,8 +555,6 @@ def main(argv=None):
     # here, not with BroadcastGlobalVariablesCallback: that one broadcasts the
     # optimizer's variables after the first step, which would overwrite each
     # rank's own gradient in a gradient-lag buffer with rank 0's.
-    import horovod.tensorflow as hvd_tf
-
     hvd_tf.broadcast_variables(model.variables, root_rank=0)
     if optimizer.variables():
         hvd_tf.broadcast_variables(optimizer.variables(), root_rank=0)
@@ -577,7 +577,6 @@ def main(argv=None):
         scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
     guard = StopOnNonFinite()
     cbs = [
-        # Horovod: start every rank from rank 0's weights (and restored state).
         callbacks.MetricAverage(),  # first: the callbacks after it see global values
         guard,
         lr_callback,

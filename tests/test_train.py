@@ -129,7 +129,7 @@ def test_unwritable_output_dir_is_reported_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_data_and_stats_name_the_flag(dataset, tmp_path):
+def test_missing_data_stats_and_checkpoint_name_the_flag(dataset, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_python([TRAIN, *TINY, "--data-train", empty, "--output-dir", tmp_path / "a"],
@@ -141,6 +141,10 @@ def test_missing_data_and_stats_name_the_flag(dataset, tmp_path):
     assert proc.returncode != 0
     assert f"train.py: error: --stats: {tmp_path / 'nope.h5'}: statistics file not found" \
         in proc.stderr
+    proc = run_python([TRAIN, *TINY, "--data-train", dataset / "train", "--init-checkpoint",
+                       tmp_path / "nope.h5", "--output-dir", tmp_path / "c"], check=False)
+    assert proc.returncode != 0
+    assert f"--init-checkpoint: checkpoint {tmp_path / 'nope.h5'} does not exist" in proc.stderr
 
 
 # --------------------------------------------------------------------------- training
