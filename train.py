@@ -587,7 +587,7 @@ def main(argv=None):
                      meta={"model": args.model, "model_kwargs": model_kwargs,
                            "channels": channels, "normalization": args.normalization,
                            "stats": stats_path}, writer=rank == 0,
-                     before_save=functools.partial(_average_lag_buffers, optimizer)),
+                     before_save=functools.partial(callbacks.average_lag_buffers, optimizer)),
         TrainingReport(out, writer=rank == 0, extra=config),
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
@@ -620,13 +620,13 @@ def main(argv=None):
     if args.freeze_backbone and initial_epoch < args.freeze_backbone:
         # The optimizer must know every variable before some are frozen.
         optimizer.build(model.trainable_variables)
-        _set_backbone_trainable(model, args.model, False)
+        zoo.set_backbone_trainable(model, args.model, False)
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
         history = _fit_epochs(model, train_data, initial_epoch, args.freeze_backbone,
                               resume_batches, steps, guard, **fit)
         initial_epoch, resume_batches = args.freeze_backbone, 0
-        _set_backbone_trainable(model, args.model, True)
+        zoo.set_backbone_trainable(model, args.model, True)
     if not guard.stopped and initial_epoch < args.epochs:
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         history = _fit_epochs(model, train_data, initial_epoch, args.epochs, resume_batches,
@@ -667,19 +667,6 @@ def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
     return history
 
 
-def _average_lag_buffers(optimizer):
-    """Horovod: before rank 0 saves, gradient-lag buffers become the global mean.
-
-    Each rank's buffer holds its own not yet averaged gradient; a checkpoint
-    must hold their mean, which every rank then restores.
-    """
-    while optimizer is not None:
-        if hasattr(optimizer, "average_over_ranks"):
-            optimizer.average_over_ranks()
-            return
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-
-
 def _stats_next_to(paths):
     for path in paths:
         candidate = os.path.join(path if os.path.isdir(path) else os.path.dirname(path),
@@ -696,17 +683,6 @@ def _flops(zoo, model, rank):
     except Exception as e:  # noqa: BLE001  (a missing figure must not stop training)
         _say(rank, f"FLOPs not counted ({type(e).__name__}: {e})")
         return None
-
-
-def _set_backbone_trainable(model, name, trainable):
-    import re
-
-    import zoo
-
-    pattern = re.compile(zoo.BACKBONE_PATTERNS[name])
-    for layer in model.layers:
-        if pattern.search(layer.name):
-            layer.trainable = trainable
 
 
 def _summary(out, seconds, ckpt_dir):

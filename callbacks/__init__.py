@@ -14,7 +14,7 @@ Callbacks (`MetricAverage` first in the list):
 """
 
 import climseg_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from callbacks.gradient_lag import GradientLag
+from callbacks.gradient_lag import GradientLag, average_lag_buffers
 from callbacks.larc import LARC
 from callbacks.learning_rate import MultiStageLearningRate, parse_stages
 from callbacks.metric_average import MetricAverage
@@ -26,6 +26,7 @@ __all__ = [
     "MetricAverage",
     "MultiStageLearningRate",
     "Throughput",
+    "average_lag_buffers",
     "format_flops",
     "parse_stages",
 ]

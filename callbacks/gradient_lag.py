@@ -176,3 +176,18 @@ class GradientLag(OptimizerWrapper):
 
     def get_config(self):
         return self._config_with_inner({"lag": self.lag})
+
+
+def average_lag_buffers(optimizer):
+    """Calls `average_over_ranks()` on the `GradientLag` in an optimizer chain, if any.
+
+    Walks `inner_optimizer` links (Horovod's `DistributedOptimizer` subclasses
+    the optimizer it wraps; `LossScaleOptimizer`, `LARC` and `GradientLag`
+    expose `inner_optimizer`). A collective under Horovod: call it on every
+    rank, e.g. as `Checkpointer(before_save=...)`.
+    """
+    while optimizer is not None:
+        if isinstance(optimizer, GradientLag):
+            optimizer.average_over_ranks()
+            return
+        optimizer = getattr(optimizer, "inner_optimizer", None)

@@ -22,6 +22,7 @@ from zoo.transfer import (
     BACKBONE_PATTERNS,
     adapt_input_channels,
     load_matching_weights,
+    set_backbone_trainable,
     weights_file,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "BACKBONE_PATTERNS",
     "adapt_input_channels",
     "load_matching_weights",
+    "set_backbone_trainable",
     "weights_file",
     "LOSSES",
     "MODELS",

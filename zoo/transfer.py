@@ -141,6 +141,25 @@ def load_matching_weights(model, path, modules="all", model_name=None):
     return report
 
 
+def set_backbone_trainable(model, model_name, trainable):
+    """Freezes (or unfreezes) the encoder layers of a zoo model, as in `BACKBONE_PATTERNS`.
+
+    Recompile the model afterwards for the change to take effect in `fit`.
+
+    Returns:
+        The names of the layers changed.
+    """
+    if model_name not in BACKBONE_PATTERNS:
+        raise ValueError(f"no backbone definition for model {model_name!r}; "
+                         f"known: {', '.join(sorted(BACKBONE_PATTERNS))}")
+    pattern = re.compile(BACKBONE_PATTERNS[model_name])
+    changed = [layer.name for layer in model.layers if pattern.search(layer.name)]
+    for layer in model.layers:
+        if layer.name in changed:
+            layer.trainable = trainable
+    return changed
+
+
 def _load_tfm_backbone(model, prefix):
     """Restores a tf-models-official backbone checkpoint into `model`'s backbone."""
     backbones = [layer for layer in _all_layers(model)
