@@ -59,3 +59,17 @@ def test_unreadable_source_is_named(tmp_path):
         load_matching_weights(_net(3, 3, 0), str(bad))
     with pytest.raises(ValueError, match="does not exist"):
         load_matching_weights(_net(3, 3, 0), str(tmp_path / "missing.h5"))
+
+
+def test_freezing_the_encoder_of_a_zoo_model():
+    import zoo
+
+    model = zoo.get_model("tiramisu", input_shape=(32, 48, 16), blocks=[1, 1, 2], growth_rate=4,
+                          initial_filters=8, kernel_size=3)
+    changed = zoo.set_backbone_trainable(model, "tiramisu", False)
+    assert "stem_conv" in changed and "down2_transition_conv" in changed
+    assert not any(name.startswith(("up", "bottleneck", "logits")) for name in changed)
+    frozen = {layer.name for layer in model.layers if not layer.trainable}
+    assert frozen == set(changed)
+    with pytest.raises(ValueError, match="no backbone definition for model 'unet'"):
+        zoo.set_backbone_trainable(model, "unet", False)
