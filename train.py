@@ -209,6 +209,8 @@ def _load_config(parser, path):
 
 def parse_args(argv=None):
     """Parses flags (over a YAML --config) and checks their combinations."""
+    import zoo
+
     parser = build_parser()
     config = _config_flag(argv)
     if config:
@@ -238,6 +240,10 @@ def parse_args(argv=None):
     if args.freeze_backbone and not args.init_checkpoint:
         parser.error("--freeze-backbone needs --init-checkpoint (a random encoder gains "
                      "nothing from being frozen)")
+    if (args.freeze_backbone or args.init_modules == "backbone") \
+            and args.model not in zoo.BACKBONE_PATTERNS:
+        parser.error(f"--freeze-backbone and --init-modules backbone need a model whose encoder "
+                     f"is known: {', '.join(sorted(zoo.BACKBONE_PATTERNS))}; not {args.model}")
     if args.freeze_backbone >= args.epochs:
         parser.error(f"--freeze-backbone {args.freeze_backbone} must be less than --epochs "
                      f"{args.epochs}")

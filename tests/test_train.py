@@ -70,6 +70,8 @@ def _epochs(out):
     (["--model", "tiramisu", "--output-stride", "16"],
      "--output-stride applies to the DeepLabv3+ models, not tiramisu"),
     (["--data-val", "x"], "--data-val needs --data-train"),
+    (["--model", "deeplabv3plus_tfm", "--init-checkpoint", "x", "--freeze-backbone", "1"],
+     "need a model whose encoder is known: deeplabv3plus, tiramisu; not deeplabv3plus_tfm"),
     (["--wandb-mode", "cloud"], "argument --wandb-mode: invalid choice: 'cloud'"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):

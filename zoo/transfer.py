@@ -28,8 +28,9 @@ import tensorflow as tf
 BACKBONE_PATTERNS = {
     "deeplabv3plus": r"^(conv[1-5]_|pool1_|post_)",
     "tiramisu": r"^(stem|down\d+)_",
-    "deeplabv3plus_tfm": r"^(dilated_res_?net|backbone)",
 }
+# deeplabv3plus_tfm is one Keras layer around tf-models-official's model: its
+# encoder loads from a tfm backbone checkpoint (see `load_matching_weights`).
 
 
 def adapt_input_channels(kernel, channels):
