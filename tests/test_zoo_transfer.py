@@ -73,3 +73,25 @@ def test_freezing_the_encoder_of_a_zoo_model():
     assert frozen == set(changed)
     with pytest.raises(ValueError, match="no backbone definition for model 'unet'"):
         zoo.set_backbone_trainable(model, "unet", False)
+
+
+@pytest.mark.slow
+def test_tf_models_official_backbone_checkpoint_loads(tmp_path):
+    import zoo
+
+    def backbone(model):
+        return [m for m in model.submodules if type(m).__name__ == "DilatedResNet"][0]
+
+    tf.keras.utils.set_random_seed(1)
+    source = zoo.get_model("deeplabv3plus_tfm", input_shape=(64, 96, 16), output_stride=16)
+    prefix = tf.train.Checkpoint(backbone=backbone(source)).write(str(tmp_path / "backbone"))
+    tf.keras.utils.set_random_seed(2)
+    target = zoo.get_model("deeplabv3plus_tfm", input_shape=(64, 96, 16), output_stride=16)
+    assert not np.array_equal(backbone(target).weights[0].numpy(),
+                              backbone(source).weights[0].numpy())
+    report = load_matching_weights(target, prefix)
+    assert report["loaded"] == [backbone(target).name]
+    for a, b in zip(backbone(source).weights, backbone(target).weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="has no such backbone"):
+        load_matching_weights(_net(3, 3, 0), prefix)

@@ -163,8 +163,8 @@ def set_backbone_trainable(model, model_name, trainable):
 
 def _load_tfm_backbone(model, prefix):
     """Restores a tf-models-official backbone checkpoint into `model`'s backbone."""
-    backbones = [layer for layer in _all_layers(model)
-                 if type(layer).__module__.startswith("official.vision.modeling.backbones")]
+    backbones = [module for module in model.submodules  # every tracked layer, nested too
+                 if type(module).__module__.startswith("official.vision.modeling.backbones")]
     if not backbones:
         raise ValueError(f"{prefix} is a TF checkpoint, which is loaded as a "
                          "tf-models-official backbone, but the model has no such backbone "
@@ -178,11 +178,3 @@ def _load_tfm_backbone(model, prefix):
                          f"{str(e).splitlines()[0]}") from e
     return {"loaded": [backbone.name], "adapted": [], "skipped": []}
 
-
-def _all_layers(model):
-    stack, seen = list(model.layers), []
-    while stack:
-        layer = stack.pop(0)
-        seen.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    return seen
