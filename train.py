@@ -393,9 +393,9 @@ def _output_dir(args, rank):
 
 
 def _resume_point(args, ckpt_dir):
-    from callbacks.checkpoint import latest_checkpoint
+    import callbacks
 
-    latest = latest_checkpoint(ckpt_dir)
+    latest = callbacks.latest_checkpoint(ckpt_dir)
     if args.resume == "never":
         if latest:
             raise SystemExit(f"train.py: error: --resume never: {ckpt_dir} already holds "
@@ -424,9 +424,6 @@ def main(argv=None):
     import callbacks
     import data
     import zoo
-    from callbacks.checkpoint import Checkpointer, CheckpointError, restore_checkpoint
-    from callbacks.nan_guard import StopOnNonFinite
-    from callbacks.report import TrainingReport
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -531,8 +528,9 @@ def main(argv=None):
     if resume_from:
         model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
         try:
-            meta = restore_checkpoint(resume_from, model, optimizer, expect_model=args.model)
-        except CheckpointError as e:
+            meta = callbacks.restore_checkpoint(resume_from, model, optimizer,
+                                                expect_model=args.model)
+        except callbacks.CheckpointError as e:
             raise SystemExit(f"train.py: error: {e}") from None
         initial_epoch = int(meta["epoch"])
         # A checkpoint written mid-epoch (--checkpoint-every-steps): continue
@@ -581,20 +579,20 @@ def main(argv=None):
         decay=None if args.lr_decay == "none" else args.lr_decay,
         decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
         scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
-    guard = StopOnNonFinite()
+    guard = callbacks.StopOnNonFinite()
     cbs = [
         callbacks.MetricAverage(),  # first: the callbacks after it see global values
         guard,
         lr_callback,
         callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank)),
-        Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
+        callbacks.Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
                      every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
                      monitor="val_mean_iou" if val_files else "mean_iou",
                      meta={"model": args.model, "model_kwargs": model_kwargs,
                            "channels": channels, "normalization": args.normalization,
                            "stats": stats_path}, writer=rank == 0,
                      before_save=functools.partial(callbacks.average_lag_buffers, optimizer)),
-        TrainingReport(out, writer=rank == 0, extra=config),
+        callbacks.TrainingReport(out, writer=rank == 0, extra=config),
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
     if run is not None:
@@ -693,9 +691,9 @@ def _flops(zoo, model, rank):
 
 def _summary(out, seconds, ckpt_dir):
     """Prints the last epoch's figures, as recorded in metrics.json."""
-    from callbacks.report import TrainingReport
+    import callbacks
 
-    path = os.path.join(out, TrainingReport.METRICS)
+    path = os.path.join(out, callbacks.TrainingReport.METRICS)
     if not os.path.isfile(path):
         return
     with open(path) as f:
@@ -736,8 +734,8 @@ def _wandb_init(args, config, out):
 def _wandb_callbacks(args, run, val_files, common):
     from wandb.integration.keras import WandbMetricsLogger
 
+    import callbacks
     import data
-    from callbacks.wandb_images import WandbValidationImages
 
     cbs = [WandbMetricsLogger(log_freq=1)]
     if val_files and args.wandb_images:
@@ -745,7 +743,8 @@ def _wandb_callbacks(args, run, val_files, common):
                    for p in val_files[:args.wandb_images]]
         norm = data.normalizer(common["stats"], common["normalization"], common["channels"]) \
             if common["stats"] is not None else None
-        cbs.append(WandbValidationImages(samples, normalize=norm, channels=common["channels"]))
+        cbs.append(callbacks.WandbValidationImages(samples, normalize=norm,
+                                                   channels=common["channels"]))
     return cbs
 
 
@@ -787,14 +786,14 @@ def predict_main(argv):
 
     import numpy as np
 
+    import callbacks
     import data
     import zoo
-    from callbacks.checkpoint import CheckpointError, read_meta
 
     try:
-        meta = read_meta(args.checkpoint)
+        meta = callbacks.read_meta(args.checkpoint)
         weights = zoo.weights_file(args.checkpoint)
-    except (CheckpointError, ValueError) as e:
+    except (callbacks.CheckpointError, ValueError) as e:
         parser.error(f"--checkpoint: {e}")
     try:
         files = data.list_files(args.input)
