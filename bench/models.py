@@ -37,7 +37,7 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
-def _matmul(size=2048):
+def matmul_step(size=2048):
     """A float32 matmul step and its FLOPs (2 n^3)."""
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
@@ -90,7 +90,7 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}, oneDNN TF_ENABLE_ONEDNN_OPTS="
           f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, input {input_shape}, "
           f"batch {args.batch}, fp32, median of {args.steps} steps after {args.warmup}", flush=True)
-    matmul, matmul_flops = _matmul()
+    matmul, matmul_flops = matmul_step()
     for _ in range(3):
         matmul()  # Warm-up.
     for name in args.models:

@@ -1,0 +1,228 @@
+"""climseg's performance suite: one command, one report.
+
+Runs the benchmark scripts of bench/ one after the other, each in its own
+process (so that one part's memory and TensorFlow state do not affect the
+next), parses what they print, and writes a Markdown and a JSON report with
+the machine's description and load:
+
+1. models: matmul peak and fp32 training speed of the zoo models (bench/models.py);
+2. data: the input pipeline against raw h5py reads, and data wait (bench/data_pipeline.py);
+3. scaling: horovodrun -np 1 vs -np 2, gradient lag 0 and 1 (bench/scaling.py);
+4. memory: peak RSS of one full-size deeplabv3plus training step, batch 1 (bench/memory.py);
+5. precision: deeplabv3plus under mixed_bfloat16 next to fp32 (bench/precision.py).
+
+    .venv/bin/python -m bench                               # everything (about 30 min on 2 cores)
+    .venv/bin/python -m bench --quick                       # fewer steps and repeats
+    .venv/bin/python -m bench --only models,precision --full-size
+
+Run it on an otherwise idle machine; the report records the load average
+before and after each part.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# isort: off
+import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the children; no TensorFlow here)
+from bench.report import write_report  # noqa: E402
+# isort: on
+
+PARTS = ("models", "data", "scaling", "memory", "precision")
+REDUCED, FULL = (192, 288), (768, 1152)
+_NUMBER = r"([-+]?[0-9.]+)"
+
+
+def machine_info():
+    """CPU model, cores, TensorFlow version, oneDNN setting, date, load average."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+            "cpu": cpu, "cores": os.cpu_count(), "tensorflow": metadata.version("tensorflow"),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "python": platform.python_version(),
+            "load_before": list(os.getloadavg())}
+
+
+def _run(script, args, timeout):
+    """Runs bench/SCRIPT with ARGS; returns its stdout (raises on failure)."""
+    cmd = [sys.executable, str(ROOT / "bench" / script), *map(str, args)]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    # A session of its own, so that a timeout also ends the script's children
+    # (horovodrun's ranks, the memory worker).
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/{script} exited {proc.returncode}:\n{stderr[-3000:]}")
+    print(stdout, flush=True)
+    return stdout
+
+
+def _tagged(stdout, tag):
+    for line in stdout.splitlines():
+        if line.startswith(tag):
+            return json.loads(line[len(tag):])
+    raise RuntimeError(f"no line starting with {tag!r} in:\n{stdout[-2000:]}")
+
+
+def parse_models(stdout, input_label, batch):
+    """The per-model lines of bench/models.py as dicts."""
+    pattern = re.compile(
+        rf"^(\S+)\s+{_NUMBER} GFLOP/s = {_NUMBER} x matmul \(\s*{_NUMBER} GFLOP/s.*?\)\s+"
+        rf"{_NUMBER} samples/s\s+{_NUMBER} GFLOP/training sample")
+    rows = []
+    for line in stdout.splitlines():
+        match = pattern.match(line)
+        if match:
+            name, gflops, ratio, peak, samples, per_sample = match.groups()
+            rows.append({"model": name, "input": input_label, "batch": batch,
+                         "samples_per_second": float(samples), "gflops": float(gflops),
+                         "ratio_to_matmul": float(ratio), "matmul_gflops": float(peak),
+                         "gflop_per_sample": float(per_sample)})
+    if not rows:
+        raise RuntimeError(f"no model lines in bench/models.py output:\n{stdout[-2000:]}")
+    return rows
+
+
+def parse_data(stdout):
+    """The medians printed by bench/data_pipeline.py."""
+    def find(pattern):
+        match = re.search(pattern, stdout, re.MULTILINE)
+        return tuple(float(g) for g in match.groups()) if match else None
+
+    raw = find(rf"^raw h5py read, sequential:\s+{_NUMBER} samples/s")
+    piped = find(rf"^make_dataset pipeline:\s+{_NUMBER} samples/s")
+    if raw is None or piped is None:
+        raise RuntimeError(f"no read rates in bench/data_pipeline.py output:\n{stdout[-2000:]}")
+    result = {"raw_samples_per_second": raw[0], "pipeline_samples_per_second": piped[0],
+              "ratio": piped[0] / raw[0]}
+    loop = find(rf"wait for data\s+{_NUMBER} ms of a {_NUMBER} ms step = {_NUMBER}%")
+    if loop:
+        result.update(loop_wait_ms=loop[0], loop_step_ms=loop[1], loop_wait_percent=loop[2])
+    fit = find(rf"model.fit: step {_NUMBER} ms with data in memory, {_NUMBER} ms with "
+               rf"the pipeline = {_NUMBER}%")
+    if fit:
+        result.update(fit_step_ms=fit[0], fit_wait_ms=fit[1], fit_wait_percent=fit[2])
+    return result
+
+
+def parse_scaling(stdout):
+    """The lag rows of bench/scaling.py's final table."""
+    row = re.compile(rf"^\s+([01]) \|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER} \|"
+                     rf"\s+{_NUMBER} GFLOP/s")
+    rows = []
+    for line in stdout.splitlines():
+        match = row.match(line)
+        if match:
+            lag, one, two, efficiency, versus, gflops = match.groups()
+            rows.append({"lag": int(lag), "one_rank": float(one), "two_ranks": float(two),
+                         "efficiency": float(efficiency), "vs_no_allreduce": float(versus),
+                         "gflops": float(gflops)})
+    if not rows:
+        raise RuntimeError(f"no scaling table in bench/scaling.py output:\n{stdout[-2000:]}")
+    independent = re.search(rf"without allreduce: {_NUMBER} samples/s \({_NUMBER} of", stdout)
+    return {"rows": rows, "independent_efficiency":
+            float(independent.group(2)) if independent else None}
+
+
+def run_part(part, args):
+    """Runs one part with the suite's settings; returns its parsed results."""
+    size = FULL if args.full_size else REDUCED
+    quick = args.quick
+    if part == "models":
+        steps, warmup = (3, 1) if quick else (5, 2)
+        out = _run("models.py", ["--height", size[0], "--width", size[1], "--batch", 2,
+                                 "--steps", steps, "--warmup", warmup], args.timeout)
+        return parse_models(out, f"{size[0]}x{size[1]}x16", 2)
+    if part == "data":
+        extra = ["--files", 6, "--repeats", 2, "--steps", 5] if quick else []
+        return parse_data(_run("data_pipeline.py", extra, args.timeout))
+    if part == "scaling":
+        extra = ["--repeats", 1, "--steps", 8, "--epochs", 3] if quick else []
+        return parse_scaling(_run("scaling.py", extra, args.timeout))
+    if part == "memory":  # always full size: the issue asks for the full-resolution step
+        out = _run("memory.py", ["--height", FULL[0], "--width", FULL[1], "--batch", 1],
+                   args.timeout)
+        return _tagged(out, "MEMORY_RESULT ")
+    if part == "precision":
+        steps, warmup = (3, 1) if quick else (5, 2)
+        out = _run("precision.py", ["--height", size[0], "--width", size[1], "--batch", 2,
+                                    "--steps", steps, "--warmup", warmup], args.timeout)
+        results = _tagged(out, "PRECISION_RESULT ")
+        for r in results:
+            r["input"] = f"{size[0]}x{size[1]}x16"
+        return results
+    raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
+
+
+def _parts(text):
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(unknown)}; expected a comma-separated subset of "
+            f"{','.join(PARTS)}")
+    return parts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=_parts, default=list(PARTS),
+                        help=f"comma-separated parts to run. Default all: {','.join(PARTS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer timed steps and repeats (minutes instead of half an hour)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="models and precision at 768x1152x16 instead of 192x288x16")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "report"),
+                        help="report path without suffix (.md and .json are written). "
+                             "Default bench/results/report")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per part")
+    args = parser.parse_args(argv)
+
+    results = {"machine": machine_info(), "errors": {}, "load": {}, "seconds": {},
+               "settings": {"mode": ("quick" if args.quick else "full")
+                            + (", full size" if args.full_size else ""),
+                            "command": "python -m bench " + " ".join(
+                                sys.argv[1:] if argv is None else argv),
+                            "parts": args.only}}
+    for part in args.only:
+        print(f"== {part} (load average {os.getloadavg()[0]:.2f})", flush=True)
+        before, start = os.getloadavg(), time.perf_counter()
+        try:
+            results[part] = run_part(part, args)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            results["errors"][part] = str(error)
+            print(f"{part} failed: {error}", file=sys.stderr, flush=True)
+        results["seconds"][part] = time.perf_counter() - start
+        results["load"][part] = {"before": list(before), "after": list(os.getloadavg())}
+    results["machine"]["load_after"] = list(os.getloadavg())
+    md, js = write_report(results, args.output + ".md", args.output + ".json")
+    print(f"wrote {md} and {js}")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

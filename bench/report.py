@@ -1,0 +1,179 @@
+"""The suite's report: the results dict as Markdown and JSON, and the goals of issue 7.
+
+`python -m bench` collects a dict:
+
+    {"machine": {...}, "settings": {...},
+     "models": [{"model", "input", "batch", "samples_per_second", "gflops",
+                 "ratio_to_matmul", "matmul_gflops", "gflop_per_sample"}, ...],
+     "data": {"raw_samples_per_second", "pipeline_samples_per_second", "ratio",
+              "loop_wait_ms", "loop_step_ms", "loop_wait_percent",
+              "fit_wait_ms", "fit_step_ms", "fit_wait_percent"},
+     "scaling": {"rows": [{"lag", "one_rank", "two_ranks", "efficiency",
+                           "vs_no_allreduce", "gflops"}, ...], "independent_efficiency"},
+     "memory": {... bench/memory.py's result ...},
+     "precision": [... bench/precision.py's results ...],
+     "errors": {part: message}}
+
+and `write_report` turns it into report.md and report.json. A part that was
+not run is absent; a part that failed is in "errors".
+"""
+
+import json
+from pathlib import Path
+
+# Issue 7's goals and the references it quotes (MLPerf DeepCAM's PyTorch DeepLabv3+ on
+# this machine: 62% of the matmul rate, 0.62 samples/s at 192x288, 12.3 GB at full size).
+GOAL_RATIO = 0.60
+GOAL_PIPELINE = 0.9
+GOAL_WAIT_PERCENT = 2.0
+GOAL_SCALING = 0.95
+DEEPCAM_SAMPLES_192 = 0.62
+DEEPCAM_PEAK_RSS_GB = 12.3
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _loads(values):
+    return " / ".join(f"{x:.2f}" for x in values)
+
+
+def _met(ok):
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def goals(results):
+    """Issue 7's goals as rows (goal, measured, met: True/False/None when not measured)."""
+    rows = []
+    for m in results.get("models", []):
+        if m["model"] == "deeplabv3plus":
+            rows.append((f"deeplabv3plus training >= {GOAL_RATIO:.0%} of matmul rate at "
+                         f"{m['input']}", f"{m['ratio_to_matmul']:.0%}",
+                         m["ratio_to_matmul"] >= GOAL_RATIO))
+            if m["input"].startswith("192x288"):
+                rows.append((f"deeplabv3plus faster than DeepCAM PyTorch "
+                             f"({DEEPCAM_SAMPLES_192} samples/s at 192x288)",
+                             f"{m['samples_per_second']:.3f} samples/s",
+                             m["samples_per_second"] > DEEPCAM_SAMPLES_192))
+    data = results.get("data")
+    if data:
+        rows.append((f"input pipeline >= {GOAL_PIPELINE} x raw h5py read",
+                     f"{data['ratio']:.2f}", data["ratio"] >= GOAL_PIPELINE))
+        for how in ("loop", "fit"):
+            key = f"{how}_wait_percent"
+            if data.get(key) is not None:
+                rows.append((f"data wait < {GOAL_WAIT_PERCENT:g}% of a step ({how})",
+                             f"{data[key]:.1f}%", data[key] < GOAL_WAIT_PERCENT))
+    scaling = results.get("scaling")
+    if scaling:
+        for row in scaling["rows"]:
+            if row["lag"] == 1:
+                rows.append((f"2-rank weak scaling >= {GOAL_SCALING} with lag 1",
+                             f"{row['efficiency']:.3f}", row["efficiency"] >= GOAL_SCALING))
+    memory = results.get("memory")
+    if memory:
+        gb = memory["ru_maxrss_bytes"] / 1e9
+        rows.append((f"full-size deeplabv3plus step, batch 1: peak RSS below DeepCAM "
+                     f"PyTorch's {DEEPCAM_PEAK_RSS_GB} GB", f"{gb:.2f} GB",
+                     gb < DEEPCAM_PEAK_RSS_GB))
+    return rows
+
+
+def markdown(results):
+    """The report as Markdown text."""
+    machine, settings = results["machine"], results.get("settings", {})
+    out = ["# climseg performance report", ""]
+    out.append(_table(["", ""], [
+        ("date (UTC)", machine["date"]),
+        ("CPU", f"{machine['cpu']}, {machine['cores']} cores"),
+        ("load average before (1/5/15 min)", _loads(machine["load_before"])),
+        ("load average after (1/5/15 min)", _loads(machine.get("load_after", ()))),
+        ("TensorFlow", machine["tensorflow"]),
+        ("oneDNN (TF_ENABLE_ONEDNN_OPTS)", machine["onednn"]),
+        ("mode", settings.get("mode", "")),
+        ("command", f"`{settings.get('command', '')}`"),
+    ]))
+    if results.get("models"):
+        out += ["", "## Training speed (fp32)", "",
+                "Median over timed steps after warm-up; the ratio divides each step's rate by a "
+                "float32 2048^2 matmul timed right after it (`bench/models.py`).", ""]
+        out.append(_table(
+            ["model", "input", "batch", "samples/s", "GFLOP/s", "x matmul", "matmul GFLOP/s",
+             "GFLOP / training sample"],
+            [(m["model"], m["input"], m["batch"], f"{m['samples_per_second']:.3f}",
+              f"{m['gflops']:.1f}", f"{m['ratio_to_matmul']:.2f}", f"{m['matmul_gflops']:.1f}",
+              f"{m['gflop_per_sample']:.1f}") for m in results["models"]]))
+    if results.get("precision"):
+        out += ["", "## Precision", "",
+                "The same measurement with the Keras policy set before building "
+                "(`bench/precision.py`); GFLOP/s count the fp32 FLOPs.", ""]
+        out.append(_table(
+            ["model", "input", "precision", "samples/s", "GFLOP/s", "x float32 matmul"],
+            [(p["model"], p.get("input", ""), p["precision"], f"{p['samples_per_second']:.3f}",
+              f"{p['gflops']:.1f}", f"{p['ratio_to_matmul']:.2f}")
+             for p in results["precision"]]))
+    data = results.get("data")
+    if data:
+        out += ["", "## Input pipeline (768x1152x16 files, page cache)", "",
+                "`bench/data_pipeline.py`: medians over repeats.", ""]
+        rows = [("raw sequential h5py read", f"{data['raw_samples_per_second']:.1f} samples/s"),
+                ("make_dataset pipeline", f"{data['pipeline_samples_per_second']:.1f} samples/s"),
+                ("ratio pipeline / raw", f"{data['ratio']:.2f}")]
+        if data.get("loop_wait_percent") is not None:
+            rows.append(("data wait, train_on_batch loop",
+                         f"{data['loop_wait_ms']:.1f} ms of a {data['loop_step_ms']:.0f} ms step "
+                         f"= {data['loop_wait_percent']:.1f}%"))
+        if data.get("fit_wait_percent") is not None:
+            rows.append(("data wait, model.fit",
+                         f"{data['fit_wait_ms']:+.1f} ms on a {data['fit_step_ms']:.0f} ms step "
+                         f"= {data['fit_wait_percent']:+.1f}%"))
+        out.append(_table(["", ""], rows))
+    scaling = results.get("scaling")
+    if scaling:
+        out += ["", "## Weak scaling, 1 to 2 Horovod ranks (Gloo, one thread per rank)", "",
+                "`bench/scaling.py`: a small conv net, batch 2 per rank.", ""]
+        out.append(_table(
+            ["gradient lag", "1 rank samples/s", "2 ranks samples/s", "efficiency",
+             "vs 2 ranks without allreduce", "sustained GFLOP/s (2 ranks)"],
+            [(r["lag"], f"{r['one_rank']:.3f}", f"{r['two_ranks']:.3f}",
+              f"{r['efficiency']:.3f}", f"{r['vs_no_allreduce']:.3f}", f"{r['gflops']:.1f}")
+             for r in scaling["rows"]]))
+        if scaling.get("independent_efficiency") is not None:
+            out += ["", f"2 ranks without allreduce reach {scaling['independent_efficiency']:.3f} "
+                        "of twice one rank: the cost of sharing the machine, not of communication."]
+    memory = results.get("memory")
+    if memory:
+        shape = "x".join(str(s) for s in memory["input_shape"])
+        out += ["", "## Memory", "",
+                f"One {memory['model']} training step at {shape}, batch {memory['batch']}, "
+                f"{memory['precision']}, in a child process (`bench/memory.py`): peak RSS "
+                f"**{memory['ru_maxrss_bytes'] / 1e9:.2f} GB** (getrusage of the child; its VmHWM "
+                f"{memory['vm_hwm_bytes'] / 1e9:.2f} GB, "
+                f"{memory['vm_hwm_after_build_bytes'] / 1e9:.2f} GB after building the model). "
+                "The step took "
+                f"{', '.join(f'{s:.0f}' for s in memory['step_seconds'])} s (first step: "
+                "includes tracing)."]
+    rows = goals(results)
+    if rows:
+        out += ["", "## Goals (issue 7)", ""]
+        out.append(_table(["goal", "measured", "status"], [(g, m, _met(ok)) for g, m, ok in rows]))
+    if results.get("errors"):
+        out += ["", "## Parts that failed", ""]
+        out += [f"- {part}: {message.splitlines()[0] if message else ''}"
+                for part, message in results["errors"].items()]
+    return "\n".join(out) + "\n"
+
+
+def write_report(results, markdown_path, json_path):
+    """Writes report.md and report.json (with the goals added); returns the two paths."""
+    markdown_path, json_path = Path(markdown_path), Path(json_path)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(markdown(results))
+    full = dict(results, goals=[{"goal": g, "measured": m, "met": ok}
+                                for g, m, ok in goals(results)])
+    json_path.write_text(json.dumps(full, indent=2) + "\n")
+    return markdown_path, json_path
