@@ -200,14 +200,25 @@ def main(argv=None):
                         help="report path without suffix (.md and .json are written). "
                              "Default bench/results/report")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per part")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other parts of the existing report and replace only "
+                             "those run now (each part's date and load are recorded)")
     args = parser.parse_args(argv)
 
-    results = {"machine": machine_info(), "errors": {}, "load": {}, "seconds": {},
-               "settings": {"mode": ("quick" if args.quick else "full")
-                            + (", full size" if args.full_size else ""),
-                            "command": "python -m bench " + " ".join(
-                                sys.argv[1:] if argv is None else argv),
-                            "parts": args.only}}
+    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    previous = Path(args.output + ".json")
+    if args.update and previous.exists():
+        results = json.loads(previous.read_text())
+        results.pop("goals", None)
+        for part in args.only:
+            results.pop(part, None)
+            results["errors"].pop(part, None)
+        results["settings"]["command"] += f"; then {command}"
+    else:
+        results = {"machine": machine_info(), "errors": {}, "load": {}, "seconds": {},
+                   "settings": {"mode": ("quick" if args.quick else "full")
+                                + (", full size" if args.full_size else ""),
+                                "command": command}}
     for part in args.only:
         print(f"== {part} (load average {os.getloadavg()[0]:.2f})", flush=True)
         before, start = os.getloadavg(), time.perf_counter()
@@ -217,7 +228,8 @@ def main(argv=None):
             results["errors"][part] = str(error)
             print(f"{part} failed: {error}", file=sys.stderr, flush=True)
         results["seconds"][part] = time.perf_counter() - start
-        results["load"][part] = {"before": list(before), "after": list(os.getloadavg())}
+        results["load"][part] = {"before": list(before), "after": list(os.getloadavg()),
+                                 "date": machine_info()["date"]}
     results["machine"]["load_after"] = list(os.getloadavg())
     md, js = write_report(results, args.output + ".md", args.output + ".json")
     print(f"wrote {md} and {js}")

@@ -96,6 +96,14 @@ def markdown(results):
         ("mode", settings.get("mode", "")),
         ("command", f"`{settings.get('command', '')}`"),
     ]))
+    if results.get("load"):
+        out += ["", "Each part, with the 1-minute load average before and after it (2 means "
+                "both cores busy: a load above what the part itself adds means another user):",
+                ""]
+        out.append(_table(["part", "started (UTC)", "seconds", "load before", "load after"], [
+            (part, load.get("date", ""), f"{results.get('seconds', {}).get(part, 0):.0f}",
+             f"{load['before'][0]:.2f}", f"{load['after'][0]:.2f}")
+            for part, load in results["load"].items()]))
     if results.get("models"):
         out += ["", "## Training speed (fp32)", "",
                 "Median over timed steps after warm-up; the ratio divides each step's rate by a "

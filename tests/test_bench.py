@@ -68,6 +68,9 @@ def test_report_tables_and_goals(tmp_path):
                    "precision": "fp32", "step_seconds": [150.0], "ru_maxrss_bytes": 11.5e9,
                    "vm_hwm_bytes": 11.4e9, "vm_hwm_after_build_bytes": 1.1e9},
         "errors": {"precision": "bench/precision.py exited 1:\nTraceback"},
+        "load": {"scaling": {"before": [3.5, 2.0, 1.0], "after": [4.25, 3.0, 2.0],
+                             "date": "2026-11-27 18:09"}},
+        "seconds": {"scaling": 151.4},
     }
     md_path, json_path = report.write_report(results, tmp_path / "r.md", tmp_path / "r.json")
     text = md_path.read_text()
@@ -76,6 +79,7 @@ def test_report_tables_and_goals(tmp_path):
             in text)
     assert "| 1 | 4.000 | 7.680 | 0.960 | 1.011 | 13.3 |" in text
     assert "peak RSS **11.50 GB**" in text
+    assert "| scaling | 2026-11-27 18:09 | 151 | 3.50 | 4.25 |" in text
     assert ("| deeplabv3plus training >= 60% of matmul rate at 192x288x16 | 41% | **not met** |"
             in text)
     assert "| input pipeline >= 0.9 x raw h5py read | 0.90 | met |" in text
