@@ -75,15 +75,20 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
             statistics.median(peaks) / 1e9, flops)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(zoo.MODELS), choices=list(zoo.MODELS))
+def add_step_arguments(parser):
+    """The input size and timing flags shared by the training-speed benchmarks."""
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=288)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(zoo.MODELS), choices=list(zoo.MODELS))
+    add_step_arguments(parser)
     args = parser.parse_args(argv)
 
     input_shape = (args.height, args.width, args.channels)

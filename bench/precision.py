@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import climseg_tf  # noqa: E402,F401  (first: selects Keras 2 and oneDNN before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
-from bench.models import matmul_step, model_rate  # noqa: E402
+from bench.models import add_step_arguments, matmul_step, model_rate  # noqa: E402
 # isort: on
 
 RESULT_TAG = "PRECISION_RESULT "
@@ -55,12 +55,7 @@ def precision_rates(name, input_shape, batch, steps, warmup,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deeplabv3plus")
-    parser.add_argument("--height", type=int, default=192)
-    parser.add_argument("--width", type=int, default=288)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
-    parser.add_argument("--warmup", type=int, default=2)
+    add_step_arguments(parser)
     args = parser.parse_args(argv)
     input_shape = (args.height, args.width, args.channels)
     print(f"TensorFlow {tf.__version__}, {args.model}, input {input_shape}, batch {args.batch}, "
