@@ -672,9 +672,11 @@ def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
 
 
 def _stats_next_to(paths):
+    from data.files import STATS_NAME
+
     for path in paths:
         candidate = os.path.join(path if os.path.isdir(path) else os.path.dirname(path),
-                                 "stats.h5")
+                                 STATS_NAME)
         if os.path.isfile(candidate):
             return candidate
     return None
@@ -785,6 +787,7 @@ def predict_main(argv):
     args = parser.parse_args(argv)
 
     import numpy as np
+    import tensorflow as tf
 
     import callbacks
     import data
@@ -811,34 +814,34 @@ def predict_main(argv):
     kwargs["input_shape"] = tuple(kwargs["input_shape"])
     model = zoo.get_model(meta["model"], **kwargs)
     model.load_weights(weights)
-    offset, scale = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
-        if stats is not None else (0.0, 1.0)
+    norm = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
+        if stats is not None else None
     os.makedirs(args.output_dir, exist_ok=True)
     tmq = channels.index(0) if 0 in channels else 0
-    confusion = np.zeros((3, 3), np.int64)
+    # The training metrics, on this process only: the same IoU rule as val_mean_iou.
+    ious = zoo.iou_metrics(3, class_names=("background", "tc", "ar"), allreduce=False)
     for i, path in enumerate(files):
         fields, labels = data.read_sample(path, channels=channels, labels_required=False)
-        logits = model.predict_on_batch(((fields - offset) * scale)[None])
+        inputs = fields if norm is None else data.normalize(fields.copy(), *norm)
+        logits = model.predict_on_batch(inputs[None])
         mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
         out = data.write_mask(path, args.output_dir, mask,
                               attrs={"checkpoint": os.path.abspath(args.checkpoint),
                                      "model": meta["model"]})
         line = f"[{i + 1}/{len(files)}] {path} -> {out}"
         if labels is not None:
-            confusion += np.bincount(3 * labels.ravel().astype(np.int64) + mask.ravel(),
-                                     minlength=9).reshape(3, 3)
+            for metric in ious:
+                metric.update_state(labels[None], logits)
         if not args.no_maps:
             png = os.path.splitext(out)[0] + ".png"
             data.plot_events(png, fields[..., tmq], mask, labels,
                              title=os.path.basename(path))
             line += f", {os.path.basename(png)}"
         print(line, flush=True)
-    if confusion.sum():
-        tp = np.diag(confusion).astype(float)
-        union = confusion.sum(0) + confusion.sum(1) - tp
-        iou = np.divide(tp, union, out=np.zeros(3), where=union > 0)
-        print(f"IoU background {iou[0]:.3f}, tropical cyclone {iou[1]:.3f}, atmospheric "
-              f"river {iou[2]:.3f}; mean {iou.mean():.3f}", flush=True)
+    if float(tf.reduce_sum(ious[0].total_cm)):
+        mean, background, tc, ar = (float(metric.result()) for metric in ious)
+        print(f"IoU background {background:.3f}, tropical cyclone {tc:.3f}, atmospheric "
+              f"river {ar:.3f}; mean {mean:.3f}", flush=True)
     return 0
 
 
