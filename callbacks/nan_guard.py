@@ -1,9 +1,10 @@
 """Stopping every rank together when the loss stops being a number."""
 
 import math
-import sys
 
 import tensorflow as tf
+
+from callbacks import _horovod
 
 
 class StopOnNonFinite(tf.keras.callbacks.Callback):
@@ -34,12 +35,9 @@ class StopOnNonFinite(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         bad = 0.0 if loss is None or math.isfinite(float(loss)) else 1.0
-        hvd = sys.modules.get("horovod.tensorflow")
-        rank = 0
-        if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
-            # Horovod: every rank takes part, so all agree on stopping.
-            bad = float(hvd.allreduce(tf.constant(bad), op=hvd.Sum, name="climseg_nonfinite"))
-            rank = hvd.rank()
+        rank, _ = _horovod.rank_and_size()
+        # Horovod: every rank takes part, so all agree on stopping.
+        (bad,) = _horovod.allreduce([bad], "sum", name="climseg.nonfinite")
         if bad:
             step = int(tf.keras.backend.get_value(self.model.optimizer.iterations))
             self.stopped = True
