@@ -12,12 +12,14 @@ import re
 import tensorflow as tf
 from official.vision.modeling.decoders import aspp as tfm_aspp
 
-from zoo import _common
+from zoo import _common, composed
 from zoo.periodic import (
     BilinearUpsampling2D,
     LongitudePadding2D,
+    SubpixelConv2DTranspose,
     conv2d,
     conv2d_transpose,
+    longitude_pad,
     wrap_longitude,
 )
 
@@ -151,12 +153,168 @@ def _conv_bn_relu(x, filters, kernel_size, name, periodic, dilation_rate=1):
     return tf.keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _deconv1x_decoder(inputs, low_level, x, num_classes, output_stride, periodic):
+# Border of the composed decoder tail computed by the layered chain: output
+# rows (and columns without periodic padding) taken from a strip of STRIP
+# full-resolution rows. The composed map differs from the chain only within
+# a few pixels of the edges (test_zoo_composed measures how many).
+TAIL_BORDER = 3
+TAIL_STRIP = 8
+
+
+@tf.keras.utils.register_keras_serializable(package="climseg")
+class DeconvDecoderTail(tf.keras.layers.Layer):
+    """The linear end of the "deconv1x" decoder, from stride 4 to the logits.
+
+    The paper's decoder has no activation after its second fusion conv at
+    stride 4: two 3x3 stride-2 transposed convolutions to full resolution,
+    a two-conv skip from the input, concatenation, two 3x3 convolutions and
+    the 1x1 logits are one affine map of (stride-4 features, input). Layered,
+    it is ~80% of the network's FLOPs and most of its activation memory (256-
+    and 384-channel maps at full resolution).
+
+    With `composed=True` (the default) the layers' kernels are composed
+    (`zoo.composed`) into two convolutions straight to the 3 logit channels:
+    256 channels at stride 4 to 16 x 3 sub-pixel outputs, and the 16 input
+    channels to 3. The border rows and columns, where the chain's zero
+    padding of intermediate maps matters, come from the layered chain on
+    thin strips. Same variables, same outputs and gradients up to float
+    rounding; `composed=False` runs the layered chain (the FLOP count of the
+    architecture is measured on it).
+
+    Args:
+        num_classes: output channels.
+        periodic: wrap around in longitude. Defaults to `False`.
+        composed: compute as composed convolutions. Defaults to `True`.
+        **kwargs: passed on to `keras.layers.Layer`.
+    """
+
+    def __init__(self, num_classes, periodic=False, composed=True, **kwargs):
+        kwargs.pop("autocast", None)
+        kwargs.setdefault("dtype", "float32")  # Compose from float32 variable values.
+        super().__init__(autocast=False, **kwargs)
+        self.num_classes = int(num_classes)
+        self.periodic = bool(periodic)
+        self.composed = bool(composed)
+        padding = "valid" if self.periodic else "same"
+        init = dict(kernel_initializer="he_uniform")
+        self.deconv_x2 = SubpixelConv2DTranspose(256, periodic=self.periodic,
+                                                 name="decoder_deconv_x2", **init)
+        self.deconv_x1 = SubpixelConv2DTranspose(256, periodic=self.periodic,
+                                                 name="decoder_deconv_x1", **init)
+        self.convs = {
+            name: tf.keras.layers.Conv2D(filters, 3, padding=padding, name=f"decoder_{name}",
+                                         **init)
+            for name, filters in (("skip_conv1", 64), ("skip_conv2", 128),
+                                  ("fuse_conv1", 256), ("fuse_conv2", 256))
+        }
+        self.logits = tf.keras.layers.Conv2D(self.num_classes, 1, name="decoder_logits")
+
+    def build(self, input_shape):
+        features, image = (tf.TensorShape(shape) for shape in input_shape)
+
+        def channels(count):
+            return tf.TensorShape([None, None, None, count])
+
+        with tf.name_scope(self.deconv_x2.name):
+            self.deconv_x2.build(features)
+        with tf.name_scope(self.deconv_x1.name):
+            self.deconv_x1.build(channels(self.deconv_x2.filters))
+        previous = image[-1]
+        for layer in (*self.convs.values(), self.logits):
+            if layer.name == "decoder_fuse_conv1":
+                previous = self.deconv_x1.filters + self.convs["skip_conv2"].filters
+            with tf.name_scope(layer.name):  # Weight names "decoder_.../kernel:0".
+                layer.build(channels(previous))
+            previous = layer.filters
+        super().build(input_shape)
+
+    def _conv(self, name, x):
+        if self.periodic:
+            x = longitude_pad(x, ((1, 1), (1, 1)))
+        return self.convs[name](x)
+
+    def _layered(self, features, image):
+        x = self.deconv_x1(self.deconv_x2(features))
+        skip = self._conv("skip_conv2", self._conv("skip_conv1", image))
+        x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
+        x = self._conv("fuse_conv2", self._conv("fuse_conv1", x))
+        return self.logits(x)
+
+    def composed_ops(self):
+        """The `zoo.composed.LinearOp`s from the features and from the input."""
+        def conv_through(op, layer):
+            return composed.through_conv(op, tf.convert_to_tensor(layer.kernel), layer.bias)
+
+        def transposed_through(op, layer):
+            kernel = tf.transpose(tf.convert_to_tensor(layer.kernel), [0, 1, 3, 2])
+            return composed.through_transposed(op, kernel, layer.bias)
+
+        op = composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel), self.logits.bias)
+        op = conv_through(conv_through(op, self.convs["fuse_conv2"]), self.convs["fuse_conv1"])
+        from_features, from_skip = composed.split_input_channels(
+            op, [self.deconv_x1.filters, self.convs["skip_conv2"].filters])
+        from_features = transposed_through(transposed_through(from_features, self.deconv_x1),
+                                           self.deconv_x2)
+        from_image = conv_through(conv_through(from_skip, self.convs["skip_conv2"]),
+                                  self.convs["skip_conv1"])
+        return from_features, from_image
+
+    def _fits(self, features, image):
+        height, width = image.shape[1], image.shape[2]
+        if height is None or width is None:
+            return False
+        return height >= 2 * TAIL_STRIP and (self.periodic or width >= 2 * TAIL_STRIP)
+
+    def _composed(self, features, image):
+        dtype = self.logits.compute_dtype
+        from_features, from_image = self.composed_ops()
+        out = (composed.apply(from_features, features, self.periodic)
+               + tf.cast(composed.apply(from_image, image, self.periodic), features.dtype))
+        out = tf.cast(out, dtype)
+        height, width = image.shape[1], image.shape[2]
+        b, s = TAIL_BORDER, TAIL_STRIP
+
+        def quarter(part):
+            return slice(None if part.start is None else part.start // 4,
+                         None if part.stop is None else part.stop // 4)
+
+        def layered(rows, cols):
+            return tf.cast(self._layered(features[:, quarter(rows), quarter(cols)],
+                                         image[:, rows, cols]), dtype)
+
+        everything = slice(None)
+        if not self.periodic:
+            left = layered(everything, slice(0, s))[:, b:height - b, :b]
+            right = layered(everything, slice(width - s, None))[:, b:height - b, -b:]
+            out = tf.concat([left, out[:, b:height - b, b:width - b], right], axis=2)
+        else:
+            out = out[:, b:height - b]
+        top = layered(slice(0, s), everything)[:, :b]
+        bottom = layered(slice(height - s, None), everything)[:, -b:]
+        return tf.concat([top, out, bottom], axis=1)
+
+    def call(self, inputs):
+        features, image = inputs
+        if self.composed and self._fits(features, image):
+            return self._composed(features, image)
+        return self._layered(features, image)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = tf.TensorShape(input_shape[1]).as_list()
+        return tf.TensorShape([batch, height, width, self.num_classes])
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "periodic": self.periodic, "composed": self.composed}
+
+
+def _deconv1x_decoder(inputs, low_level, x, num_classes, output_stride, periodic, compose_tail):
     """The paper's "deconv1x" decoder, to full resolution with an input skip.
 
     As in the paper's code, the transposed convolutions and the convolutions
     after the input skip have biases and no activation; only the two fusion
-    convolutions at stride 4 have batch norm and ReLU.
+    convolutions at stride 4 have batch norm and ReLU (so everything after
+    them is `DeconvDecoderTail`, one affine map).
     """
     deconv = dict(kernel_initializer="he_uniform", periodic=periodic)
     for i in range(int(math.log2(output_stride // 4))):
@@ -165,14 +323,8 @@ def _deconv1x_decoder(inputs, low_level, x, num_classes, output_stride, periodic
     x = tf.keras.layers.Concatenate(name="decoder_concat_low_level")([x, low_level])
     x = _conv_bn_relu(x, 256, 3, "decoder_conv1", periodic)
     x = _conv_bn_relu(x, 256, 3, "decoder_conv2", periodic)
-    x = conv2d_transpose(x, 256, 3, name="decoder_deconv_x2", **deconv)
-    x = conv2d_transpose(x, 256, 3, name="decoder_deconv_x1", **deconv)
-    skip = conv2d(inputs, 64, 3, name="decoder_skip_conv1", **deconv)
-    skip = conv2d(skip, 128, 3, name="decoder_skip_conv2", **deconv)
-    x = tf.keras.layers.Concatenate(name="decoder_concat_skip")([x, skip])
-    x = conv2d(x, 256, 3, name="decoder_fuse_conv1", **deconv)
-    x = conv2d(x, 256, 3, name="decoder_fuse_conv2", **deconv)
-    return tf.keras.layers.Conv2D(num_classes, 1, name="decoder_logits")(x)
+    return DeconvDecoderTail(num_classes, periodic=periodic, composed=compose_tail,
+                             name="decoder_tail")([x, inputs])
 
 
 def _bilinear_decoder(low_level, x, num_classes, output_stride, periodic):
@@ -193,6 +345,7 @@ def deeplabv3plus(
     output_stride=8,
     decoder="deconv1x",
     periodic_padding=False,
+    compose_decoder_tail=True,
 ):
     """Builds DeepLabv3+ with a ResNet-v2-50 encoder, as in the SC18 paper.
 
@@ -253,7 +406,7 @@ def deeplabv3plus(
     )(endpoints["encoder"])
     if decoder == "deconv1x":
         x = _deconv1x_decoder(inputs, endpoints["low_level"], x, num_classes, output_stride,
-                              periodic_padding)
+                              periodic_padding, compose_decoder_tail)
     else:
         x = _bilinear_decoder(endpoints["low_level"], x, num_classes, output_stride,
                               periodic_padding)
