@@ -7,6 +7,13 @@ and each model's rate as a fraction of TensorFlow's float32 matmul rate
 (2048^2, timed right after every model step, so that both see the same load
 on a shared machine).
 
+Two FLOP counts: what the model's graph executes (the GFLOP/s and the ratio
+to the matmul rate, i.e. how well the machine is used), and the
+architecture's count as papers report it (`zoo.training_flops_per_sample`
+by name; for `deeplabv3plus` without the composed decoder tail, which does
+the same arithmetic in fewer operations). "Effective" GFLOP/s = architecture
+FLOPs per second, which can exceed the machine's rate.
+
     .venv/bin/python bench/models.py                 # 192x288x16, batch 2
     .venv/bin/python bench/models.py --models deeplabv3plus --steps 10
 
@@ -51,8 +58,14 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
     The machine may be shared: a matmul is timed right after every model
     step, and each step's rate is divided by that matmul's rate, so that the
     ratio compares the two under the same load.
+
+    Returns:
+        A dict: samples_per_second, gflops and ratio_to_matmul (executed
+        FLOPs), matmul_gflops, flops_per_sample (executed),
+        architecture_flops_per_sample, effective_gflops (architecture FLOPs).
     """
     tf.keras.utils.set_random_seed(0)
+    architecture_flops = zoo.training_flops_per_sample(name, input_shape)
     model = zoo.get_model(name, input_shape=input_shape)
     flops = zoo.training_flops_per_sample(model, input_shape)
     model.compile(optimizer=tf.keras.optimizers.SGD(1e-3),
@@ -71,8 +84,11 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
         ratios.append(batch * flops / seconds / peak)
     tf.keras.backend.clear_session()
     seconds = statistics.median(times)
-    return (batch / seconds, batch * flops / seconds / 1e9, statistics.median(ratios),
-            statistics.median(peaks) / 1e9, flops)
+    return {"samples_per_second": batch / seconds, "gflops": batch * flops / seconds / 1e9,
+            "ratio_to_matmul": statistics.median(ratios),
+            "matmul_gflops": statistics.median(peaks) / 1e9, "flops_per_sample": flops,
+            "architecture_flops_per_sample": architecture_flops,
+            "effective_gflops": batch * architecture_flops / seconds / 1e9}
 
 
 def add_step_arguments(parser):
@@ -99,11 +115,14 @@ def main(argv=None):
     for _ in range(3):
         matmul()  # Warm-up.
     for name in args.models:
-        samples, gflops, ratio, peak, flops = model_rate(
-            name, input_shape, args.batch, args.steps, args.warmup, matmul, matmul_flops)
-        print(f"{name:20s} {gflops:7.1f} GFLOP/s = {ratio:.2f} x matmul ({peak:5.1f} GFLOP/s "
-              f"float32 2048^2, timed after each step)  {samples:6.3f} samples/s  "
-              f"{flops / 1e9:6.1f} GFLOP/training sample", flush=True)
+        r = model_rate(name, input_shape, args.batch, args.steps, args.warmup, matmul,
+                       matmul_flops)
+        print(f"{name:20s} {r['gflops']:7.1f} GFLOP/s = {r['ratio_to_matmul']:.2f} x matmul "
+              f"({r['matmul_gflops']:5.1f} GFLOP/s float32 2048^2, timed after each step)  "
+              f"{r['samples_per_second']:6.3f} samples/s  "
+              f"{r['flops_per_sample'] / 1e9:6.1f} GFLOP/training sample executed, "
+              f"{r['architecture_flops_per_sample'] / 1e9:6.1f} in the architecture "
+              f"({r['effective_gflops']:7.1f} GFLOP/s effective)", flush=True)
 
 if __name__ == "__main__":
     main()

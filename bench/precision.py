@@ -42,13 +42,10 @@ def precision_rates(name, input_shape, batch, steps, warmup,
         tf.keras.mixed_precision.set_global_policy(
             "float32" if precision == "fp32" else precision)
         try:
-            samples, gflops, ratio, peak, flops = model_rate(
-                name, input_shape, batch, steps, warmup, matmul, matmul_flops)
+            rate = model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops)
         finally:
             tf.keras.mixed_precision.set_global_policy("float32")
-        results.append({"model": name, "precision": precision, "samples_per_second": samples,
-                        "gflops": gflops, "ratio_to_matmul": ratio, "matmul_gflops": peak,
-                        "flops_per_sample": flops})
+        results.append({"model": name, "precision": precision, **rate})
     return results
 
 

@@ -95,3 +95,30 @@ def test_tf_models_official_backbone_checkpoint_loads(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match="has no such backbone"):
         load_matching_weights(_net(3, 3, 0), prefix)
+
+
+def _tail_net(classes, seed):
+    from zoo.deeplabv3plus import DeconvDecoderTail
+
+    tf.keras.utils.set_random_seed(seed)
+    image = tf.keras.Input((16, 16, 16))
+    features = tf.keras.layers.Conv2D(256, 1, strides=4, name="features")(image)
+    return tf.keras.Model(image, DeconvDecoderTail(classes, name="decoder_tail")([features, image]))
+
+
+def test_a_new_head_inside_a_nested_layer_keeps_the_other_sublayers(tmp_path):
+    source = _tail_net(classes=5, seed=1)
+    path = str(tmp_path / "five.h5")
+    source.save_weights(path)
+    target = _tail_net(classes=3, seed=2)
+    report = load_matching_weights(target, path)
+
+    assert report["loaded"] == ["features", "decoder_tail (12 of 14 weights)"]
+    assert report["skipped"] == [
+        ("decoder_tail/decoder_logits/kernel", "shapes (1, 1, 256, 5) vs (1, 1, 256, 3)"),
+        ("decoder_tail/decoder_logits/bias", "shapes (5,) vs (3,)"),
+    ]
+    old = {w.name: w.numpy() for w in source.get_layer("decoder_tail").weights}
+    for weight in target.get_layer("decoder_tail").weights:
+        if "logits" not in weight.name:
+            np.testing.assert_array_equal(weight.numpy(), old[weight.name])

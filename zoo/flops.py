@@ -22,6 +22,11 @@ from tensorflow.python.profiler import model_analyzer, option_builder
 
 BACKWARD_FACTOR = 3  # forward + backward ~ 3 forward passes
 
+# Builder options that compute the same network with fewer operations; a
+# count by name (the architecture's FLOPs, as papers report them) turns
+# them off. A count of a built model is what its graph executes.
+LAYERED = {"deeplabv3plus": {"compose_decoder_tail": False}}
+
 
 def _shape(graph, name):
     return graph_util.tensor_shape_from_node_def_name(graph, name)
@@ -47,6 +52,10 @@ def _register_statistics():
 def count_flops(model_or_name, input_shape=None, batch_size=1, **model_kwargs):
     """FLOPs of one forward pass (inference mode) per sample.
 
+    By name, the FLOPs of the architecture: the model is built without the
+    options of `LAYERED` (DeepLabv3+'s composed decoder tail), as the paper
+    counted them. For a built model, the FLOPs its graph executes.
+
     Args:
         model_or_name: a Keras model, or a name in `zoo.MODELS` to build with
             `input_shape` and `model_kwargs`.
@@ -66,6 +75,7 @@ def count_flops(model_or_name, input_shape=None, batch_size=1, **model_kwargs):
             raise ValueError(f"count_flops({model_or_name!r}) needs an input_shape; got None.")
         from zoo import get_model  # zoo imports this module.
 
+        model_kwargs = {**LAYERED.get(model_or_name, {}), **model_kwargs}
         model = get_model(model_or_name, input_shape=tuple(input_shape), **model_kwargs)
     else:
         if model_kwargs:

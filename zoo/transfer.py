@@ -2,6 +2,9 @@
 
 Weights are matched by layer name, then by shape. Layers whose shapes differ
 (a new head for another number of classes) are skipped and reported by name.
+A layer made of sublayers (DeepLabv3+'s `decoder_tail`) is matched weight by
+weight when it does not match as a whole, so that a new head inside it does
+not cost the other sublayers' weights.
 A convolution that differs only in its number of input channels (a stem
 trained on 3-channel RGB, or on another selection of climate variables) is
 adapted instead of skipped, by this rule:
@@ -47,7 +50,7 @@ def adapt_input_channels(kernel, channels):
 
 
 def _read_h5_weights(path):
-    """Returns {layer name: [arrays]} from a tf-keras `.h5` weights file."""
+    """Returns {layer name: {weight name: array}} (in file order) from a tf-keras `.h5`."""
     out = {}
     try:
         with h5py.File(path, "r") as f:
@@ -62,7 +65,7 @@ def _read_h5_weights(path):
                 group = root[name]
                 weight_names = [w.decode() if isinstance(w, bytes) else w
                                 for w in group.attrs.get("weight_names", [])]
-                out[name] = [np.asarray(group[w]) for w in weight_names]
+                out[name] = {w: np.asarray(group[w]) for w in weight_names}
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"cannot read weights from {path}: {e}") from e
     return out
@@ -120,7 +123,11 @@ def load_matching_weights(model, path, modules="all", model_name=None):
         if layer.name not in source:
             report["skipped"].append((layer.name, "not in checkpoint"))
             continue
-        old, new = source[layer.name], layer.get_weights()
+        old, new = list(source[layer.name].values()), layer.get_weights()
+        same_shapes = len(old) == len(new) and all(
+            o.shape == n.shape for o, n in zip(old, new, strict=True))
+        if not same_shapes and _load_nested_by_weight(layer, source[layer.name], report):
+            continue
         if len(old) != len(new):
             report["skipped"].append((layer.name, f"{len(old)} weights, expected {len(new)}"))
             continue
@@ -140,6 +147,40 @@ def load_matching_weights(model, path, modules="all", model_name=None):
         raise ValueError(f"no layer of {path} matches model {model.name!r} by name and "
                          "shape")
     return report
+
+
+def _weight_key(name, layer_name):
+    """"decoder_tail/decoder_logits/kernel:0" -> "decoder_logits/kernel"."""
+    name = name.rsplit(":", 1)[0]
+    return name[len(layer_name) + 1:] if name.startswith(layer_name + "/") else name
+
+
+def _load_nested_by_weight(layer, old, report):
+    """Loads the weights of a layer with sublayers one by one, by name and shape.
+
+    Returns False (nothing done) for a layer without sublayers or when no
+    weight matches.
+    """
+    if not list(layer._flatten_layers(include_self=False, recursive=False)):
+        return False
+    old = {_weight_key(name, layer.name): array for name, array in old.items()}
+    matched, skipped = [], []
+    for variable in layer.weights:
+        key = _weight_key(variable.name, layer.name)
+        if key not in old:
+            skipped.append((f"{layer.name}/{key}", "not in checkpoint"))
+        elif tuple(old[key].shape) != tuple(variable.shape):
+            skipped.append((f"{layer.name}/{key}",
+                            f"shapes {tuple(old[key].shape)} vs {tuple(variable.shape)}"))
+        else:
+            matched.append((variable, old[key]))
+    if not matched:
+        return False
+    for variable, array in matched:
+        variable.assign(array)
+    report["loaded"].append(f"{layer.name} ({len(matched)} of {len(layer.weights)} weights)")
+    report["skipped"].extend(skipped)
+    return True
 
 
 def set_backbone_trainable(model, model_name, trainable):
