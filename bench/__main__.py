@@ -9,7 +9,10 @@ the machine's description and load:
 2. data: the input pipeline against raw h5py reads, and data wait (bench/data_pipeline.py);
 3. scaling: horovodrun -np 1 vs -np 2, gradient lag 0 and 1 (bench/scaling.py);
 4. memory: peak RSS of one full-size deeplabv3plus training step, batch 1 (bench/memory.py);
-5. precision: deeplabv3plus under mixed_bfloat16 next to fp32 (bench/precision.py).
+5. precision: deeplabv3plus under mixed_bfloat16 next to fp32 (bench/precision.py);
+6. profile: where deeplabv3plus's training step time goes, by layer, op type and
+   region, from TensorFlow's profiler (bench/profile.py; always 192x288, batch 2,
+   2 or 3 steps: about a minute).
 
     .venv/bin/python -m bench                               # everything (about 30 min on 2 cores)
     .venv/bin/python -m bench --quick                       # fewer steps and repeats
@@ -40,7 +43,7 @@ import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the childr
 from bench.report import write_report  # noqa: E402
 # isort: on
 
-PARTS = ("models", "data", "scaling", "memory", "precision")
+PARTS = ("models", "data", "scaling", "memory", "precision", "profile")
 REDUCED, FULL = (192, 288), (768, 1152)
 _NUMBER = r"([-+]?[0-9.]+)"
 
@@ -148,6 +151,52 @@ def parse_scaling(stdout):
             float(independent.group(2)) if independent else None}
 
 
+def parse_profile(stdout):
+    """The step and op times, the two tables and the regions of bench/profile.py."""
+    def numbers(match):
+        return [float(g) for g in match.groups()[1:]]
+
+    step = re.search(rf"^step wall time: {_NUMBER} ms \(median of (\d+) profiled steps: "
+                     rf".*; mean {_NUMBER} ms\)", stdout, re.MULTILINE)
+    ops = re.search(rf"^op time: {_NUMBER} ms per step \(mean\) = {_NUMBER} x the mean wall time "
+                    rf"\(ops ran on (\d+) threads?.*; at least one op running {_NUMBER} ms per "
+                    rf"step \(mean\) = {_NUMBER}% of the wall time", stdout, re.MULTILINE)
+    layer_row = re.compile(rf"^([^|]+?)\s+\|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER} \|"
+                           rf"\s+{_NUMBER}% \|\s+{_NUMBER}%$")
+    type_row = re.compile(rf"^([^|]+?)\s+\|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER}% \|"
+                          rf"\s+{_NUMBER}%$")
+    layers, op_types = [], []
+    for line in stdout.splitlines():
+        if match := layer_row.match(line):
+            forward, backward, total, percent, cumulative = numbers(match)
+            layers.append({"layer": match.group(1), "forward_ms": forward,
+                           "backward_ms": backward, "total_ms": total, "percent": percent,
+                           "cumulative_percent": cumulative})
+        elif match := type_row.match(line):
+            calls, ms, percent, cumulative = numbers(match)
+            op_types.append({"op_type": match.group(1), "calls": calls, "ms": ms,
+                             "percent": percent, "cumulative_percent": cumulative})
+    if step is None or ops is None or not layers or not op_types:
+        raise RuntimeError(f"no step time or tables in bench/profile.py output:\n"
+                           f"{stdout[-2000:]}")
+    result = {"step_ms": float(step.group(1)), "steps": int(step.group(2)),
+              "step_mean_ms": float(step.group(3)),
+              "op_ms": float(ops.group(1)), "op_ratio": float(ops.group(2)),
+              "threads": int(ops.group(3)), "busy_ms": float(ops.group(4)),
+              "busy_percent": float(ops.group(5)), "layers": layers, "op_types": op_types}
+    regions = re.search(r"^regions: (.*)$", stdout, re.MULTILINE)
+    if regions:
+        result["regions"] = [
+            {"region": name.strip(), "percent": float(percent), "ms": float(ms)}
+            for name, percent, ms in re.findall(rf"([^,]+?) {_NUMBER}% \({_NUMBER} ms\)",
+                                                regions.group(1))]
+    fused = re.search(rf"^note: {_NUMBER} ms per step of fused .*\(largest: (\S+), ",
+                      stdout, re.MULTILINE)
+    if fused:
+        result.update(fused_renamed_ms=float(fused.group(1)), fused_renamed_example=fused.group(2))
+    return result
+
+
 def run_part(part, args):
     """Runs one part with the suite's settings; returns its parsed results."""
     size = FULL if args.full_size else REDUCED
@@ -175,6 +224,13 @@ def run_part(part, args):
         for r in results:
             r["input"] = f"{size[0]}x{size[1]}x16"
         return results
+    if part == "profile":  # always reduced size: a breakdown, quick, in the default set
+        steps = 2 if quick else 3
+        out = _run("profile.py", ["--model", "deeplabv3plus", "--height", REDUCED[0], "--width",
+                                  REDUCED[1], "--batch", 2, "--steps", steps, "--warmup", 1,
+                                  "--top", 20], args.timeout)
+        return dict(parse_profile(out), model="deeplabv3plus",
+                    input=f"{REDUCED[0]}x{REDUCED[1]}x16", batch=2)
     raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
 
 

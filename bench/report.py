@@ -12,6 +12,13 @@
                            "vs_no_allreduce", "gflops"}, ...], "independent_efficiency"},
      "memory": {... bench/memory.py's result ...},
      "precision": [... bench/precision.py's results ...],
+     "profile": {"model", "input", "batch", "steps", "step_ms", "step_mean_ms", "op_ms",
+                 "op_ratio", "threads", "busy_ms", "busy_percent",
+                 "layers": [{"layer", "forward_ms", "backward_ms", "total_ms", "percent",
+                             "cumulative_percent"}, ...],
+                 "op_types": [{"op_type", "calls", "ms", "percent", "cumulative_percent"}, ...],
+                 "regions": [{"region", "percent", "ms"}, ...],
+                 "fused_renamed_ms", "fused_renamed_example"},
      "errors": {part: message}}
 
 and `write_report` turns it into report.md and report.json. A part that was
@@ -82,6 +89,43 @@ def goals(results):
     return rows
 
 
+def profile_markdown(profile):
+    """The profile part's section: step and op time, regions, top layers, op types."""
+    out = ["## Where the training time goes (profile)", "",
+           f"`bench/profile.py`: {profile['model']} at {profile['input']}, batch "
+           f"{profile['batch']}, fp32, {profile['steps']} training steps under TensorFlow's "
+           "profiler (host tracer). Op self time per step from the trace, given to the Keras "
+           "layer of the op's name scope; backward = ops under `gradient_tape/`.", ""]
+    overlap = ("in parallel, so their summed time can exceed the wall time"
+               if profile["op_ms"] > 1.001 * profile["busy_ms"] else "without overlapping")
+    out.append(f"Step wall time **{profile['step_ms']:.0f} ms** (median; mean "
+               f"{profile['step_mean_ms']:.0f} ms). Op time {profile['op_ms']:.0f} ms per step "
+               f"(mean) = {profile['op_ratio']:.2f} x the mean wall time: ops ran on "
+               f"{profile['threads']} thread(s), {overlap}; at least one op was running "
+               f"{profile['busy_percent']:.1f}% of the wall time. Tables: ms per step, mean over "
+               "the steps.")
+    if profile.get("fused_renamed_ms"):
+        out[-1] += (" Fused convolutions are named after their last node (an activation or a "
+                    f"residual add): {profile['fused_renamed_ms']:.0f} ms per step of conv "
+                    "forward time count to the layer of that node (largest: "
+                    f"`{profile['fused_renamed_example']}`).")
+    if profile.get("regions"):
+        out += ["", _table(["region", "ms per step", "% of op time"],
+                           [(r["region"], f"{r['ms']:.0f}", f"{r['percent']:.1f}")
+                            for r in profile["regions"]])]
+    out += ["", _table(
+        ["layer", "forward ms", "backward ms", "total ms", "% of op time", "cumulative %"],
+        [(r["layer"], f"{r['forward_ms']:.1f}", f"{r['backward_ms']:.1f}",
+          f"{r['total_ms']:.1f}", f"{r['percent']:.1f}", f"{r['cumulative_percent']:.1f}")
+         for r in profile["layers"]])]
+    out += ["", _table(
+        ["op type", "calls per step", "ms per step", "% of op time", "cumulative %"],
+        [(f"`{r['op_type']}`" if not r["op_type"].startswith("(") else r["op_type"],
+          f"{r['calls']:.0f}", f"{r['ms']:.1f}", f"{r['percent']:.1f}",
+          f"{r['cumulative_percent']:.1f}") for r in profile["op_types"]])]
+    return "\n".join(out)
+
+
 def markdown(results):
     """The report as Markdown text."""
     machine, settings = results["machine"], results.get("settings", {})
@@ -123,6 +167,8 @@ def markdown(results):
             [(p["model"], p.get("input", ""), p["precision"], f"{p['samples_per_second']:.3f}",
               f"{p['gflops']:.1f}", f"{p['ratio_to_matmul']:.2f}")
              for p in results["precision"]]))
+    if results.get("profile"):
+        out += ["", profile_markdown(results["profile"])]
     data = results.get("data")
     if data:
         out += ["", "## Input pipeline (768x1152x16 files, page cache)", "",

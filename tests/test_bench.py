@@ -1,15 +1,21 @@
 """bench/: the suite's parsers read the scripts' printed lines; the report shows the figures.
 
-No benchmark runs here: the inputs are lines in the scripts' exact formats
-and a results dict with known numbers.
+Apart from one run of bench/profile.py on a tiny model, no benchmark runs
+here: the inputs are lines in the scripts' exact formats and a results dict
+with known numbers.
 """
 
 import json
+from pathlib import Path
 
 import pytest
+from conftest import run_python
 
+import zoo
 from bench import report
-from bench.__main__ import _parts, parse_data, parse_models, parse_scaling
+from bench.__main__ import _parts, parse_data, parse_models, parse_profile, parse_scaling
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 MODELS_OUT = """TensorFlow 2.18.1, oneDNN TF_ENABLE_ONEDNN_OPTS=1, input (192, 288, 16), batch 2, fp32
 deeplabv3plus          50.2 GFLOP/s = 0.41 x matmul (122.4 GFLOP/s float32 2048^2, timed after each step)   0.062 samples/s   813.0 GFLOP/training sample
@@ -27,6 +33,29 @@ SCALING_OUT = """lag | 1 rank samples/s | 2 ranks samples/s | efficiency | vs no
   0 |             4.000 |             7.200 |      0.900 |           0.947 | 12.5 GFLOP/s
   1 |             4.000 |             7.680 |      0.960 |           1.011 | 13.3 GFLOP/s
 2 ranks without allreduce: 7.600 samples/s (0.950 of 2x one rank)
+"""  # noqa: E501
+
+PROFILE_OUT = """TensorFlow 2.18.1, deeplabv3plus (builder defaults), input (192, 288, 16), batch 2, fp32, 3 profiled steps after 1
+step wall time: 10239.4 ms (median of 3 profiled steps: 10239.4, 6295.6, 10252.5 ms; mean 8929.2 ms)
+op time: 12726.3 ms per step (mean) = 1.43 x the mean wall time (ops ran on 3 threads and overlapped, 1.76 ops at a time on average: the summed op time can exceed the wall time); at least one op running 7240.1 ms per step (mean) = 81.1% of the wall time
+counted: 3059 op events per step (self time: minus op events nested in them on the same thread); 0 call or control-flow op events per step not counted (their body is)
+
+layers by op time, ms per step (mean of 3), top 3 of 210; forward: ops outside gradient_tape/ (for (optimizer): the update), backward: ops under it:
+layer                            | forward ms | backward ms |  total ms | % op time | cumulative %
+decoder_fuse_conv1               |      632.3 |      3105.5 |    3737.8 |     29.4% |        29.4%
+decoder_fuse_conv2               |      426.7 |      2176.7 |    2603.4 |     20.5% |        49.8%
+(optimizer)                      |      157.0 |         0.0 |     157.0 |      1.2% |        51.1%
+(207 other layers)               |     1020.5 |      5207.6 |    6228.1 |     48.9% |       100.0%
+
+op types by op time, ms per step (mean of 3), top 2 of 43:
+op type                                  |  calls |        ms | % op time | cumulative %
+_MklNativeConv2DBackpropFilterWithBias   |     22 |    4524.0 |     35.5% |        35.5%
+_MklNativeConv2DBackpropInput            |     77 |    3054.5 |     24.0% |        59.5%
+(41 other op types)                      |   2960 |    5147.8 |     40.5% |       100.0%
+
+note: 95.9 ms per step of fused convolutions (grappler's remapper: Conv2D with the BiasAdd, Add or activation after it) are named after their last node, so they count to that layer, not the conv's (largest: deeplabv3plus/conv5_block1_out/add, 26.5 ms)
+
+regions: encoder 15.6% (1980.3 ms), aspp 8.6% (1093.2 ms), decoder 74.4% (9463.7 ms), loss/optimizer/other 1.5% (189.1 ms)
 """  # noqa: E501
 
 
@@ -49,9 +78,36 @@ def test_parsers_read_the_scripts_lines():
         parse_models("Traceback ...", "192x288x16", 2)
 
 
+def test_parse_profile_reads_times_tables_and_regions():
+    profile = parse_profile(PROFILE_OUT)
+    assert (profile["step_ms"], profile["steps"], profile["step_mean_ms"], profile["op_ms"],
+            profile["op_ratio"], profile["threads"], profile["busy_ms"],
+            profile["busy_percent"]) == (10239.4, 3, 8929.2, 12726.3, 1.43, 3, 7240.1, 81.1)
+    assert [(r["layer"], r["forward_ms"], r["backward_ms"], r["total_ms"], r["percent"],
+             r["cumulative_percent"]) for r in profile["layers"]] == [
+        ("decoder_fuse_conv1", 632.3, 3105.5, 3737.8, 29.4, 29.4),
+        ("decoder_fuse_conv2", 426.7, 2176.7, 2603.4, 20.5, 49.8),
+        ("(optimizer)", 157.0, 0.0, 157.0, 1.2, 51.1),
+        ("(207 other layers)", 1020.5, 5207.6, 6228.1, 48.9, 100.0)]
+    assert [(r["op_type"], r["calls"], r["ms"], r["percent"]) for r in profile["op_types"]] == [
+        ("_MklNativeConv2DBackpropFilterWithBias", 22, 4524.0, 35.5),
+        ("_MklNativeConv2DBackpropInput", 77, 3054.5, 24.0),
+        ("(41 other op types)", 2960, 5147.8, 40.5)]
+    assert profile["regions"] == [
+        {"region": "encoder", "percent": 15.6, "ms": 1980.3},
+        {"region": "aspp", "percent": 8.6, "ms": 1093.2},
+        {"region": "decoder", "percent": 74.4, "ms": 9463.7},
+        {"region": "loss/optimizer/other", "percent": 1.5, "ms": 189.1}]
+    assert (profile["fused_renamed_ms"], profile["fused_renamed_example"]) == (
+        95.9, "deeplabv3plus/conv5_block1_out/add")
+    with pytest.raises(RuntimeError, match="no step time or tables"):
+        parse_profile(PROFILE_OUT.split("\nlayers by")[0])
+
+
 def test_only_rejects_unknown_parts():
     assert _parts("models, memory") == ["models", "memory"]
-    with pytest.raises(Exception, match="unknown part.*gpu.*models,data,scaling,memory,precision"):
+    with pytest.raises(Exception,
+                       match="unknown part.*gpu.*models,data,scaling,memory,precision,profile"):
         _parts("models,gpu")
 
 
@@ -89,3 +145,59 @@ def test_report_tables_and_goals(tmp_path):
     assert "- precision: bench/precision.py exited 1:" in text
     saved = json.loads(json_path.read_text())
     assert [g["met"] for g in saved["goals"]] == [False, False, True, True, False, True, True]
+
+
+def test_report_profile_section(tmp_path):
+    results = {
+        "machine": {"date": "2026-11-27 18:00", "cpu": "AMD EPYC", "cores": 2,
+                    "load_before": [0.5, 0.25, 0.125], "tensorflow": "2.18.1", "onednn": "1"},
+        "profile": dict(parse_profile(PROFILE_OUT), model="deeplabv3plus",
+                        input="192x288x16", batch=2),
+        "errors": {},
+    }
+    md_path, json_path = report.write_report(results, tmp_path / "r.md", tmp_path / "r.json")
+    text = md_path.read_text()
+    assert "## Where the training time goes (profile)" in text
+    assert "deeplabv3plus at 192x288x16, batch 2, fp32, 3 training steps" in text
+    assert ("Step wall time **10239 ms** (median; mean 8929 ms). Op time 12726 ms per step "
+            "(mean) = 1.43 x the mean wall time: ops ran on 3 thread(s), in parallel, so their "
+            "summed time can exceed the wall time; at least one op was running 81.1% of the "
+            "wall time.") in text
+    assert "(largest: `deeplabv3plus/conv5_block1_out/add`)" in text
+    assert "| decoder | 9464 | 74.4 |" in text
+    assert "| decoder_fuse_conv1 | 632.3 | 3105.5 | 3737.8 | 29.4 | 29.4 |" in text
+    assert "| (207 other layers) | 1020.5 | 5207.6 | 6228.1 | 48.9 | 100.0 |" in text
+    assert "| `_MklNativeConv2DBackpropInput` | 77 | 3054.5 | 24.0 | 59.5 |" in text
+    assert "| (41 other op types) | 2960 | 5147.8 | 40.5 | 100.0 |" in text
+    assert json.loads(json_path.read_text())["goals"] == []
+
+
+@pytest.mark.slow
+def test_profile_script_tables_cover_the_model_and_add_up():
+    options = {"blocks": (1, 1), "growth_rate": 4, "initial_filters": 8, "kernel_size": 3}
+    proc = run_python([BENCH_DIR / "profile.py", "--model", "tiramisu", "--height", 32,
+                       "--width", 64, "--batch", 1, "--steps", 1, "--warmup", 1, "--top", 100,
+                       *(arg for key, value in options.items()
+                         for arg in ("--model-option", f"{key}={value}"))], timeout=300)
+    assert "tiramisu (blocks=(1, 1), growth_rate=4, initial_filters=8, kernel_size=3)" in (
+        proc.stdout)
+    profile = parse_profile(proc.stdout)
+    model = zoo.tiramisu(input_shape=(32, 64, 16), **options)
+    with_weights = {layer.name for layer in model.layers if layer.trainable_weights}
+    rows = [r["layer"] for r in profile["layers"]]
+    # Every layer with weights has its gradient ops; nothing is left unnamed.
+    assert with_weights <= set(rows)
+    assert {"(loss)", "(optimizer)"} <= set(rows)
+    assert set(rows) <= {layer.name for layer in model.layers} | {
+        "(loss)", "(optimizer)", "(other)", "(model)"}
+    for table in (profile["layers"], profile["op_types"]):
+        # Each share is rounded to 0.1; the cumulative share is summed unrounded.
+        assert sum(r["percent"] for r in table) == pytest.approx(100, abs=0.05 * len(table) + 0.1)
+        assert table[-1]["cumulative_percent"] == pytest.approx(100, abs=0.05)
+    for r in profile["layers"]:
+        assert r["forward_ms"] + r["backward_ms"] == pytest.approx(r["total_ms"], abs=0.15)
+    assert [r["region"] for r in profile["regions"]] == [
+        "down path", "bottleneck", "up path", "loss/optimizer/other"]
+    assert sum(r["percent"] for r in profile["regions"]) == pytest.approx(100, abs=0.25)
+    assert any("Conv2DBackpropFilter" in r["op_type"] for r in profile["op_types"])
+    assert 0 < profile["busy_percent"] <= 100.05
