@@ -14,12 +14,12 @@ Only op events that start inside a step count. An op's time is its self time:
 its duration minus that of op events nested inside it on the same thread, and
 call or control-flow ops (`PartitionedCall`, `While`, ...) count nothing,
 since the ops of their body are traced on their own. Op time is given to the
-Keras layer of the op's name scope (`deeplabv3plus/decoder_fuse_conv1/Conv2D`
-forward, `gradient_tape/deeplabv3plus/decoder_fuse_conv1/...` backward), to
-the loss or the optimizer, or else to "(other)". With more than one inter-op
-thread, ops run in parallel, so the summed op time of a step can exceed its
-wall time; the script prints both, and the time during which at least one op
-ran.
+Keras layer of the op's name scope (`deeplabv3plus/aspp/.../Conv2D` forward,
+`gradient_tape/deeplabv3plus/aspp/...` backward), with the path of the layers
+nested in it (`decoder_tail/decoder_fuse_conv1`), to the loss or the
+optimizer, or else to "(other)". With more than one inter-op thread, ops run
+in parallel, so the summed op time of a step can exceed its wall time; the
+script prints both, and the time during which at least one op ran.
 
     .venv/bin/python bench/profile.py --model deeplabv3plus --steps 3 --warmup 1
     .venv/bin/python bench/profile.py --model deeplabv3plus --model-option output_stride=16
@@ -120,22 +120,49 @@ def profile_steps(model, input_shape, batch, steps, warmup, logdir):
     return traces[-1]
 
 
-def _layer(op_name, model_name, loss_name, optimizer_name):
-    """(row, direction) of an op: its layer, or (loss), (optimizer), (other)."""
-    backward = op_name.startswith(BACKWARD_SCOPE)
+def scope_names(model):
+    """The name scopes of a compiled model's ops: model, loss, optimizer and layers.
+
+    `layers` maps each top-level layer to the names of the layers nested in
+    it (an ASPP's branches, a composed decoder's convolutions), whose ops run
+    in name scopes of those names.
+    """
+    return {"model": model.name, "loss": model.loss.name, "optimizer": model.optimizer.name,
+            "layers": {layer.name: {sub.name for sub in layer.submodules
+                                    if isinstance(sub, tf.keras.layers.Layer)}
+                       for layer in model.layers}}
+
+
+def _layer(op_name, names):
+    """(row, direction) of an op: its layer path, or (loss), (optimizer), (other).
+
+    The row of `model/aspp/branch_1/conv/Conv2D` is `aspp/branch_1/conv`: the
+    scopes under the model that are the top-level layer and layers nested in it.
+    """
+    direction = "backward" if op_name.startswith(BACKWARD_SCOPE) else "forward"
     scopes = op_name.removeprefix(BACKWARD_SCOPE).split("/")
-    direction = "backward" if backward else "forward"
-    if scopes[0] == model_name:
-        return (scopes[1] if len(scopes) > 2 else "(model)"), direction
-    if scopes[0] == loss_name:
+    if scopes[0] == names["model"]:
+        if len(scopes) < 3:
+            return "(model)", direction
+        row, nested = [scopes[1]], names["layers"].get(scopes[1], set())
+        for scope in scopes[2:-1]:  # The last one is the op's own name.
+            if scope not in nested:
+                break
+            row.append(scope)
+        return "/".join(row), direction
+    if scopes[0] == names["loss"]:
         return "(loss)", direction
-    if scopes[0] == optimizer_name:
+    if scopes[0] == names["optimizer"]:
         return "(optimizer)", direction
     return "(other)", direction
 
 
-def read_trace(path, model_name, loss_name, optimizer_name):
+def read_trace(path, names):
     """Op self time of the profiled steps, by layer and op type.
+
+    Args:
+        path: an `*.xplane.pb` written by `profile_steps`.
+        names: `scope_names` of the profiled model.
 
     Returns:
         A dict: `steps` (wall ms of each step event), `threads` (lines with
@@ -197,7 +224,7 @@ def read_trace(path, model_name, loss_name, optimizer_name):
                 calls += 1
                 continue
             ms = self_ps / 1e9
-            layer, direction = _layer(name, model_name, loss_name, optimizer_name)
+            layer, direction = _layer(name, names)
             layers[layer][direction] += ms
             op_types[op_type][0] += 1
             op_types[op_type][1] += ms
@@ -225,8 +252,9 @@ def regions(model_name, layers):
     totals = {region: 0.0 for region, _ in REGIONS[model_name]}
     totals[REST_REGION] = 0.0
     for layer, ms in layers.items():
+        top = layer.split("/")[0]
         region = next((region for region, pattern in REGIONS[model_name]
-                       if re.fullmatch(pattern, layer)), REST_REGION)
+                       if re.fullmatch(pattern, top)), REST_REGION)
         totals[region] += ms["forward"] + ms["backward"]
     return totals
 
@@ -262,13 +290,14 @@ def print_report(result, model_name, top):
     print()
     print(f"layers by op time, ms per step (mean of {n}), top {top} of {len(layers)}; forward: "
           f"ops outside {BACKWARD_SCOPE} (for (optimizer): the update), backward: ops under it:")
-    print(f"{'layer':32s} | {'forward ms':>10s} | {'backward ms':>11s} | {'total ms':>9s} | "
+    width = max(32, *(len(layer) for layer, _ in shown))
+    print(f"{'layer':{width}s} | {'forward ms':>10s} | {'backward ms':>11s} | {'total ms':>9s} | "
           f"{'% op time':>9s} | {'cumulative %':>12s}")
     cumulative = 0.0
     for layer, ms in shown:
         both = ms["forward"] + ms["backward"]
         cumulative += 100 * both / total
-        print(f"{layer:32s} | {ms['forward'] / n:10.1f} | {ms['backward'] / n:11.1f} | "
+        print(f"{layer:{width}s} | {ms['forward'] / n:10.1f} | {ms['backward'] / n:11.1f} | "
               f"{both / n:9.1f} | {100 * both / total:8.1f}% | {cumulative:11.1f}%")
 
     types = sorted(result["op_types"].items(), key=lambda kv: -kv[1][1])
@@ -290,7 +319,7 @@ def print_report(result, model_name, top):
     # A fused op is named after its last node: when that is an activation or a
     # residual add, the conv's forward time counts to that layer.
     renamed = {name: ms for name, ms in result["fused_conv"].items()
-               if name.rpartition("/")[2] not in ("BiasAdd", "Conv2D")}
+               if not re.fullmatch(r"(BiasAdd|Conv2D)(_\d+)?", name.rpartition("/")[2])}
     if renamed:
         example = max(renamed, key=renamed.get)
         print()
@@ -336,7 +365,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="climseg-profile-") as scratch:
         logdir = Path(args.trace_dir or scratch)
         trace = profile_steps(model, input_shape, args.batch, args.steps, args.warmup, logdir)
-        result = read_trace(trace, model.name, model.loss.name, model.optimizer.name)
+        result = read_trace(trace, scope_names(model))
     if args.trace_dir:
         print(f"trace: {trace}")
     print_report(result, model.name, args.top)
