@@ -92,19 +92,28 @@ def _tagged(stdout, tag):
 
 
 def parse_models(stdout, input_label, batch):
-    """The per-model lines of bench/models.py as dicts."""
+    """The per-model lines of bench/models.py as dicts.
+
+    `gflop_per_sample` and `gflops` count the FLOPs the graph executes;
+    `architecture_gflop_per_sample` and `effective_gflops` (when printed)
+    the architecture's, as `zoo.training_flops_per_sample` counts them by name.
+    """
     pattern = re.compile(
         rf"^(\S+)\s+{_NUMBER} GFLOP/s = {_NUMBER} x matmul \(\s*{_NUMBER} GFLOP/s.*?\)\s+"
-        rf"{_NUMBER} samples/s\s+{_NUMBER} GFLOP/training sample")
+        rf"{_NUMBER} samples/s\s+{_NUMBER} GFLOP/training sample"
+        rf"(?: executed,\s+{_NUMBER} in the architecture \(\s*{_NUMBER} GFLOP/s effective\))?")
     rows = []
     for line in stdout.splitlines():
         match = pattern.match(line)
         if match:
-            name, gflops, ratio, peak, samples, per_sample = match.groups()
+            name, gflops, ratio, peak, samples, per_sample, architecture, effective = (
+                match.groups())
             rows.append({"model": name, "input": input_label, "batch": batch,
                          "samples_per_second": float(samples), "gflops": float(gflops),
                          "ratio_to_matmul": float(ratio), "matmul_gflops": float(peak),
-                         "gflop_per_sample": float(per_sample)})
+                         "gflop_per_sample": float(per_sample),
+                         "architecture_gflop_per_sample": float(architecture or per_sample),
+                         "effective_gflops": float(effective or gflops)})
     if not rows:
         raise RuntimeError(f"no model lines in bench/models.py output:\n{stdout[-2000:]}")
     return rows

@@ -20,6 +20,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 MODELS_OUT = """TensorFlow 2.18.1, oneDNN TF_ENABLE_ONEDNN_OPTS=1, input (192, 288, 16), batch 2, fp32
 deeplabv3plus          50.2 GFLOP/s = 0.41 x matmul (122.4 GFLOP/s float32 2048^2, timed after each step)   0.062 samples/s   813.0 GFLOP/training sample
 tiramisu               60.0 GFLOP/s = 0.55 x matmul (109.1 GFLOP/s float32 2048^2, timed after each step)   0.229 samples/s   262.0 GFLOP/training sample
+deeplabv3plus         334.1 GFLOP/s = 0.74 x matmul (451.5 GFLOP/s float32 2048^2, timed after each step)   1.027 samples/s    325.5 GFLOP/training sample executed,  814.3 in the architecture ( 836.3 GFLOP/s effective)
 """  # noqa: E501
 
 DATA_OUT = """raw h5py read, sequential:  120.0 samples/s  (runs: 119.0, 121.0)
@@ -64,7 +65,10 @@ def test_parsers_read_the_scripts_lines():
     assert [(m["model"], m["gflops"], m["ratio_to_matmul"], m["matmul_gflops"],
              m["samples_per_second"], m["gflop_per_sample"]) for m in models] == [
         ("deeplabv3plus", 50.2, 0.41, 122.4, 0.062, 813.0),
-        ("tiramisu", 60.0, 0.55, 109.1, 0.229, 262.0)]
+        ("tiramisu", 60.0, 0.55, 109.1, 0.229, 262.0),
+        ("deeplabv3plus", 334.1, 0.74, 451.5, 1.027, 325.5)]
+    assert [(m["architecture_gflop_per_sample"], m["effective_gflops"]) for m in models] == [
+        (813.0, 50.2), (262.0, 60.0), (814.3, 836.3)]
     data = parse_data(DATA_OUT)
     assert data["ratio"] == pytest.approx(0.9)
     assert (data["loop_wait_ms"], data["loop_step_ms"], data["loop_wait_percent"]) == (
@@ -144,7 +148,11 @@ def test_report_tables_and_goals(tmp_path):
     assert "below DeepCAM PyTorch's 12.3 GB | 11.50 GB | met |" in text
     assert "- precision: bench/precision.py exited 1:" in text
     saved = json.loads(json_path.read_text())
-    assert [g["met"] for g in saved["goals"]] == [False, False, True, True, False, True, True]
+    assert ("| deeplabv3plus faster than DeepCAM PyTorch (0.62 samples/s at 192x288) | "
+            "1.027 samples/s | met |" in text)
+    assert "| 0.74 | 451.5 | 325.5 | 814.3 | 836.3 |" in text
+    assert [g["met"] for g in saved["goals"]] == [
+        False, False, True, True, True, True, False, True, True]
 
 
 def test_report_profile_section(tmp_path):
