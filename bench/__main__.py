@@ -210,10 +210,11 @@ def run_part(part, args):
     """Runs one part with the suite's settings; returns its parsed results."""
     size = FULL if args.full_size else REDUCED
     quick = args.quick
+    device = ["--device", "gpu" if getattr(args, "gpu", False) else "cpu"]
     if part == "models":
         steps, warmup = (3, 1) if quick else (5, 2)
         out = _run("models.py", ["--height", size[0], "--width", size[1], "--batch", 2,
-                                 "--steps", steps, "--warmup", warmup], args.timeout)
+                                 "--steps", steps, "--warmup", warmup, *device], args.timeout)
         return parse_models(out, f"{size[0]}x{size[1]}x16", 2)
     if part == "data":
         extra = ["--files", 6, "--repeats", 2, "--steps", 5] if quick else []
@@ -228,7 +229,8 @@ def run_part(part, args):
     if part == "precision":
         steps, warmup = (3, 1) if quick else (5, 2)
         out = _run("precision.py", ["--height", size[0], "--width", size[1], "--batch", 2,
-                                    "--steps", steps, "--warmup", warmup], args.timeout)
+                                    "--steps", steps, "--warmup", warmup, *device],
+                   args.timeout)
         results = _tagged(out, "PRECISION_RESULT ")
         for r in results:
             r["input"] = f"{size[0]}x{size[1]}x16"
@@ -237,10 +239,21 @@ def run_part(part, args):
         steps = 2 if quick else 3
         out = _run("profile.py", ["--model", "deeplabv3plus", "--height", REDUCED[0], "--width",
                                   REDUCED[1], "--batch", 2, "--steps", steps, "--warmup", 1,
-                                  "--top", 20], args.timeout)
+                                  "--top", 20, *device], args.timeout)
         return dict(parse_profile(out), model="deeplabv3plus",
                     input=f"{REDUCED[0]}x{REDUCED[1]}x16", batch=2)
     raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
+
+
+def _rows_at_other_size(part, rows, full_size):
+    """The rows of an earlier models or precision result at the other input size.
+
+    `--update --full-size` then adds the 768x1152 rows next to the 192x288 ones.
+    """
+    if part not in ("models", "precision") or not rows:
+        return []
+    size = FULL if full_size else REDUCED
+    return [row for row in rows if not row.get("input", "").startswith(f"{size[0]}x{size[1]}x")]
 
 
 def _parts(text):
@@ -265,6 +278,9 @@ def main(argv=None):
                         help="report path without suffix (.md and .json are written). "
                              "Default bench/results/report")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per part")
+    parser.add_argument("--gpu", action="store_true",
+                        help="models, precision (fp32 and mixed_float16) and profile on the GPU "
+                             "(an error without one); default: CPU only, GPUs hidden")
     parser.add_argument("--update", action="store_true",
                         help="keep the other parts of the existing report and replace only "
                              "those run now (each part's date and load are recorded)")
@@ -272,11 +288,12 @@ def main(argv=None):
 
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     previous = Path(args.output + ".json")
+    kept = {}
     if args.update and previous.exists():
         results = json.loads(previous.read_text())
         results.pop("goals", None)
         for part in args.only:
-            results.pop(part, None)
+            kept[part] = _rows_at_other_size(part, results.pop(part, None), args.full_size)
             results["errors"].pop(part, None)
         results["settings"]["command"] += f"; then {command}"
     else:
@@ -289,6 +306,8 @@ def main(argv=None):
         before, start = os.getloadavg(), time.perf_counter()
         try:
             results[part] = run_part(part, args)
+            if kept.get(part):
+                results[part] = kept[part] + results[part]
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             results["errors"][part] = str(error)
             print(f"{part} failed: {error}", file=sys.stderr, flush=True)

@@ -99,6 +99,19 @@ def add_step_arguments(parser):
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: hide any GPU from TensorFlow; gpu: require one. Default cpu")
+
+
+def select_device(device):
+    """Makes TensorFlow use the CPU only, or checks that it sees a GPU (`--device`)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif not gpus:
+        raise SystemExit("--device gpu: TensorFlow sees no GPU "
+                         "(tf.config.list_physical_devices('GPU') is empty); "
+                         "run with --device cpu, or on a machine with a CUDA GPU")
 
 
 def main(argv=None):
@@ -106,9 +119,10 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(zoo.MODELS), choices=list(zoo.MODELS))
     add_step_arguments(parser)
     args = parser.parse_args(argv)
+    select_device(args.device)
 
     input_shape = (args.height, args.width, args.channels)
-    print(f"TensorFlow {tf.__version__}, oneDNN TF_ENABLE_ONEDNN_OPTS="
+    print(f"TensorFlow {tf.__version__}, {args.device}, oneDNN TF_ENABLE_ONEDNN_OPTS="
           f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, input {input_shape}, "
           f"batch {args.batch}, fp32, median of {args.steps} steps after {args.warmup}", flush=True)
     matmul, matmul_flops = matmul_step()

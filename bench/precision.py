@@ -10,6 +10,7 @@ FLOPs as fp32, so the ratio to the float32 matmul can exceed what fp32 reaches.
 
     .venv/bin/python bench/precision.py                  # deeplabv3plus, 192x288x16, batch 2
     .venv/bin/python bench/precision.py --steps 2 --warmup 1
+    .venv/bin/python bench/precision.py --device gpu     # fp32 next to mixed_float16 on a GPU
 
 Not a test: it takes minutes on two cores.
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import climseg_tf  # noqa: E402,F401  (first: selects Keras 2 and oneDNN before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
-from bench.models import add_step_arguments, matmul_step, model_rate  # noqa: E402
+from bench.models import add_step_arguments, matmul_step, model_rate, select_device  # noqa: E402,E501
 # isort: on
 
 RESULT_TAG = "PRECISION_RESULT "
@@ -54,10 +55,14 @@ def main(argv=None):
     parser.add_argument("--model", default="deeplabv3plus")
     add_step_arguments(parser)
     args = parser.parse_args(argv)
+    select_device(args.device)
     input_shape = (args.height, args.width, args.channels)
     print(f"TensorFlow {tf.__version__}, {args.model}, input {input_shape}, batch {args.batch}, "
           f"median of {args.steps} steps after {args.warmup}", flush=True)
-    results = precision_rates(args.model, input_shape, args.batch, args.steps, args.warmup)
+    # Tensor cores want float16 (with loss scaling); CPUs with AVX512_BF16 bfloat16.
+    mixed = "mixed_float16" if args.device == "gpu" else "mixed_bfloat16"
+    results = precision_rates(args.model, input_shape, args.batch, args.steps, args.warmup,
+                              ("fp32", mixed))
     for r in results:
         print(f"{r['precision']:15s} {r['gflops']:7.1f} GFLOP/s = {r['ratio_to_matmul']:.2f} x "
               f"matmul ({r['matmul_gflops']:5.1f} GFLOP/s float32)  "

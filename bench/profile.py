@@ -53,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import zoo  # noqa: E402
-from bench.models import add_step_arguments  # noqa: E402
+from bench.models import add_step_arguments, select_device  # noqa: E402
 # isort: on
 
 STEP_EVENT = "climseg_train_step"
@@ -347,6 +347,7 @@ def main(argv=None):
                         "Default: a temporary directory, removed")
     parser.add_argument("--top", type=int, default=25, help="rows of each table. Default 25")
     args = parser.parse_args(argv)
+    select_device(args.device)
     options = dict(args.model_option)
     if "input_shape" in options:
         parser.error("--model-option input_shape: use --height, --width and --channels")

@@ -13,7 +13,14 @@ from conftest import run_python
 
 import zoo
 from bench import report
-from bench.__main__ import _parts, parse_data, parse_models, parse_profile, parse_scaling
+from bench.__main__ import (
+    _parts,
+    _rows_at_other_size,
+    parse_data,
+    parse_models,
+    parse_profile,
+    parse_scaling,
+)
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
@@ -210,3 +217,18 @@ def test_profile_script_tables_cover_the_model_and_add_up():
     assert sum(r["percent"] for r in profile["regions"]) == pytest.approx(100, abs=0.25)
     assert any("Conv2DBackpropFilter" in r["op_type"] for r in profile["op_types"])
     assert 0 < profile["busy_percent"] <= 100.05
+
+
+def test_update_keeps_the_rows_at_the_other_input_size():
+    rows = parse_models(MODELS_OUT, "192x288x16", 2)
+    full = [dict(rows[0], input="768x1152x16")]
+    assert _rows_at_other_size("models", rows + full, full_size=True) == rows
+    assert _rows_at_other_size("models", rows + full, full_size=False) == full
+    assert _rows_at_other_size("scaling", {"rows": []}, full_size=True) == []
+
+
+def test_gpu_device_without_a_gpu_is_a_clear_error():
+    proc = run_python([str(BENCH_DIR / "models.py"), "--device", "gpu", "--models",
+                       "tiramisu"], check=False)
+    assert proc.returncode == 1
+    assert "--device gpu: TensorFlow sees no GPU" in proc.stderr
