@@ -233,12 +233,21 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
             x = longitude_pad(x, ((1, 1), (1, 1)))
         return self.convs[name](x)
 
-    def _layered(self, features, image):
+    def _layered(self, features, image, merged_head=False):
+        """The chain layer by layer; with `merged_head`, the last 3x3 conv and the 1x1
+        logits as one 3x3 conv to the classes (exact everywhere: the 1x1 pads nothing)."""
         x = self.deconv_x1(self.deconv_x2(features))
         skip = self._conv("skip_conv2", self._conv("skip_conv1", image))
         x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
-        x = self._conv("fuse_conv2", self._conv("fuse_conv1", x))
-        return self.logits(x)
+        x = self._conv("fuse_conv1", x)
+        if merged_head:
+            head = composed.through_conv(
+                composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel),
+                                      self.logits.bias),
+                tf.convert_to_tensor(self.convs["fuse_conv2"].kernel),
+                self.convs["fuse_conv2"].bias)
+            return composed.apply(head, x, self.periodic)
+        return self.logits(self._conv("fuse_conv2", x))
 
     def composed_ops(self):
         """The `zoo.composed.LinearOp`s from the features and from the input."""
@@ -280,7 +289,7 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
 
         def layered(rows, cols):
             return tf.cast(self._layered(features[:, quarter(rows), quarter(cols)],
-                                         image[:, rows, cols]), dtype)
+                                         image[:, rows, cols], merged_head=True), dtype)
 
         everything = slice(None)
         if not self.periodic:
