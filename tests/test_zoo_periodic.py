@@ -150,3 +150,27 @@ def test_subpixel_transposed_conv_equals_keras_conv2d_transpose(periodic):
     assert clone.periodic == periodic and clone.kernel_size == (3, 3)
     with pytest.raises(ValueError, match=r"strides=\(2, 2\); received 3"):
         SubpixelConv2DTranspose(6, strides=3)
+
+
+@pytest.mark.parametrize("padding,rate,size", [
+    ("SAME", 2, (9, 13)), ("SAME", 12, (8, 12)), ("SAME", 36, (24, 36)), ("VALID", 3, (20, 24)),
+])
+def test_dilated_conv2d_gives_tensorflows_values_and_gradients(padding, rate, size):
+    from zoo.periodic import dilated_conv2d
+
+    x = tf.random.stateless_normal((2, *size, 5), seed=(1, rate))
+    kernel = tf.random.stateless_normal((3, 3, 5, 4), seed=(2, rate))
+
+    def run(convolve):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = convolve()
+            loss = tf.reduce_sum(y * tf.sin(y))
+        return [y, *tape.gradient(loss, [x, kernel])]
+
+    ours = run(lambda: dilated_conv2d(x, kernel, rate, padding))
+    reference = run(lambda: tf.nn.conv2d(x, kernel, 1, padding, dilations=rate))
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), ours, reference,
+                          strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()),
+                                   err_msg=name)

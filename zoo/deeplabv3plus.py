@@ -19,6 +19,7 @@ from zoo.periodic import (
     SubpixelConv2DTranspose,
     conv2d,
     conv2d_transpose,
+    dilated_conv2d,
     longitude_pad,
     wrap_longitude,
 )
@@ -80,11 +81,12 @@ def _native_dilated_convolution_op(layer):
     with SpaceToBatchND: for rates of 12 to 36 on small maps it pads to a
     multiple of the rate and runs many tiny convolutions, about 10x slower
     than oneDNN's dilated convolution (measured: rate 36, 24x36x512 map).
+    The kernel gradient is computed tap by tap (`zoo.periodic.dilated_conv2d`):
+    oneDNN's took minutes at full size.
     """
 
     def convolution_op(inputs, kernel):
-        return tf.nn.conv2d(inputs, kernel, strides=list(layer.strides), padding="SAME",
-                            dilations=list(layer.dilation_rate))
+        return dilated_conv2d(inputs, kernel, layer.dilation_rate[0], "SAME")
 
     return convolution_op
 

@@ -279,6 +279,55 @@ def conv2d_transpose(x, filters, kernel_size, *, name, strides=2, periodic=False
     return x
 
 
+def dilated_conv2d(x, kernel, dilation, padding="SAME"):
+    """A stride-1 atrous convolution whose kernel gradient is one matmul per tap.
+
+    The same values as `tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)`
+    and the same gradients. TensorFlow's CPU kernel gradient for large rates
+    (oneDNN's Conv2DBackpropFilter) is pathologically slow: for DeepLabv3+'s
+    ASPP at 768x1152 (a 96x144x2048 map, rate 36) it took 288 s of a 298 s
+    training step (bench/results/profile_full_before_fix.txt). Here the kernel
+    gradient of tap (a, b) is the padded input's window at offset (a r, b r)
+    contracted with the output gradient: kh x kw matmuls.
+
+    Args:
+        x: NHWC input.
+        kernel: (kh, kw, in, out).
+        dilation: int rate, the same in both axes.
+        padding: "SAME" or "VALID".
+
+    Returns:
+        The convolution's output.
+    """
+    dilation = int(dilation)
+    kh, kw = kernel.shape[0], kernel.shape[1]
+
+    @tf.custom_gradient
+    def convolve(x, kernel):
+        y = tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
+
+        def gradient(dy):
+            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
+                                        dilations=dilation)
+            padded = x
+            if padding == "SAME":
+                pad_h, pad_w = (_same_padding(0, k, 1, dilation) for k in (kh, kw))
+                padded = tf.pad(x, [[0, 0], list(pad_h), list(pad_w), [0, 0]])
+            height, width = tf.shape(dy)[1], tf.shape(dy)[2]
+            taps = [
+                tf.tensordot(padded[:, a * dilation: a * dilation + height,
+                                    b * dilation: b * dilation + width], dy,
+                             axes=[[0, 1, 2], [0, 1, 2]])
+                for a in range(kh) for b in range(kw)
+            ]
+            dkernel = tf.reshape(tf.stack(taps), kernel.shape)
+            return dx, dkernel
+
+        return y, gradient
+
+    return convolve(x, kernel)
+
+
 def _periodic_convolution_op(layer):
     """A `convolution_op` for `layer` that pads like "SAME" but wraps in width."""
 
@@ -287,6 +336,9 @@ def _periodic_convolution_op(layer):
         # tf.nn.conv2d runs dilated convolutions natively (oneDNN);
         # tf.nn.convolution would go through SpaceToBatchND, which is several
         # times slower on CPU for large atrous rates.
+        rates = set(layer.dilation_rate)
+        if len(rates) == 1 and max(rates) > 1 and tuple(layer.strides) == (1, 1):
+            return dilated_conv2d(longitude_pad(inputs, padding), kernel, max(rates), "VALID")
         return tf.nn.conv2d(
             longitude_pad(inputs, padding),
             kernel,
