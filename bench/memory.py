@@ -40,22 +40,16 @@ def worker(args):
     sys.path.insert(0, str(ROOT))
     # isort: off
     import climseg_tf  # noqa: F401  (Keras 2 and oneDNN before TensorFlow loads)
-    import numpy as np
     import tensorflow as tf
 
-    import zoo
+    from bench.models import compiled_model, random_batch
     # isort: on
 
     if args.precision != "fp32":
         tf.keras.mixed_precision.set_global_policy(args.precision)
     input_shape = (args.height, args.width, args.channels)
-    tf.keras.utils.set_random_seed(0)
-    model = zoo.get_model(args.model, input_shape=input_shape)
-    model.compile(optimizer=tf.keras.optimizers.SGD(1e-3),
-                  loss=zoo.get_loss("weighted_ce", zoo.class_weights([0.98, 0.001, 0.019])))
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((args.batch, *input_shape), dtype=np.float32))
-    y = tf.constant(rng.integers(0, 3, (args.batch, *input_shape[:2])), tf.int32)
+    model = compiled_model(args.model, input_shape)
+    x, y = random_batch(args.batch, input_shape)
     built = _vm_hwm_bytes()
     times = []
     for _ in range(args.steps):

@@ -52,6 +52,23 @@ def matmul_step(size=2048):
     return (lambda: matmul().numpy()), 2 * size**3
 
 
+def compiled_model(name, input_shape, **options):
+    """`zoo.get_model(name, ...)` compiled as every training benchmark compiles it."""
+    tf.keras.utils.set_random_seed(0)
+    model = zoo.get_model(name, input_shape=input_shape, **options)
+    model.compile(optimizer=tf.keras.optimizers.SGD(1e-3),
+                  loss=zoo.get_loss("weighted_ce", zoo.class_weights([0.98, 0.001, 0.019])))
+    return model
+
+
+def random_batch(batch, input_shape):
+    """A fixed random (fields, labels) batch of 3 classes."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((batch, *input_shape), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 3, (batch, *input_shape[:2])), tf.int32)
+    return x, y
+
+
 def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
     """Median samples/s, GFLOP/s, and ratio to the matmul rate of `name`.
 
@@ -64,15 +81,10 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
         FLOPs), matmul_gflops, flops_per_sample (executed),
         architecture_flops_per_sample, effective_gflops (architecture FLOPs).
     """
-    tf.keras.utils.set_random_seed(0)
     architecture_flops = zoo.training_flops_per_sample(name, input_shape)
-    model = zoo.get_model(name, input_shape=input_shape)
+    model = compiled_model(name, input_shape)
     flops = zoo.training_flops_per_sample(model, input_shape)
-    model.compile(optimizer=tf.keras.optimizers.SGD(1e-3),
-                  loss=zoo.get_loss("weighted_ce", zoo.class_weights([0.98, 0.001, 0.019])))
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((batch, *input_shape), dtype=np.float32))
-    y = tf.constant(rng.integers(0, 3, (batch, *input_shape[:2])), tf.int32)
+    x, y = random_batch(batch, input_shape)
     for _ in range(warmup):
         model.train_on_batch(x, y)
     times, ratios, peaks = [], [], []

@@ -48,12 +48,16 @@ else:
 
 # isort: off
 import climseg_tf  # noqa: E402,F401  (first: selects Keras 2 and oneDNN before TensorFlow loads)
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import zoo  # noqa: E402
-from bench.models import add_step_arguments, select_device  # noqa: E402
+from bench.models import (  # noqa: E402
+    add_step_arguments,
+    compiled_model,
+    random_batch,
+    select_device,
+)
 # isort: on
 
 STEP_EVENT = "climseg_train_step"
@@ -89,20 +93,9 @@ def model_option(text):
         return key, value
 
 
-def compiled_model(name, input_shape, options):
-    """`zoo.get_model(name, ...)` compiled as `bench.models.model_rate` compiles it."""
-    tf.keras.utils.set_random_seed(0)
-    model = zoo.get_model(name, input_shape=input_shape, **options)
-    model.compile(optimizer=tf.keras.optimizers.SGD(1e-3),
-                  loss=zoo.get_loss("weighted_ce", zoo.class_weights([0.98, 0.001, 0.019])))
-    return model
-
-
 def profile_steps(model, input_shape, batch, steps, warmup, logdir):
     """Runs `warmup` training steps, then `steps` under the profiler; returns the .xplane.pb."""
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((batch, *input_shape), dtype=np.float32))
-    y = tf.constant(rng.integers(0, 3, (batch, *input_shape[:2])), tf.int32)
+    x, y = random_batch(batch, input_shape)
     for _ in range(warmup):
         model.train_on_batch(x, y)
     options = tf.profiler.experimental.ProfilerOptions(host_tracer_level=2, python_tracer_level=0,
@@ -359,7 +352,7 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}, {args.model} ({described}), input {input_shape}, "
           f"batch {args.batch}, fp32, {args.steps} profiled steps after {args.warmup}", flush=True)
     try:
-        model = compiled_model(args.model, input_shape, options)
+        model = compiled_model(args.model, input_shape, **options)
     except (TypeError, ValueError) as error:
         parser.error(f"--model {args.model}, input {input_shape}, --model-option "
                      f"{described}: {error}")
