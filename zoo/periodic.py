@@ -287,8 +287,10 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
     (oneDNN's Conv2DBackpropFilter) is pathologically slow: for DeepLabv3+'s
     ASPP at 768x1152 (a 96x144x2048 map, rate 36) it took 288 s of a 298 s
     training step (bench/results/profile_full_before_fix.txt). Here the kernel
-    gradient of tap (a, b) is the padded input's window at offset (a r, b r)
-    contracted with the output gradient: kh x kw matmuls.
+    gradient of tap (a, b) is the input's window at offset (a r, b r) (minus
+    the padding) contracted with the output gradient: kh x kw matmuls, one
+    window in memory at a time. Inputs of unknown height or width run
+    `tf.nn.conv2d` as it is.
 
     Args:
         x: NHWC input.
@@ -300,7 +302,10 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
         The convolution's output.
     """
     dilation = int(dilation)
+    kernel = tf.convert_to_tensor(kernel)  # A read: the gradient reaches the variable.
     kh, kw = kernel.shape[0], kernel.shape[1]
+    if None in x.shape[1:3]:
+        return tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
 
     @tf.custom_gradient
     def convolve(x, kernel):
@@ -309,23 +314,40 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
                                         dilations=dilation)
-            padded = x
-            if padding == "SAME":
-                pad_h, pad_w = (_same_padding(0, k, 1, dilation) for k in (kh, kw))
-                padded = tf.pad(x, [[0, 0], list(pad_h), list(pad_w), [0, 0]])
-            height, width = tf.shape(dy)[1], tf.shape(dy)[2]
-            taps = [
-                tf.tensordot(padded[:, a * dilation: a * dilation + height,
-                                    b * dilation: b * dilation + width], dy,
-                             axes=[[0, 1, 2], [0, 1, 2]])
-                for a in range(kh) for b in range(kw)
-            ]
-            dkernel = tf.reshape(tf.stack(taps), kernel.shape)
-            return dx, dkernel
+            (top, _), (left, _) = (
+                _same_padding(0, k, 1, dilation) if padding == "SAME" else (0, 0)
+                for k in (kh, kw))
+            height, width = x.shape[1], x.shape[2]
+            out_height, out_width = dy.shape[1], dy.shape[2]
+            taps, previous = [], []
+            for a in range(kh):
+                for b in range(kw):
+                    # Tap (a, b) sees x[i + a r - top, j + b r - left] at output
+                    # (i, j); rows and columns in the padding add nothing.
+                    rows = _overlap(a * dilation - top, height, out_height)
+                    cols = _overlap(b * dilation - left, width, out_width)
+                    if rows is None or cols is None:
+                        taps.append(tf.zeros(kernel.shape[2:], dy.dtype))
+                        continue
+                    # One window at a time: each is a copy of most of the input.
+                    with tf.control_dependencies(previous):
+                        window = x[:, rows[0], cols[0]]
+                    taps.append(tf.tensordot(window, dy[:, rows[1], cols[1]],
+                                             axes=[[0, 1, 2], [0, 1, 2]]))
+                    previous = [taps[-1]]
+            return dx, tf.reshape(tf.stack(taps), kernel.shape)
 
         return y, gradient
 
     return convolve(x, kernel)
+
+
+def _overlap(offset, size, out_size):
+    """(input slice, output slice) where x[o + offset] exists for o in [0, out_size)."""
+    start, stop = max(0, offset), min(size, offset + out_size)
+    if start >= stop:
+        return None
+    return slice(start, stop), slice(start - offset, stop - offset)
 
 
 def _periodic_convolution_op(layer):
