@@ -311,9 +311,12 @@ def main(argv=None):
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             results["errors"][part] = str(error)
             print(f"{part} failed: {error}", file=sys.stderr, flush=True)
-        results["seconds"][part] = time.perf_counter() - start
-        results["load"][part] = {"before": list(before), "after": list(os.getloadavg()),
-                                 "date": machine_info()["date"]}
+        label = part
+        if args.full_size and part in ("models", "precision"):
+            label = f"{part} ({FULL[0]}x{FULL[1]})"  # Next to the reduced-size run's entry.
+        results["seconds"][label] = time.perf_counter() - start
+        results["load"][label] = {"before": list(before), "after": list(os.getloadavg()),
+                                  "date": machine_info()["date"]}
     results["machine"]["load_after"] = list(os.getloadavg())
     md, js = write_report(results, args.output + ".md", args.output + ".json")
     print(f"wrote {md} and {js}")
