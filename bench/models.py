@@ -1,11 +1,11 @@
 """Training throughput of the zoo models against the machine's matmul rate.
 
-For each model, at the same input and batch (fp32): training samples/s and
-achieved GFLOP/s (training FLOPs per sample from `zoo.training_flops_per_sample`,
-3x the forward graph count), as the median over timed steps after warm-up;
-and each model's rate as a fraction of TensorFlow's float32 matmul rate
-(2048^2, timed right after every model step, so that both see the same load
-on a shared machine).
+For each model, at the same input and batch (fp32), steps of `model.fit` on
+an in-memory batch: training samples/s and achieved GFLOP/s (training FLOPs
+per sample from `zoo.training_flops_per_sample`, 3x the forward graph
+count), as the median over timed steps after warm-up; and each model's rate
+as a fraction of TensorFlow's float32 matmul rate (2048^2, timed right after
+every model step, so that both see the same load on a shared machine).
 
 Two FLOP counts: what the model's graph executes (the GFLOP/s and the ratio
 to the matmul rate, i.e. how well the machine is used), and the
@@ -85,15 +85,29 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
     model = compiled_model(name, input_shape)
     flops = zoo.training_flops_per_sample(model, input_shape)
     x, y = random_batch(batch, input_shape)
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
     times, ratios, peaks = [], [], []
-    for _ in range(steps):
-        seconds = _seconds(lambda: model.train_on_batch(x, y))
-        peak = matmul_flops / statistics.median(_seconds(matmul) for _ in range(3))
-        times.append(seconds)
-        peaks.append(peak)
-        ratios.append(batch * flops / seconds / peak)
+
+    class StepTimer(tf.keras.callbacks.Callback):
+        """Times each step of `fit`, then a matmul before the next step starts."""
+
+        def on_train_batch_begin(self, step, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, step, logs=None):
+            seconds = time.perf_counter() - self.start
+            if step < warmup:
+                return
+            peak = matmul_flops / statistics.median(_seconds(matmul) for _ in range(3))
+            times.append(seconds)
+            peaks.append(peak)
+            ratios.append(batch * flops / seconds / peak)
+
+    # Steps under `fit` on an in-memory dataset, as training runs them (a loop of
+    # train_on_batch calls added about 1.15 s to about half the steps here:
+    # time outside any TF op, in deleting the call's tensor handles).
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
+              callbacks=[StepTimer()])
     tf.keras.backend.clear_session()
     seconds = statistics.median(times)
     return {"samples_per_second": batch / seconds, "gflops": batch * flops / seconds / 1e9,
