@@ -57,11 +57,17 @@ def _met(ok):
 def goals(results):
     """Issue 7's goals as rows (goal, measured, met: True/False/None when not measured)."""
     rows = []
+    # P: the best matmul rate of the report. A matmul timed right after a big
+    # model's step can run far below it (196 vs 422 GFLOP/s after a full-size
+    # deeplabv3plus step), which would flatter that model's own ratio.
+    peak = max((m["matmul_gflops"] for m in results.get("models", [])), default=None)
     for m in results.get("models", []):
         if m["model"] == "deeplabv3plus":
-            rows.append((f"deeplabv3plus training >= {GOAL_RATIO:.0%} of matmul rate at "
-                         f"{m['input']}", f"{m['ratio_to_matmul']:.0%}",
-                         m["ratio_to_matmul"] >= GOAL_RATIO))
+            ratio = m["gflops"] / peak
+            rows.append((f"deeplabv3plus training >= {GOAL_RATIO:.0%} of P (the report's best "
+                         f"matmul rate, {peak:.0f} GFLOP/s) at {m['input']}",
+                         f"{ratio:.0%} ({m['ratio_to_matmul']:.0%} of the matmul timed after "
+                         "each step)", ratio >= GOAL_RATIO))
             deepcam = {"192x288": DEEPCAM_SAMPLES_192, "768x1152": DEEPCAM_SAMPLES_768}
             for size, samples in deepcam.items():
                 if m["input"].startswith(size + "x"):
