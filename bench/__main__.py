@@ -304,6 +304,7 @@ def main(argv=None):
     for part in args.only:
         print(f"== {part} (load average {os.getloadavg()[0]:.2f})", flush=True)
         before, start = os.getloadavg(), time.perf_counter()
+        started = machine_info()["date"]
         try:
             results[part] = run_part(part, args)
             if kept.get(part):
@@ -316,7 +317,7 @@ def main(argv=None):
             label = f"{part} ({FULL[0]}x{FULL[1]})"  # Next to the reduced-size run's entry.
         results["seconds"][label] = time.perf_counter() - start
         results["load"][label] = {"before": list(before), "after": list(os.getloadavg()),
-                                  "date": machine_info()["date"]}
+                                  "date": started}
     results["machine"]["load_after"] = list(os.getloadavg())
     md, js = write_report(results, args.output + ".md", args.output + ".json")
     print(f"wrote {md} and {js}")
