@@ -235,39 +235,47 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
             x = longitude_pad(x, ((1, 1), (1, 1)))
         return self.convs[name](x)
 
-    def _layered(self, features, image, merged_head=False):
-        """The chain layer by layer; with `merged_head`, the last 3x3 conv and the 1x1
-        logits as one 3x3 conv to the classes (exact everywhere: the 1x1 pads nothing)."""
+    def _layered(self, features, image, head=None):
+        """The chain layer by layer; with `head` (`_head_op()`), the last 3x3 conv and
+        the 1x1 logits as that one 3x3 conv to the classes (exact everywhere: the 1x1
+        pads nothing)."""
         x = self.deconv_x1(self.deconv_x2(features))
         skip = self._conv("skip_conv2", self._conv("skip_conv1", image))
         x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
         x = self._conv("fuse_conv1", x)
-        if merged_head:
-            head = composed.through_conv(
-                composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel),
-                                      self.logits.bias),
-                tf.convert_to_tensor(self.convs["fuse_conv2"].kernel),
-                self.convs["fuse_conv2"].bias)
+        if head is not None:
             return composed.apply(head, x, self.periodic)
         return self.logits(self._conv("fuse_conv2", x))
 
-    def composed_ops(self):
-        """The `zoo.composed.LinearOp`s from the features and from the input."""
-        def conv_through(op, layer):
-            return composed.through_conv(op, tf.convert_to_tensor(layer.kernel), layer.bias)
+    @staticmethod
+    def _through(op, layer):
+        """`op` pulled back through the conv or transposed conv `layer`."""
+        kernel = tf.convert_to_tensor(layer.kernel)
+        if isinstance(layer, SubpixelConv2DTranspose):  # Keras' (3, 3, out, in) order.
+            return composed.through_transposed(op, tf.transpose(kernel, [0, 1, 3, 2]),
+                                               layer.bias)
+        return composed.through_conv(op, kernel, layer.bias)
 
-        def transposed_through(op, layer):
-            kernel = tf.transpose(tf.convert_to_tensor(layer.kernel), [0, 1, 3, 2])
-            return composed.through_transposed(op, kernel, layer.bias)
+    def _head_op(self):
+        """The `zoo.composed.LinearOp` of the last 3x3 conv and the 1x1 logits."""
+        logits = composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel),
+                                       self.logits.bias)
+        return self._through(logits, self.convs["fuse_conv2"])
 
-        op = composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel), self.logits.bias)
-        op = conv_through(conv_through(op, self.convs["fuse_conv2"]), self.convs["fuse_conv1"])
+    def composed_ops(self, head=None):
+        """The `zoo.composed.LinearOp`s from the features and from the input.
+
+        Args:
+            head: `_head_op()`, if already computed.
+        """
+        op = self._through(self._head_op() if head is None else head,
+                           self.convs["fuse_conv1"])
         from_features, from_skip = composed.split_input_channels(
             op, [self.deconv_x1.filters, self.convs["skip_conv2"].filters])
-        from_features = transposed_through(transposed_through(from_features, self.deconv_x1),
-                                           self.deconv_x2)
-        from_image = conv_through(conv_through(from_skip, self.convs["skip_conv2"]),
-                                  self.convs["skip_conv1"])
+        from_features = self._through(self._through(from_features, self.deconv_x1),
+                                      self.deconv_x2)
+        from_image = self._through(self._through(from_skip, self.convs["skip_conv2"]),
+                                   self.convs["skip_conv1"])
         return from_features, from_image
 
     def _fits(self, features, image):
@@ -278,7 +286,8 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
 
     def _composed(self, features, image):
         dtype = self.logits.compute_dtype
-        from_features, from_image = self.composed_ops()
+        head = self._head_op()  # Shared by the composed map and the border strips.
+        from_features, from_image = self.composed_ops(head)
         out = (composed.apply(from_features, features, self.periodic)
                + tf.cast(composed.apply(from_image, image, self.periodic), features.dtype))
         out = tf.cast(out, dtype)
@@ -291,7 +300,7 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
 
         def layered(rows, cols):
             return tf.cast(self._layered(features[:, quarter(rows), quarter(cols)],
-                                         image[:, rows, cols], merged_head=True), dtype)
+                                         image[:, rows, cols], head), dtype)
 
         everything = slice(None)
         if not self.periodic:

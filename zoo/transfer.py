@@ -131,7 +131,7 @@ def load_matching_weights(model, path, modules="all", model_name=None):
         if len(old) != len(new):
             report["skipped"].append((layer.name, f"{len(old)} weights, expected {len(new)}"))
             continue
-        if all(o.shape == n.shape for o, n in zip(old, new, strict=True)):
+        if same_shapes:
             layer.set_weights(old)
             report["loaded"].append(layer.name)
         elif (old[0].ndim == 4 and old[0].shape[:2] + old[0].shape[3:]
