@@ -94,19 +94,42 @@ def model_option(text):
 
 
 def profile_steps(model, input_shape, batch, steps, warmup, logdir):
-    """Runs `warmup` training steps, then `steps` under the profiler; returns the .xplane.pb."""
+    """Runs `warmup` training steps, then `steps` under the profiler; returns the .xplane.pb.
+
+    The steps are those of `model.fit` on an in-memory batch, as training runs
+    them (in a loop of `train_on_batch` calls, about half the steps took ~1 s
+    more, outside any TF op; see docs/PERFORMANCE.md). A callback starts the
+    profiler after the warm-up and wraps each profiled step in a step event.
+    """
     x, y = random_batch(batch, input_shape)
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
     options = tf.profiler.experimental.ProfilerOptions(host_tracer_level=2, python_tracer_level=0,
                                                        device_tracer_level=0)
-    tf.profiler.experimental.start(str(logdir), options=options)
+
+    class Profiled(tf.keras.callbacks.Callback):
+        trace, started = None, False
+
+        def on_train_batch_begin(self, step, logs=None):
+            if step == warmup:
+                tf.profiler.experimental.start(str(logdir), options=options)
+                self.started = True
+            if step >= warmup:
+                self.trace = tf.profiler.experimental.Trace(STEP_EVENT, step_num=step - warmup,
+                                                            _r=1)
+                self.trace.__enter__()
+
+        def on_train_batch_end(self, step, logs=None):
+            if self.trace is not None:
+                self.trace.__exit__(None, None, None)
+                self.trace = None
+
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    profiled = Profiled()
     try:
-        for step in range(steps):
-            with tf.profiler.experimental.Trace(STEP_EVENT, step_num=step, _r=1):
-                model.train_on_batch(x, y)
+        model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
+                  callbacks=[profiled])
     finally:
-        tf.profiler.experimental.stop()
+        if profiled.started:
+            tf.profiler.experimental.stop()
     traces = sorted(Path(logdir).glob("plugins/profile/*/*.xplane.pb"))
     if not traces:
         raise RuntimeError(f"the profiler wrote no *.xplane.pb under {logdir}")
