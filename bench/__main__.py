@@ -7,7 +7,8 @@ the machine's description and load:
 
 1. models: matmul peak and fp32 training speed of the zoo models (bench/models.py);
 2. data: the input pipeline against raw h5py reads, and data wait (bench/data_pipeline.py);
-3. scaling: horovodrun -np 1 vs -np 2, gradient lag 0 and 1 (bench/scaling.py);
+3. scaling: horovodrun -np 1 vs -np 2, gradient lag 0 and 1, at two per-rank inputs
+   (bench/scaling.py);
 4. memory: peak RSS of one full-size deeplabv3plus training step, batch 1 (bench/memory.py);
 5. precision: deeplabv3plus under mixed_bfloat16 next to fp32 (bench/precision.py);
 6. profile: where deeplabv3plus's training step time goes, by layer, op type and
@@ -142,7 +143,7 @@ def parse_data(stdout):
 
 
 def parse_scaling(stdout):
-    """The lag rows of bench/scaling.py's final table."""
+    """The model, per-rank input and lag rows of bench/scaling.py's final table."""
     row = re.compile(rf"^\s+([01]) \|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER} \|\s+{_NUMBER} \|"
                      rf"\s+{_NUMBER} GFLOP/s")
     rows = []
@@ -156,8 +157,9 @@ def parse_scaling(stdout):
     if not rows:
         raise RuntimeError(f"no scaling table in bench/scaling.py output:\n{stdout[-2000:]}")
     independent = re.search(rf"without allreduce: {_NUMBER} samples/s \({_NUMBER} of", stdout)
-    return {"rows": rows, "independent_efficiency":
-            float(independent.group(2)) if independent else None}
+    work = re.search(r"^Weak scaling, (\S+) at (\d+x\d+x\d+), ", stdout, re.MULTILINE)
+    return {"model": work and work.group(1), "input": work and work.group(2), "rows": rows,
+            "independent_efficiency": float(independent.group(2)) if independent else None}
 
 
 def parse_profile(stdout):
@@ -220,8 +222,17 @@ def run_part(part, args):
         extra = ["--files", 6, "--repeats", 2, "--steps", 5] if quick else []
         return parse_data(_run("data_pipeline.py", extra, args.timeout))
     if part == "scaling":
-        extra = ["--repeats", 1, "--steps", 8, "--epochs", 3] if quick else []
-        return parse_scaling(_run("scaling.py", extra, args.timeout))
+        # The small net's per-rank work at two inputs: at 64x96 each allreduce has
+        # ~55 ms of computation to hide behind, at 192x288 nine times more.
+        results = []
+        for height, width, extra in ((64, 96, ["--repeats", 1, "--steps", 8, "--epochs", 3]
+                                      if quick else []),
+                                     (192, 288, ["--repeats", 1 if quick else 2, "--steps", 8,
+                                                 "--epochs", 3 if quick else 4])):
+            out = _run("scaling.py", ["--height", height, "--width", width, *extra],
+                       args.timeout)
+            results.append(parse_scaling(out))
+        return results
     if part == "memory":  # always full size: the issue asks for the full-resolution step
         out = _run("memory.py", ["--height", FULL[0], "--width", FULL[1], "--batch", 1],
                    args.timeout)
