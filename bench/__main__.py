@@ -135,10 +135,15 @@ def parse_data(stdout):
     loop = find(rf"wait for data\s+{_NUMBER} ms of a {_NUMBER} ms step = {_NUMBER}%")
     if loop:
         result.update(loop_wait_ms=loop[0], loop_step_ms=loop[1], loop_wait_percent=loop[2])
-    fit = find(rf"model.fit: step {_NUMBER} ms with data in memory, {_NUMBER} ms with "
-               rf"the pipeline = {_NUMBER}%")
+    fit = find(rf"model.fit: wait for data \(IteratorGetNext\)\s+{_NUMBER} ms of a {_NUMBER} ms "
+               rf"step = {_NUMBER}%")
     if fit:
-        result.update(fit_step_ms=fit[0], fit_wait_ms=fit[1], fit_wait_percent=fit[2])
+        result.update(fit_wait_ms=fit[0], fit_step_ms=fit[1], fit_wait_percent=fit[2])
+    slower = find(rf"model.fit: step {_NUMBER} ms with data in memory, {_NUMBER} ms with "
+                  rf"the pipeline = {_NUMBER}%")
+    if slower:
+        result.update(fit_memory_step_ms=slower[0], fit_slowdown_ms=slower[1],
+                      fit_slowdown_percent=slower[2])
     return result
 
 

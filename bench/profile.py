@@ -62,6 +62,9 @@ from bench.models import (  # noqa: E402
 
 STEP_EVENT = "climseg_train_step"
 HOST_PLANE = "/host:CPU"
+# A fit step's IteratorGetNext runs asynchronously, traced as this event on a
+# line of its own: its duration is the time the step waits for its batch.
+GET_NEXT_EVENT = "IteratorGetNextOp::DoCompute"
 BACKWARD_SCOPE = "gradient_tape/"
 # Ops whose duration is that of a function body or loop: the body's ops are
 # traced as events of their own, so counting these too would count twice.
@@ -93,15 +96,15 @@ def model_option(text):
         return key, value
 
 
-def profile_steps(model, input_shape, batch, steps, warmup, logdir):
+def profile_steps(model, data, steps, warmup, logdir):
     """Runs `warmup` training steps, then `steps` under the profiler; returns the .xplane.pb.
 
-    The steps are those of `model.fit` on an in-memory batch, as training runs
-    them (in a loop of `train_on_batch` calls, about half the steps took ~1 s
-    more, outside any TF op; see docs/PERFORMANCE.md). A callback starts the
+    The steps are those of `model.fit` on `data` (a `tf.data.Dataset` of
+    batches, at least `warmup + steps` of them), as training runs them (in a
+    loop of `train_on_batch` calls, about half the steps took ~1 s more,
+    outside any TF op; see docs/PERFORMANCE.md). A callback starts the
     profiler after the warm-up and wraps each profiled step in a step event.
     """
-    x, y = random_batch(batch, input_shape)
     options = tf.profiler.experimental.ProfilerOptions(host_tracer_level=2, python_tracer_level=0,
                                                        device_tracer_level=0)
 
@@ -122,7 +125,6 @@ def profile_steps(model, input_shape, batch, steps, warmup, logdir):
                 self.trace.__exit__(None, None, None)
                 self.trace = None
 
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
     profiled = Profiled()
     try:
         model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
@@ -186,7 +188,8 @@ def read_trace(path, names):
         during which at least one op ran, all steps), `events`, `call_events`
         (call ops not counted), `layers` {layer: {"forward", "backward"} ms},
         `op_types` {type: [calls, ms]}, `fused_conv` {op name: ms} of the fused
-        convolutions, all summed over the steps.
+        convolutions, `get_next_ms` (time in the step's `IteratorGetNext`:
+        waiting for its input batch), all summed over the steps.
 
     Raises:
         RuntimeError: no host plane or no step event in the trace.
@@ -216,10 +219,13 @@ def read_trace(path, names):
     layers = collections.defaultdict(lambda: {"forward": 0.0, "backward": 0.0})
     op_types = collections.defaultdict(lambda: [0, 0.0])
     fused = collections.Counter()
-    intervals, threads, counted, calls = [], set(), 0, 0
+    intervals, threads, counted, calls, get_next = [], set(), 0, 0, 0
     for line in host.lines:
         ops = []
         for start, end, meta in events(line):
+            if meta.name == GET_NEXT_EVENT and in_step(start):
+                get_next += end - start
+                continue
             name, _, op_type = meta.name.rpartition(":")
             # TF op events are "op_name:OpType" with the type as display name;
             # framework events ("ExecutorState::Process", "Iterator::...") are not.
@@ -258,7 +264,7 @@ def read_trace(path, names):
     return {"steps": [(end - start) / 1e9 for start, end in steps], "threads": len(threads),
             "op_ms": sum(ms for _, ms in op_types.values()), "busy_ms": busy / 1e9,
             "events": counted, "call_events": calls, "layers": dict(layers),
-            "op_types": dict(op_types), "fused_conv": dict(fused)}
+            "op_types": dict(op_types), "fused_conv": dict(fused), "get_next_ms": get_next / 1e9}
 
 
 def regions(model_name, layers):
@@ -381,7 +387,8 @@ def main(argv=None):
                      f"{described}: {error}")
     with tempfile.TemporaryDirectory(prefix="climseg-profile-") as scratch:
         logdir = Path(args.trace_dir or scratch)
-        trace = profile_steps(model, input_shape, args.batch, args.steps, args.warmup, logdir)
+        data = tf.data.Dataset.from_tensors(random_batch(args.batch, input_shape)).repeat()
+        trace = profile_steps(model, data, args.steps, args.warmup, logdir)
         result = read_trace(trace, scope_names(model))
     if args.trace_dir:
         print(f"trace: {trace}")
