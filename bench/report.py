@@ -82,6 +82,14 @@ def goals(results):
                                  f"({samples} samples/s at {size})",
                                  f"{m['samples_per_second']:.3f} samples/s",
                                  m["samples_per_second"] > samples))
+            reference = next((r for r in results["models"] if r["model"] == "deeplabv3plus_tfm"
+                              and r["input"] == m["input"] and r["batch"] == m["batch"]), None)
+            if reference:
+                rows.append((f"deeplabv3plus faster than tf-models-official's DeepLabV3+ "
+                             f"(deeplabv3plus_tfm) at {m['input']}",
+                             f"{m['samples_per_second']:.3f} vs "
+                             f"{reference['samples_per_second']:.3f} samples/s",
+                             m["samples_per_second"] > reference["samples_per_second"]))
     data = results.get("data")
     if data:
         rows.append((f"input pipeline >= {GOAL_PIPELINE} x raw h5py read",
