@@ -330,13 +330,10 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
                         taps.append(tf.zeros(kernel.shape[2:], dy.dtype))
                         continue
                     # One window at a time: each is a copy of most of the input.
-                    # (pixels, in)^T @ (pixels, out) as one matmul: tensordot would
-                    # transpose a copy of the window first.
                     with tf.control_dependencies(previous):
-                        window = tf.reshape(x[:, rows[0], cols[0]], [-1, x.shape[-1]])
-                    taps.append(tf.matmul(window, tf.reshape(dy[:, rows[1], cols[1]],
-                                                             [-1, dy.shape[-1]]),
-                                          transpose_a=True))
+                        window = x[:, rows[0], cols[0]]
+                    taps.append(tf.tensordot(window, dy[:, rows[1], cols[1]],
+                                             axes=[[0, 1, 2], [0, 1, 2]]))
                     previous = [taps[-1]]
             return dx, tf.reshape(tf.stack(taps), kernel.shape)
 
