@@ -33,7 +33,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# The performance suite (issue 7): about 30 minutes on 2 cores; writes
+# The performance suite (issue 7): about 20 minutes on 2 cores; writes
 # bench/results/report.md and report.json. BENCH_FLAGS=--quick for a shorter run.
 bench: install
 	$(PY) -m bench $(BENCH_FLAGS)
