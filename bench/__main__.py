@@ -15,7 +15,7 @@ the machine's description and load:
    region, from TensorFlow's profiler (bench/profile.py; always 192x288, batch 2,
    2 or 3 steps: about a minute).
 
-    .venv/bin/python -m bench                               # everything (about 30 min on 2 cores)
+    .venv/bin/python -m bench                               # everything (about 20 min on 2 cores)
     .venv/bin/python -m bench --quick                       # fewer steps and repeats
     .venv/bin/python -m bench --only models,precision --full-size
 
@@ -287,13 +287,14 @@ def main(argv=None):
     parser.add_argument("--only", type=_parts, default=list(PARTS),
                         help=f"comma-separated parts to run. Default all: {','.join(PARTS)}")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer timed steps and repeats (minutes instead of half an hour)")
+                        help="fewer timed steps and repeats (about 10 minutes instead of 20)")
     parser.add_argument("--full-size", action="store_true",
                         help="models and precision at 768x1152x16 instead of 192x288x16")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "report"),
                         help="report path without suffix (.md and .json are written). "
                              "Default bench/results/report")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds per part")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds per script run (the scaling part runs two)")
     parser.add_argument("--gpu", action="store_true",
                         help="models, precision (fp32 and mixed_float16) and profile on the GPU "
                              "(an error without one); default: CPU only, GPUs hidden")

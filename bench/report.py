@@ -8,7 +8,8 @@
                  "architecture_gflop_per_sample", "effective_gflops"}, ...],
      "data": {"raw_samples_per_second", "pipeline_samples_per_second", "ratio",
               "loop_wait_ms", "loop_step_ms", "loop_wait_percent",
-              "fit_wait_ms", "fit_step_ms", "fit_wait_percent"},
+              "fit_wait_ms", "fit_step_ms", "fit_wait_percent" (IteratorGetNext in fit),
+              "fit_memory_step_ms", "fit_slowdown_ms", "fit_slowdown_percent"},
      "scaling": [{"model", "input", "rows": [{"lag", "one_rank", "two_ranks", "efficiency",
                                               "vs_no_allreduce", "gflops"}, ...],
                   "independent_efficiency"}, ...],  (one per per-rank input)
