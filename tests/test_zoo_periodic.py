@@ -174,3 +174,24 @@ def test_dilated_conv2d_gives_tensorflows_values_and_gradients(padding, rate, si
                           strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()),
                                    err_msg=name)
+
+
+def test_dilated_conv2d_gradient_ops_are_named_like_tensorflows():
+    """Under a tape, TensorFlow names gradient ops "gradient_tape/<forward scope>/...";
+    the profiler (bench/profile.py) gives op time to layers by those names."""
+    from zoo.periodic import dilated_conv2d
+
+    @tf.function
+    def step(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            with tf.name_scope("model"), tf.name_scope("aspp"):
+                y = dilated_conv2d(x, kernel, 2, "SAME")
+        return tape.gradient(y, [x, kernel])
+
+    graph = step.get_concrete_function(tf.TensorSpec([1, 8, 8, 2]),
+                                       tf.TensorSpec([3, 3, 2, 2])).graph
+    backward = [op.name for op in graph.get_operations()
+                if op.type in ("Conv2DBackpropInput", "MatMul")]
+    assert len(backward) == 1 + 9  # the input gradient, one matmul per tap
+    assert all(name.startswith("gradient_tape/model/aspp/") for name in backward), backward

@@ -307,10 +307,15 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
     if None in x.shape[1:3]:
         return tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
 
+    # TensorFlow names a tape's gradient ops "gradient_tape/<forward scope>/...";
+    # ours would be unscoped (profiles could not tell whose they are).
+    scope = tf.get_current_name_scope()
+
     @tf.custom_gradient
     def convolve(x, kernel):
         y = tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
 
+        @_in_scope(f"gradient_tape/{scope}/" if scope else None)
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
                                         dilations=dilation)
@@ -340,6 +345,18 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
         return y, gradient
 
     return convolve(x, kernel)
+
+
+def _in_scope(name):
+    """Decorator: run the function under the absolute name scope `name` (None: as is)."""
+    def decorate(fn):
+        def scoped(*args):
+            if name is None:
+                return fn(*args)
+            with tf.name_scope(name):
+                return fn(*args)
+        return scoped
+    return decorate
 
 
 def _overlap(offset, size, out_size):
