@@ -315,7 +315,7 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
     def convolve(x, kernel):
         y = tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
 
-        @_in_scope(f"gradient_tape/{scope}/" if scope else None)
+        @_in_scope("/".join(filter(None, ("gradient_tape", scope))) + "/")
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
                                         dilations=dilation)
@@ -348,11 +348,9 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME"):
 
 
 def _in_scope(name):
-    """Decorator: run the function under the absolute name scope `name` (None: as is)."""
+    """Decorator: run the function under the absolute name scope `name` ("a/b/")."""
     def decorate(fn):
         def scoped(*args):
-            if name is None:
-                return fn(*args)
             with tf.name_scope(name):
                 return fn(*args)
         return scoped
