@@ -42,7 +42,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "SCALING_RESULT "
-ZOO_MODELS = ("deeplabv3plus", "tiramisu", "deeplabv3plus_tfm")
 
 
 def build_model(input_shape=(64, 96, 16), num_classes=3):
@@ -133,8 +132,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5,
                         help="epochs per run; the first is not counted. Default 5")
     parser.add_argument("--batch", type=int, default=2, help="samples per rank and step. Default 2")
-    parser.add_argument("--model", default="small", choices=("small", *ZOO_MODELS),
-                        help="small: the conv net above; or a zoo model. Default small")
+    parser.add_argument("--model", default="small",
+                        help="small: the conv net above; or a name of the zoo's registry "
+                             "(zoo.MODELS). Default small")
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--lag", type=int, default=0, help=argparse.SUPPRESS)
@@ -144,6 +144,14 @@ def main(argv=None):
     if args.worker:
         worker(args)
         return 0
+    if args.model != "small":
+        # Only then does this parent load TensorFlow (with the zoo), to check the name.
+        sys.path.insert(0, str(ROOT))
+        import zoo
+
+        if args.model not in zoo.MODELS:
+            parser.error(f"--model {args.model!r}: expected small or one of "
+                         f"{', '.join(zoo.MODELS)}")
 
     # (ranks, lag, allreduce); 2 ranks without allreduce train independently: the
     # reference that separates the cost of communication from two ranks sharing the machine.

@@ -264,6 +264,13 @@ def test_gpu_device_without_a_gpu_is_a_clear_error():
     assert "--device gpu: TensorFlow sees no GPU" in proc.stderr
 
 
+def test_scaling_model_must_be_small_or_in_the_zoo():
+    proc = run_python([str(BENCH_DIR / "scaling.py"), "--model", "unet"], check=False)
+    assert proc.returncode == 2
+    assert ("--model 'unet': expected small or one of deeplabv3plus, tiramisu, "
+            "deeplabv3plus_tfm") in proc.stderr
+
+
 @pytest.mark.slow
 def test_data_wait_in_fit_is_the_time_a_step_waits_for_its_batch():
     from bench.data_pipeline import small_model, wait_in_fit
