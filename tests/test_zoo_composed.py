@@ -77,6 +77,34 @@ def test_border_and_strip_sizes_cover_where_the_chain_pads(periodic):
     assert _relative(bottom[:, -TAIL_BORDER - 1:], reference[:, -TAIL_BORDER - 1:]) > 1e-3
 
 
+@pytest.mark.parametrize("size,block", [(9, 4), (5, 4), (3, 2), (1, 4)])
+def test_fold_input_is_the_same_convolution_on_blocks_of_the_input(size, block):
+    """On space_to_depth(x, block), the folded op gives the zero-padded "SAME"
+    convolution of x with the original kernel, bias included, everywhere."""
+    rng = np.random.default_rng(size)
+    kernel = rng.standard_normal((size, size, 5, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    op = composed.LinearOp(tf.constant(kernel[:, :, :, None, None, :]),
+                           tf.constant(bias[None, None, :]), 1)
+    folded = composed.fold_input(op, block)
+    new_size = 2 * -(-(size // 2) // block) + 1
+    assert folded.factor == block
+    assert tuple(folded.kernel.shape) == (new_size, new_size, block * block * 5, block, block, 3)
+    x = tf.constant(rng.standard_normal((2, 4 * block, 6 * block, 5)).astype(np.float32))
+    expected = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+    got = composed.apply(folded, tf.nn.space_to_depth(x, block))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    # Wrapped columns on blocks are the wrapped columns of the input.
+    p, width = size // 2, x.shape[2]
+    wrapped = tf.concat([x[:, :, width - p:], x, x[:, :, :p]], axis=2)
+    expected = tf.nn.conv2d(tf.pad(wrapped, [[0, 0], [p, p], [0, 0], [0, 0]]),
+                            kernel, 1, "VALID") + bias
+    got = composed.apply(folded, tf.nn.space_to_depth(x, block), periodic=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match=f"factor 1; got factor {block}"):
+        composed.fold_input(folded, block)
+
+
 def test_small_or_unknown_sizes_run_the_layers():
     tail, features, image = _tail(True, 8, 16)
     assert not tail._fits(features, image)

@@ -137,12 +137,38 @@ def split_input_channels(op, sizes):
             for i, kernel in enumerate(kernels)]
 
 
-def apply(op, x, periodic=False):
-    """Runs `op` on NHWC `x`: an output `op.factor` times larger in H and W.
+def fold_input(op, block):
+    """`op` (factor 1) as an op on `tf.nn.space_to_depth(x, block)`, factor `block`.
 
-    Exact away from the borders; the pad is zeros at the top and bottom, and
-    wrapped columns (`periodic`) or zeros at the sides.
+    A convolution with few input and output channels (16 -> 3) runs far below
+    the machine's peak; on the space-to-depth grid it is a small convolution
+    with `block`**2 times the channels on both sides, which runs near it.
+    Output phase r and input phase q of a block are at offset u = block d +
+    q - r of the original kernel, for block offsets d = -p' .. p', p' =
+    ceil(p / block); taps outside the original kernel are zero.
     """
+    if op.factor != 1:
+        raise ValueError(f"fold_input needs an op of factor 1; got factor {op.factor}")
+    k, c_in, c_out = op.kernel.shape[0], op.kernel.shape[2], op.kernel.shape[5]
+    p = (k - 1) // 2
+    new_p = -(-p // block)
+    size = 2 * new_p + 1
+    offsets = (block * (np.arange(size)[:, None, None] - new_p)
+               + np.arange(block)[None, :, None] - np.arange(block)[None, None, :] + p)
+    index = np.where((offsets >= 0) & (offsets < k), offsets, k)  # k: the zero entry
+    kernel = tf.pad(op.kernel[:, :, :, 0, 0, :], [[0, 1], [0, 1], [0, 0], [0, 0]])
+    rows = tf.gather(kernel, index, axis=0)  # (d_y, q_y, r_y, u_x, C, C_out)
+    both = tf.gather(rows, index, axis=3)  # (d_y, q_y, r_y, d_x, q_x, r_x, C, C_out)
+    # Input channel (q_y, q_x, C) as space_to_depth orders it; output phase (r_y, r_x).
+    kernel = tf.transpose(both, [0, 3, 1, 4, 6, 2, 5, 7])
+    kernel = tf.reshape(kernel, [size, size, block * block * c_in, block, block, c_out])
+    return LinearOp(kernel, tf.tile(op.bias, [block, block, 1]), block)
+
+
+def convolve(op, x, periodic=False):
+    """`op` on NHWC `x` before the sub-pixel shuffle: (N, H, W, factor**2 * C_out),
+    bias included. Sum ops of the same factor on different inputs this way and
+    shuffle once (`tf.nn.depth_to_space`)."""
     k, f = op.kernel.shape[0], op.factor
     p = (k - 1) // 2
     c_in, c_out = op.kernel.shape[2], op.kernel.shape[5]
@@ -152,5 +178,14 @@ def apply(op, x, periodic=False):
     else:
         x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
     out = tf.nn.conv2d(x, kernel, 1, "VALID")
-    out = tf.nn.bias_add(out, tf.cast(tf.reshape(op.bias, [-1]), x.dtype))
-    return tf.nn.depth_to_space(out, f) if f > 1 else out
+    return tf.nn.bias_add(out, tf.cast(tf.reshape(op.bias, [-1]), x.dtype))
+
+
+def apply(op, x, periodic=False):
+    """Runs `op` on NHWC `x`: an output `op.factor` times larger in H and W.
+
+    Exact away from the borders; the pad is zeros at the top and bottom, and
+    wrapped columns (`periodic`) or zeros at the sides.
+    """
+    out = convolve(op, x, periodic)
+    return tf.nn.depth_to_space(out, op.factor) if op.factor > 1 else out
