@@ -9,6 +9,7 @@ Reference:
 import math
 import re
 
+import numpy as np
 import tensorflow as tf
 from official.vision.modeling.decoders import aspp as tfm_aspp
 
@@ -162,6 +163,12 @@ def _along(x, axis, start, stop):
     return x[tuple(index)]
 
 
+def _tap_sum_kernel(classes):
+    """(3, 3, 9 classes, classes): out[p] = sum over taps t of x[p + t][t, :]."""
+    kernel = np.einsum("tu,oc->tuoc", np.eye(9), np.eye(classes))
+    return tf.constant(kernel.reshape(3, 3, 9 * classes, classes), tf.float32)
+
+
 # Border of the composed decoder tail computed by the layered chain: output
 # rows (and columns without periodic padding) taken from a strip of STRIP
 # full-resolution rows. The composed map differs from the chain only within
@@ -256,12 +263,14 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
     def _edges(self, features, image, head, axis):
         """The TAIL_BORDER output pixels at both ends of `axis` (1: rows, 2: columns).
 
-        The layered chain runs on the TAIL_STRIP pixels at each end, both
-        strips as one batch (the tail has no batch norm). The two 3x3 convs at
-        the end (fuse_conv1, then fuse_conv2 with the logits as `head`) run
-        only where the border needs them: on the TAIL_BORDER + 2, then + 1,
-        pixels nearest the edge, zero-padded beyond it as the chain pads,
-        "valid" towards the interior. They are most of the strips' FLOPs.
+        The chain up to fuse_conv1's input runs layer by layer on the
+        TAIL_STRIP pixels at each end, both strips as one batch (the tail has
+        no batch norm). fuse_conv1 and `head` (fuse_conv2 and the logits), the
+        bulk of the FLOPs, run only where the border needs them and as two
+        small convs: the head's 3x3 taps are composed into fuse_conv1, 256 ->
+        27 (tap, class) channels on the TAIL_BORDER + 1 pixels nearest the
+        edge; then each output pixel sums its 9 neighbours' own tap, with
+        zeros beyond the image where the chain pads fuse_conv1's output.
         """
         size = image.shape[axis]
         strip = TAIL_STRIP
@@ -270,9 +279,13 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
                        _along(features, axis, (size - strip) // 4, None)], 0),
             tf.concat([_along(image, axis, 0, strip), _along(image, axis, size - strip, None)], 0))
         fuse = self.convs["fuse_conv1"]
-        x = self._edge_conv(x, axis, TAIL_BORDER + 2, fuse.kernel, fuse.bias)
-        head_kernel = tf.reshape(head.kernel, [*head.kernel.shape[:3], head.kernel.shape[5]])
-        x = self._edge_conv(x, axis, TAIL_BORDER + 1, head_kernel, tf.reshape(head.bias, [-1]))
+        taps = tf.reshape(head.kernel, [3, 3, -1, self.num_classes])  # (a, b, 256, classes)
+        kernel = tf.einsum("xyim,abmo->xyiabo", tf.convert_to_tensor(fuse.kernel), taps)
+        per_tap = 9 * self.num_classes
+        x = self._edge_conv(x, axis, TAIL_BORDER + 2, tf.reshape(kernel, [3, 3, -1, per_tap]),
+                            tf.reshape(tf.einsum("m,abmo->abo", fuse.bias, taps), [per_tap]))
+        x = self._edge_conv(x, axis, TAIL_BORDER + 1, _tap_sum_kernel(self.num_classes),
+                            tf.reshape(head.bias, [-1]))
         return tf.split(x, 2, axis=0)
 
     def _edge_conv(self, x, axis, keep, kernel, bias):
