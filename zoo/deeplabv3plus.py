@@ -163,6 +163,15 @@ def _along(x, axis, start, stop):
     return x[tuple(index)]
 
 
+def _nearest_edge(x, axis, count):
+    """The `count` pixels along `axis` nearest the edge of each strip: the first
+    ones of the start strips (first half of the batch), the last ones of the end
+    strips (second half)."""
+    start, end = tf.split(x, 2, axis=0)
+    return tf.concat([_along(start, axis, 0, count),
+                      _along(end, axis, end.shape[axis] - count, None)], 0)
+
+
 def _tap_sum_kernel(classes):
     """(3, 3, 9 classes, classes): out[p] = sum over taps t of x[p + t][t, :]."""
     kernel = np.einsum("tu,oc->tuoc", np.eye(9), np.eye(classes))
@@ -251,40 +260,44 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
 
     def _layered(self, features, image):
         """The chain layer by layer."""
-        x = self._fused_input(features, image)
-        return self.logits(self._conv("fuse_conv2", self._conv("fuse_conv1", x)))
-
-    def _fused_input(self, features, image):
-        """The concatenation fuse_conv1 reads: upsampled features and the input skip."""
         x = self.deconv_x1(self.deconv_x2(features))
         skip = self._conv("skip_conv2", self._conv("skip_conv1", image))
-        return tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
+        x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
+        return self.logits(self._conv("fuse_conv2", self._conv("fuse_conv1", x)))
 
     def _edges(self, features, image, head, axis):
         """The TAIL_BORDER output pixels at both ends of `axis` (1: rows, 2: columns).
 
-        The chain up to fuse_conv1's input runs layer by layer on the
-        TAIL_STRIP pixels at each end, both strips as one batch (the tail has
-        no batch norm). fuse_conv1 and `head` (fuse_conv2 and the logits), the
-        bulk of the FLOPs, run only where the border needs them and as two
-        small convs: the head's 3x3 taps are composed into fuse_conv1, 256 ->
-        27 (tap, class) channels on the TAIL_BORDER + 1 pixels nearest the
-        edge; then each output pixel sums its 9 neighbours' own tap, with
-        zeros beyond the image where the chain pads fuse_conv1's output.
+        The chain runs on thin strips at the two ends, both as one batch (the
+        tail has no batch norm), each map only as far from the edge as the next
+        layer needs it: fuse_conv1 reads TAIL_BORDER + 2 pixels, made from
+        (TAIL_BORDER + 4) // 2 half-resolution pixels (the transposed conv is
+        right from the edge up to there) and TAIL_BORDER + 4 input pixels (two
+        "same" 3x3 convs). fuse_conv1 and `head` (fuse_conv2 and the logits),
+        the bulk of the FLOPs, run as two small convs: the head's 3x3 taps
+        composed into fuse_conv1, 384 -> 27 (tap, class) channels on the
+        TAIL_BORDER + 1 pixels nearest the edge; then each output pixel sums
+        its 9 neighbours' own tap, with zeros beyond the image where the chain
+        pads fuse_conv1's output.
         """
-        size = image.shape[axis]
-        strip = TAIL_STRIP
-        x = self._fused_input(
-            tf.concat([_along(features, axis, 0, strip // 4),
-                       _along(features, axis, (size - strip) // 4, None)], 0),
-            tf.concat([_along(image, axis, 0, strip), _along(image, axis, size - strip, None)], 0))
+        border = TAIL_BORDER
+
+        def ends(x, count):
+            return tf.concat([_along(x, axis, 0, count),
+                              _along(x, axis, x.shape[axis] - count, None)], 0)
+
+        x = self.deconv_x2(ends(features, TAIL_STRIP // 4))
+        x = self.deconv_x1(_nearest_edge(x, axis, (border + 4) // 2))
+        skip = self._conv("skip_conv2", self._conv("skip_conv1", ends(image, border + 4)))
+        x = tf.concat([_nearest_edge(x, axis, border + 2),
+                       tf.cast(_nearest_edge(skip, axis, border + 2), x.dtype)], axis=-1)
         fuse = self.convs["fuse_conv1"]
         taps = tf.reshape(head.kernel, [3, 3, -1, self.num_classes])  # (a, b, 256, classes)
         kernel = tf.einsum("xyim,abmo->xyiabo", tf.convert_to_tensor(fuse.kernel), taps)
         per_tap = 9 * self.num_classes
-        x = self._edge_conv(x, axis, TAIL_BORDER + 2, tf.reshape(kernel, [3, 3, -1, per_tap]),
+        x = self._edge_conv(x, axis, border + 2, tf.reshape(kernel, [3, 3, -1, per_tap]),
                             tf.reshape(tf.einsum("m,abmo->abo", fuse.bias, taps), [per_tap]))
-        x = self._edge_conv(x, axis, TAIL_BORDER + 1, _tap_sum_kernel(self.num_classes),
+        x = self._edge_conv(x, axis, border + 1, _tap_sum_kernel(self.num_classes),
                             tf.reshape(head.bias, [-1]))
         return tf.split(x, 2, axis=0)
 
@@ -292,11 +305,10 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
         """A 3x3 conv of the `keep` pixels nearest the edge of the start (first
         half of the batch) and end strips: `keep - 1` pixels out along `axis`;
         across it, padded as the layers pad."""
-        start, end = tf.split(x, 2, axis=0)
+        start, end = tf.split(_nearest_edge(x, axis, keep), 2, axis=0)
         before, after = [[0, 0]] * 4, [[0, 0]] * 4
         before[axis], after[axis] = [1, 0], [0, 1]
-        x = tf.concat([tf.pad(_along(start, axis, 0, keep), before),
-                       tf.pad(_along(end, axis, x.shape[axis] - keep, None), after)], 0)
+        x = tf.concat([tf.pad(start, before), tf.pad(end, after)], 0)
         if axis == 1 and self.periodic:
             x = longitude_pad(x, ((0, 0), (1, 1)))
         else:
