@@ -51,10 +51,11 @@ def _place(products, shifts, size):
     total = None
     k = products.shape[2]
     rest = [[0, 0]] * (len(products.shape) - 4)
-    for a, dy in enumerate(shifts):
-        for b, dx in enumerate(shifts):
-            placed = tf.pad(products[a, b],
-                            [[dy, size - k - dy], [dx, size - k - dx], *rest])
+    # Unstacked, not indexed: the gradient of an index is a zero-filled tensor of
+    # all the products per index; unstack's is one stack.
+    for row, dy in zip(tf.unstack(products), shifts, strict=True):
+        for product, dx in zip(tf.unstack(row), shifts, strict=True):
+            placed = tf.pad(product, [[dy, size - k - dy], [dx, size - k - dx], *rest])
             total = placed if total is None else total + placed
     return total
 

@@ -230,19 +230,20 @@ class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
     def call(self, inputs):
         # out[2i + a] gets x[i] * K[a] (a = 0, 1, 2): even outputs K[0] from
         # x[m] and K[2] from x[m - 1]; odd outputs K[1] from x[m].
-        k = tf.transpose(self.kernel, [0, 1, 3, 2])  # (3, 3, in, out)
-        x = inputs
-        if self.periodic:
-            padded = tf.pad(_wrap_width(x, 1, 0), [[0, 0], [1, 0], [0, 0], [0, 0]])
-        else:
-            padded = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
+        # The (3, 3) taps of the (in, out) kernel, unstacked: the gradient of
+        # indexing would be a zero-filled kernel-sized tensor per tap.
+        k = [tf.unstack(row) for row in tf.unstack(tf.transpose(self.kernel, [0, 1, 3, 2]))]
         taps = {0: [2, 0], 1: [1]}  # Kernel rows for (x[m - 1], x[m]), per phase.
+        # x[m - 1] is a zero row or column (wrapped columns if periodic) that the
+        # convolution pads itself: no padded copy of the input, no slices of it.
+        shifted = {0: _wrap_width(inputs, 1, 0) if self.periodic else inputs, 1: inputs}
         phases = []
         for a in (0, 1):
             for b in (0, 1):
-                kernel = tf.stack([tf.stack([k[i, j] for j in taps[b]]) for i in taps[a]])
-                source = padded[:, 1 - len(taps[a]) + 1 :, 1 - len(taps[b]) + 1 :]
-                phases.append(tf.nn.conv2d(source, kernel, 1, "VALID"))
+                kernel = tf.stack([tf.stack([k[i][j] for j in taps[b]]) for i in taps[a]])
+                left = 0 if self.periodic else len(taps[b]) - 1
+                padding = [[0, 0], [len(taps[a]) - 1, 0], [left, 0], [0, 0]]
+                phases.append(tf.nn.conv2d(shifted[b], kernel, 1, padding))
         outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
