@@ -6,6 +6,9 @@ next), parses what they print, and writes a Markdown and a JSON report with
 the machine's description and load:
 
 1. models: matmul peak and fp32 training speed of the zoo models (bench/models.py);
+   versus: deeplabv3plus and deeplabv3plus_tfm taking turns, step by step, so that
+   both see the same load (bench/models.py --head-to-head; batch 1 at full size,
+   where the two do not fit in memory at batch 2);
 2. data: the input pipeline against raw h5py reads, and data wait (bench/data_pipeline.py);
 3. scaling: horovodrun -np 1 vs -np 2, gradient lag 0 and 1, at two per-rank inputs
    (bench/scaling.py);
@@ -44,7 +47,7 @@ import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the childr
 from bench.report import write_report  # noqa: E402
 # isort: on
 
-PARTS = ("models", "data", "scaling", "memory", "precision", "profile")
+PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile")
 REDUCED, FULL = (192, 288), (768, 1152)
 _NUMBER = r"([-+]?[0-9.]+)"
 
@@ -223,6 +226,13 @@ def run_part(part, args):
         out = _run("models.py", ["--height", size[0], "--width", size[1], "--batch", 2,
                                  "--steps", steps, "--warmup", warmup, *device], args.timeout)
         return parse_models(out, f"{size[0]}x{size[1]}x16", 2)
+    if part == "versus":
+        steps, warmup = (3, 1) if quick else (5, 1)
+        out = _run("models.py", ["--head-to-head", "deeplabv3plus", "deeplabv3plus_tfm",
+                                 "--height", size[0], "--width", size[1],
+                                 "--batch", 1 if args.full_size else 2, "--steps", steps,
+                                 "--warmup", warmup, *device], args.timeout)
+        return [_tagged(out, "HEAD_TO_HEAD_RESULT ")]
     if part == "data":
         extra = ["--files", 6, "--repeats", 2, "--steps", 5] if quick else []
         return parse_data(_run("data_pipeline.py", extra, args.timeout))
@@ -266,7 +276,7 @@ def _rows_at_other_size(part, rows, full_size):
 
     `--update --full-size` then adds the 768x1152 rows next to the 192x288 ones.
     """
-    if part not in ("models", "precision") or not rows:
+    if part not in ("models", "versus", "precision") or not rows:
         return []
     size = FULL if full_size else REDUCED
     return [row for row in rows if not row.get("input", "").startswith(f"{size[0]}x{size[1]}x")]
@@ -289,7 +299,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="fewer timed steps and repeats (about 10 minutes instead of 20)")
     parser.add_argument("--full-size", action="store_true",
-                        help="models and precision at 768x1152x16 instead of 192x288x16")
+                        help="models, versus and precision at 768x1152x16 instead of "
+                             "192x288x16")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "report"),
                         help="report path without suffix (.md and .json are written). "
                              "Default bench/results/report")
@@ -330,7 +341,7 @@ def main(argv=None):
             results["errors"][part] = str(error)
             print(f"{part} failed: {error}", file=sys.stderr, flush=True)
         label = part
-        if args.full_size and part in ("models", "precision"):
+        if args.full_size and part in ("models", "versus", "precision"):
             label = f"{part} ({FULL[0]}x{FULL[1]})"  # Next to the reduced-size run's entry.
         results["seconds"][label] = time.perf_counter() - start
         results["load"][label] = {"before": list(before), "after": list(os.getloadavg()),

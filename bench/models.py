@@ -21,6 +21,7 @@ Not a test: it takes minutes on two cores.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -117,6 +118,45 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
             "effective_gflops": batch * architecture_flops / seconds / 1e9}
 
 
+def head_to_head(names, input_shape, batch, rounds, warmup):
+    """Training steps of the `names` models in turn, one step of each per round.
+
+    On a shared machine the load changes from minute to minute (the matmul
+    rate here varied by 15% between models run one after the other), which
+    can decide a close comparison. Taking turns, the models see the same load;
+    each round's step times give one ratio, and the median over rounds is
+    the comparison. All the models are in memory at once.
+
+    Returns:
+        A dict: models, seconds {name: step seconds per round},
+        samples_per_second {name: batch / median seconds}, ratios {name:
+        median over rounds of its samples/s over the first model's}.
+    """
+    x, y = random_batch(batch, input_shape)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    models = [compiled_model(name, input_shape) for name in names]
+    times = {name: [] for name in names}
+
+    class StepTimer(tf.keras.callbacks.Callback):
+        def on_train_batch_begin(self, step, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, step, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    for round_ in range(warmup + rounds):
+        for name, model in zip(names, models, strict=True):
+            timer = StepTimer()
+            model.fit(data, steps_per_epoch=1, epochs=1, verbose=0, callbacks=[timer])
+            if round_ >= warmup:
+                times[name].append(timer.seconds)
+    first = times[names[0]]
+    return {"models": list(names), "seconds": times,
+            "samples_per_second": {n: batch / statistics.median(t) for n, t in times.items()},
+            "ratios": {n: statistics.median(a / b for a, b in zip(first, t, strict=True))
+                       for n, t in times.items()}}
+
+
 def add_step_arguments(parser):
     """The input size and timing flags shared by the training-speed benchmarks."""
     parser.add_argument("--height", type=int, default=192)
@@ -143,11 +183,29 @@ def select_device(device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.MODELS), choices=list(zoo.MODELS))
+    parser.add_argument("--head-to-head", nargs="+", metavar="MODEL", choices=list(zoo.MODELS),
+                        help="instead: steps of these models in turn (--steps rounds), samples/s "
+                             "of each against the first's under the same load")
     add_step_arguments(parser)
     args = parser.parse_args(argv)
     select_device(args.device)
 
     input_shape = (args.height, args.width, args.channels)
+    if args.head_to_head:
+        names = args.head_to_head
+        if len(set(names)) < 2:
+            parser.error("--head-to-head needs at least two different models")
+        print(f"Head to head, one training step of each in turn: {', '.join(names)}, input "
+              f"{input_shape}, batch {args.batch}, fp32, median of {args.steps} rounds after "
+              f"{args.warmup}", flush=True)
+        r = head_to_head(names, input_shape, args.batch, args.steps, args.warmup)
+        for name in names:
+            print(f"{name:20s} {r['samples_per_second'][name]:6.3f} samples/s  "
+                  f"{r['ratios'][name]:.3f} x {names[0]}'s (median of the rounds' ratios)")
+        print("HEAD_TO_HEAD_RESULT " + json.dumps(
+            dict(r, input=f"{args.height}x{args.width}x{args.channels}", batch=args.batch,
+                 rounds=args.steps)), flush=True)
+        return
     print(f"TensorFlow {tf.__version__}, {args.device}, oneDNN TF_ENABLE_ONEDNN_OPTS="
           f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, input {input_shape}, "
           f"batch {args.batch}, fp32, median of {args.steps} steps after {args.warmup}", flush=True)

@@ -6,6 +6,8 @@
      "models": [{"model", "input", "batch", "samples_per_second", "gflops",
                  "ratio_to_matmul", "matmul_gflops", "gflop_per_sample",
                  "architecture_gflop_per_sample", "effective_gflops"}, ...],
+     "versus": [{"models", "input", "batch", "rounds", "samples_per_second": {model: ...},
+                 "ratios": {model: its samples/s over the first model's}}, ...],
      "data": {"raw_samples_per_second", "pipeline_samples_per_second", "ratio",
               "loop_wait_ms", "loop_step_ms", "loop_wait_percent",
               "fit_wait_ms", "fit_step_ms", "fit_wait_percent" (IteratorGetNext in fit),
@@ -83,14 +85,7 @@ def goals(results):
                                  f"({samples} samples/s at {size})",
                                  f"{m['samples_per_second']:.3f} samples/s",
                                  m["samples_per_second"] > samples))
-            reference = next((r for r in results["models"] if r["model"] == "deeplabv3plus_tfm"
-                              and r["input"] == m["input"] and r["batch"] == m["batch"]), None)
-            if reference:
-                rows.append((f"deeplabv3plus faster than tf-models-official's DeepLabV3+ "
-                             f"(deeplabv3plus_tfm) at {m['input']}",
-                             f"{m['samples_per_second']:.3f} vs "
-                             f"{reference['samples_per_second']:.3f} samples/s",
-                             m["samples_per_second"] > reference["samples_per_second"]))
+            rows += _versus_tfm(results, m)
     data = results.get("data")
     if data:
         rows.append((f"input pipeline >= {GOAL_PIPELINE} x raw h5py read",
@@ -113,6 +108,30 @@ def goals(results):
                      f"PyTorch's {DEEPCAM_PEAK_RSS_GB} GB", f"{gb:.2f} GB",
                      gb < DEEPCAM_PEAK_RSS_GB))
     return rows
+
+
+def _versus_tfm(results, ours):
+    """The goal row "faster than deeplabv3plus_tfm" at `ours`' input: from the head-to-head
+    run (steps in turn, the same load) when there is one, else from the models' rows."""
+    reference = next((r for r in results["models"] if r["model"] == "deeplabv3plus_tfm"
+                      and r["input"] == ours["input"] and r["batch"] == ours["batch"]), None)
+    apart = reference and (f"{ours['samples_per_second']:.3f} vs "
+                           f"{reference['samples_per_second']:.3f} samples/s")
+    goal = ("deeplabv3plus faster than tf-models-official's DeepLabV3+ (deeplabv3plus_tfm) "
+            f"at {ours['input']}")
+    versus = next((v for v in results.get("versus", []) if v["input"] == ours["input"]
+                   and "deeplabv3plus_tfm" in v["ratios"]), None)
+    if versus:
+        speedup = 1 / versus["ratios"]["deeplabv3plus_tfm"]
+        rates = versus["samples_per_second"]
+        measured = (f"{speedup:.2f} x its samples/s, steps in turn, batch {versus['batch']} "
+                    f"({rates['deeplabv3plus']:.3f} vs {rates['deeplabv3plus_tfm']:.3f})")
+        if apart:
+            measured += f"; run one after the other, batch {ours['batch']}: {apart}"
+        return [(goal, measured, speedup > 1)]
+    if reference:
+        return [(goal, apart, ours["samples_per_second"] > reference["samples_per_second"])]
+    return []
 
 
 def profile_markdown(profile):
@@ -190,6 +209,14 @@ def markdown(results):
               f"{m['gflop_per_sample']:.1f}",
               f"{m.get('architecture_gflop_per_sample', m['gflop_per_sample']):.1f}",
               f"{m.get('effective_gflops', m['gflops']):.1f}") for m in results["models"]]))
+    if results.get("versus"):
+        out += ["", "## Head to head", "",
+                "The models take turns, one training step each per round, so that they see "
+                "the same load (`bench/models.py --head-to-head`); the ratio is the median over "
+                "rounds of a model's samples/s over the first model's in the same round.", ""]
+        out.append(_table(["input", "batch", "rounds", "model", "samples/s", "ratio"], [
+            (v["input"], v["batch"], v["rounds"], name, f"{v['samples_per_second'][name]:.3f}",
+             f"{v['ratios'][name]:.3f}") for v in results["versus"] for name in v["models"]]))
     if results.get("precision"):
         out += ["", "## Precision", "",
                 "The same measurement with the Keras policy set before building "

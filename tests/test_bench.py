@@ -19,11 +19,13 @@ from bench import report
 from bench.__main__ import (
     _parts,
     _rows_at_other_size,
+    _tagged,
     parse_data,
     parse_models,
     parse_profile,
     parse_scaling,
 )
+from bench.models import head_to_head
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
@@ -128,7 +130,7 @@ def test_parse_profile_reads_times_tables_and_regions():
 def test_only_rejects_unknown_parts():
     assert _parts("models, memory") == ["models", "memory"]
     with pytest.raises(Exception,
-                       match="unknown part.*gpu.*models,data,scaling,memory,precision,profile"):
+                       match="unknown part.*gpu.*models,versus,data,scaling,memory,precision,profile"):
         _parts("models,gpu")
 
 
@@ -295,3 +297,53 @@ def test_data_wait_in_fit_is_the_time_a_step_waits_for_its_batch():
     assert 60 <= wait <= step < 200
     wait, step = wait_in_fit(model, ready, 3)
     assert wait < 0.2 * step
+
+
+HEAD_TO_HEAD_OUT = """Head to head, one training step of each in turn: deeplabv3plus, deeplabv3plus_tfm, input (192, 288, 16), batch 2, fp32, median of 3 rounds after 1
+deeplabv3plus          1.400 samples/s  1.000 x deeplabv3plus's (median of the rounds' ratios)
+deeplabv3plus_tfm      0.700 samples/s  0.500 x deeplabv3plus's (median of the rounds' ratios)
+HEAD_TO_HEAD_RESULT {"models": ["deeplabv3plus", "deeplabv3plus_tfm"], "seconds": {"deeplabv3plus": [1.4, 1.5, 1.3], "deeplabv3plus_tfm": [2.9, 2.8, 3.0]}, "samples_per_second": {"deeplabv3plus": 1.4285, "deeplabv3plus_tfm": 0.6897}, "ratios": {"deeplabv3plus": 1.0, "deeplabv3plus_tfm": 0.4828}, "input": "192x288x16", "batch": 2, "rounds": 3}
+"""  # noqa: E501
+
+
+def test_head_to_head_decides_the_tf_models_official_goal(tmp_path):
+    """Run one after the other, the tfm model looks faster (0.070 vs 0.062 samples/s);
+    taking turns it is 0.4828 x as fast: the goal row uses the head-to-head ratio."""
+    ours = parse_models(MODELS_OUT, "192x288x16", 2)[-1]
+    results = {"machine": {"date": "2026-12-01 07:00", "cpu": "AMD EPYC", "cores": 2,
+                           "load_before": [0.5, 0.5, 0.5], "tensorflow": "2.18.1",
+                           "onednn": "1"},
+               "settings": {"mode": "quick", "command": "python -m bench"},
+               "models": [ours, dict(ours, model="deeplabv3plus_tfm", samples_per_second=1.1)]}
+    row = [g for g in report.goals(results) if "deeplabv3plus_tfm" in g[0]]
+    assert row == [("deeplabv3plus faster than tf-models-official's DeepLabV3+ "
+                    "(deeplabv3plus_tfm) at 192x288x16", "1.027 vs 1.100 samples/s", False)]
+    results["versus"] = [_tagged(HEAD_TO_HEAD_OUT, "HEAD_TO_HEAD_RESULT ")]
+    row = [g for g in report.goals(results) if "deeplabv3plus_tfm" in g[0]]
+    assert row == [("deeplabv3plus faster than tf-models-official's DeepLabV3+ "
+                    "(deeplabv3plus_tfm) at 192x288x16",
+                    "2.07 x its samples/s, steps in turn, batch 2 (1.429 vs 0.690); run one "
+                    "after the other, batch 2: 1.027 vs 1.100 samples/s", True)]
+    results["versus"][0]["input"] = "768x1152x16"  # Another input: not this row's.
+    assert [g[2] for g in report.goals(results) if "deeplabv3plus_tfm" in g[0]] == [False]
+    md, _ = report.write_report(dict(results, versus=[_tagged(HEAD_TO_HEAD_OUT,
+                                                              "HEAD_TO_HEAD_RESULT ")]),
+                                tmp_path / "r.md", tmp_path / "r.json")
+    assert "| 192x288x16 | 2 | 3 | deeplabv3plus_tfm | 0.690 | 0.483 |" in md.read_text()
+
+
+def test_head_to_head_takes_turns_and_compares_each_round():
+    tf.keras.backend.clear_session()
+    result = head_to_head(["tiramisu", "deeplabv3plus"], (32, 48, 16), batch=1, rounds=3,
+                          warmup=1)
+    seconds = result["seconds"]
+    assert [len(seconds[name]) for name in ("tiramisu", "deeplabv3plus")] == [3, 3]
+    assert result["ratios"]["tiramisu"] == 1.0
+    assert result["ratios"]["deeplabv3plus"] == pytest.approx(np.median(
+        np.array(seconds["tiramisu"]) / np.array(seconds["deeplabv3plus"])))
+    assert result["samples_per_second"]["deeplabv3plus"] == pytest.approx(
+        1 / np.median(seconds["deeplabv3plus"]))
+    proc = run_python([str(BENCH_DIR / "models.py"), "--head-to-head", "tiramisu", "tiramisu"],
+                      check=False)
+    assert proc.returncode == 2
+    assert "--head-to-head needs at least two different models" in proc.stderr
