@@ -12,8 +12,8 @@ the chain.
 
 Only the interior is exact: at the edges, the chain pads every intermediate
 map with zeros, which a single convolution cannot do. Callers compute the
-border rows (and, without periodic padding, columns) with the layered chain
-on thin strips (`DeconvDecoderTail` in `zoo.deeplabv3plus`).
+border rows (and, without periodic padding, columns) from the layers on thin
+strips (`DeconvDecoderTail` in `zoo.deeplabv3plus`).
 
 A `LinearOp` is a composed map from a grid to a grid `factor` times finer:
 

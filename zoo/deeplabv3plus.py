@@ -215,10 +215,11 @@ def _tap_sum_kernel(classes):
     return tf.constant(kernel.reshape(3, 3, 9 * classes, classes), tf.float32)
 
 
-# Border of the composed decoder tail computed by the layered chain: output
-# rows (and columns without periodic padding) taken from a strip of STRIP
-# full-resolution rows. The composed map differs from the chain only within
-# a few pixels of the edges (test_zoo_composed measures how many).
+# The composed decoder tail differs from the layered chain in TAIL_BORDER
+# output rows (and columns without periodic padding) at each edge
+# (test_zoo_composed measures how many); those come from the layers on strips
+# of the TAIL_STRIP full-resolution rows at the edge (TAIL_STRIP // 4 rows of
+# the stride-4 features), each layer only as far as the next one needs.
 TAIL_BORDER = 3
 TAIL_STRIP = 8
 
@@ -235,13 +236,13 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
     and 384-channel maps at full resolution).
 
     With `composed=True` (the default) the layers' kernels are composed
-    (`zoo.composed`) into two convolutions straight to the 3 logit channels:
-    256 channels at stride 4 to 16 x 3 sub-pixel outputs, and the 16 input
-    channels to 3. The border rows and columns, where the chain's zero
-    padding of intermediate maps matters, come from the layered chain on
-    thin strips. Same variables, same outputs and gradients up to float
-    rounding; `composed=False` runs the layered chain (the FLOP count of the
-    architecture is measured on it).
+    (`zoo.composed`) into two convolutions straight to the 3 logit channels,
+    both on the stride-4 grid: 256 channels to 16 x 3 sub-pixel outputs, and
+    the input in 4x4 blocks (256 channels) to the same outputs. The border
+    rows and columns, where the chain's zero padding of intermediate maps
+    matters, come from the layers on thin strips (`_edges`). Same variables,
+    same outputs and gradients up to float rounding; `composed=False` runs
+    the layered chain (the FLOP count of the architecture is measured on it).
 
     Args:
         num_classes: output channels.
