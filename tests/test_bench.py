@@ -129,8 +129,8 @@ def test_parse_profile_reads_times_tables_and_regions():
 
 def test_only_rejects_unknown_parts():
     assert _parts("models, memory") == ["models", "memory"]
-    with pytest.raises(Exception,
-                       match="unknown part.*gpu.*models,versus,data,scaling,memory,precision,profile"):
+    with pytest.raises(Exception, match="unknown part.*gpu.*"
+                                        "models,versus,data,scaling,memory,precision,profile"):
         _parts("models,gpu")
 
 
