@@ -185,7 +185,7 @@ def _with_ends(x, count, axes):
 
     The gradient adds the ends' gradients into `x`'s in place (a scatter-add
     of the strips) instead of slicing's gradient: a zero-filled tensor the size
-    of `x` per slice, then their sum (at 768x1152, 4 x 57 MB, ~3% of a step).
+    of `x` per slice, then their sum (at 768x1152, 4 x 57 MB, 50 to 155 ms each).
     """
 
     @tf.custom_gradient
