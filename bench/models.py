@@ -193,8 +193,8 @@ def main(argv=None):
     input_shape = (args.height, args.width, args.channels)
     if args.head_to_head:
         names = args.head_to_head
-        if len(set(names)) < 2:
-            parser.error("--head-to-head needs at least two different models")
+        if len(names) < 2 or len(set(names)) != len(names):
+            parser.error("--head-to-head needs at least two different models, each named once")
         print(f"Head to head, one training step of each in turn: {', '.join(names)}, input "
               f"{input_shape}, batch {args.batch}, fp32, median of {args.steps} rounds after "
               f"{args.warmup}", flush=True)

@@ -120,9 +120,9 @@ def _versus_tfm(results, ours):
     goal = ("deeplabv3plus faster than tf-models-official's DeepLabV3+ (deeplabv3plus_tfm) "
             f"at {ours['input']}")
     versus = next((v for v in results.get("versus", []) if v["input"] == ours["input"]
-                   and "deeplabv3plus_tfm" in v["ratios"]), None)
-    if versus:
-        speedup = 1 / versus["ratios"]["deeplabv3plus_tfm"]
+                   and {"deeplabv3plus", "deeplabv3plus_tfm"} <= set(v["ratios"])), None)
+    if versus:  # Ratios are to the run's first model, whichever it was.
+        speedup = versus["ratios"]["deeplabv3plus"] / versus["ratios"]["deeplabv3plus_tfm"]
         rates = versus["samples_per_second"]
         measured = (f"{speedup:.2f} x its samples/s, steps in turn, batch {versus['batch']} "
                     f"({rates['deeplabv3plus']:.3f} vs {rates['deeplabv3plus_tfm']:.3f})")

@@ -324,6 +324,11 @@ def test_head_to_head_decides_the_tf_models_official_goal(tmp_path):
                     "(deeplabv3plus_tfm) at 192x288x16",
                     "2.07 x its samples/s, steps in turn, batch 2 (1.429 vs 0.690); run one "
                     "after the other, batch 2: 1.027 vs 1.100 samples/s", True)]
+    # The same run with tf-models-official's model first: ratios are to it.
+    swapped = dict(results["versus"][0], models=["deeplabv3plus_tfm", "deeplabv3plus"],
+                   ratios={"deeplabv3plus_tfm": 1.0, "deeplabv3plus": 1 / 0.4828})
+    assert [g[1][:4] for g in report.goals(dict(results, versus=[swapped]))
+            if "deeplabv3plus_tfm" in g[0]] == ["2.07"]
     results["versus"][0]["input"] = "768x1152x16"  # Another input: not this row's.
     assert [g[2] for g in report.goals(results) if "deeplabv3plus_tfm" in g[0]] == [False]
     md, _ = report.write_report(dict(results, versus=[_tagged(HEAD_TO_HEAD_OUT,
@@ -346,4 +351,4 @@ def test_head_to_head_takes_turns_and_compares_each_round():
     proc = run_python([str(BENCH_DIR / "models.py"), "--head-to-head", "tiramisu", "tiramisu"],
                       check=False)
     assert proc.returncode == 2
-    assert "--head-to-head needs at least two different models" in proc.stderr
+    assert "--head-to-head needs at least two different models, each named once" in proc.stderr

@@ -217,9 +217,9 @@ def _tap_sum_kernel(classes):
 
 # The composed decoder tail differs from the layered chain in TAIL_BORDER
 # output rows (and columns without periodic padding) at each edge
-# (test_zoo_composed measures how many); those come from the layers on strips
-# of the TAIL_STRIP full-resolution rows at the edge (TAIL_STRIP // 4 rows of
-# the stride-4 features), each layer only as far as the next one needs.
+# (test_zoo_composed measures how many); those come from the layers on thin
+# strips at the edge: TAIL_STRIP // 4 rows of the stride-4 features,
+# TAIL_BORDER + 4 input rows, each layer only as far as the next one needs.
 TAIL_BORDER = 3
 TAIL_STRIP = 8
 
