@@ -200,13 +200,17 @@ def _with_ends(x, count, axes):
     return with_ends(x)
 
 
-def _nearest_edge(x, axis, count):
-    """The `count` pixels along `axis` nearest the edge of each strip: the first
-    ones of the start strips (first half of the batch), the last ones of the end
-    strips (second half)."""
+def _nearest_edges(x, axis, count):
+    """The `count` pixels along `axis` nearest the edge of each strip, as (start,
+    end): the first ones of the start strips (first half of the batch), the last
+    ones of the end strips (second half)."""
     start, end = tf.split(x, 2, axis=0)
-    return tf.concat([_along(start, axis, 0, count),
-                      _along(end, axis, end.shape[axis] - count, None)], 0)
+    return _along(start, axis, 0, count), _along(end, axis, end.shape[axis] - count, None)
+
+
+def _nearest_edge(x, axis, count):
+    """`_nearest_edges` as one batch again."""
+    return tf.concat(_nearest_edges(x, axis, count), 0)
 
 
 def _tap_sum_kernel(classes):
@@ -303,9 +307,22 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
         x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
         return self.logits(self._conv("fuse_conv2", self._conv("fuse_conv1", x)))
 
-    def _edges(self, feature_ends, image, head, axis):
+    def _edge_convs(self, head):
+        """The two convs that end `_edges`: (kernel, bias) of fuse_conv1 with the
+        head's 3x3 taps composed into it, 384 -> 27 (tap, class) channels, and of
+        the sum of each pixel's 9 neighbours' own tap plus the head's bias."""
+        fuse = self.convs["fuse_conv1"]
+        taps = tf.reshape(head.kernel, [3, 3, -1, self.num_classes])  # (a, b, 256, classes)
+        kernel = tf.einsum("xyim,abmo->xyiabo", tf.convert_to_tensor(fuse.kernel), taps)
+        per_tap = 9 * self.num_classes
+        return ((tf.reshape(kernel, [3, 3, -1, per_tap]),
+                 tf.reshape(tf.einsum("m,abmo->abo", fuse.bias, taps), [per_tap])),
+                (_tap_sum_kernel(self.num_classes), tf.reshape(head.bias, [-1])))
+
+    def _edges(self, feature_ends, image, convs, axis):
         """The TAIL_BORDER output pixels at both ends of `axis` (1: rows, 2: columns),
-        from the features' TAIL_STRIP // 4 pixels at each end (`_ends`).
+        from the features' TAIL_STRIP // 4 pixels at each end (`_ends`); `convs`:
+        `_edge_convs(head)`.
 
         The chain runs on thin strips at the two ends, both as one batch (the
         tail has no batch norm), each map only as far from the edge as the next
@@ -325,21 +342,16 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
         skip = self._conv("skip_conv2", self._conv("skip_conv1", _ends(image, axis, border + 4)))
         x = tf.concat([_nearest_edge(x, axis, border + 2),
                        tf.cast(_nearest_edge(skip, axis, border + 2), x.dtype)], axis=-1)
-        fuse = self.convs["fuse_conv1"]
-        taps = tf.reshape(head.kernel, [3, 3, -1, self.num_classes])  # (a, b, 256, classes)
-        kernel = tf.einsum("xyim,abmo->xyiabo", tf.convert_to_tensor(fuse.kernel), taps)
-        per_tap = 9 * self.num_classes
-        x = self._edge_conv(x, axis, border + 2, tf.reshape(kernel, [3, 3, -1, per_tap]),
-                            tf.reshape(tf.einsum("m,abmo->abo", fuse.bias, taps), [per_tap]))
-        x = self._edge_conv(x, axis, border + 1, _tap_sum_kernel(self.num_classes),
-                            tf.reshape(head.bias, [-1]))
+        (fuse_kernel, fuse_bias), (sum_kernel, sum_bias) = convs
+        x = self._edge_conv(x, axis, border + 2, fuse_kernel, fuse_bias)
+        x = self._edge_conv(x, axis, border + 1, sum_kernel, sum_bias)
         return tf.split(x, 2, axis=0)
 
     def _edge_conv(self, x, axis, keep, kernel, bias):
         """A 3x3 conv of the `keep` pixels nearest the edge of the start (first
         half of the batch) and end strips: `keep - 1` pixels out along `axis`;
         across it, padded as the layers pad."""
-        start, end = tf.split(_nearest_edge(x, axis, keep), 2, axis=0)
+        start, end = _nearest_edges(x, axis, keep)
         before, after = [[0, 0]] * 4, [[0, 0]] * 4
         before[axis], after[axis] = [1, 0], [0, 1]
         x = tf.concat([tf.pad(start, before), tf.pad(end, after)], 0)
@@ -398,7 +410,8 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
         height, width = image.shape[1], image.shape[2]
         axes = (1,) if self.periodic else (1, 2)
         features, *feature_ends = _with_ends(features, TAIL_STRIP // 4, axes)
-        edges = {axis: [tf.cast(edge, dtype) for edge in self._edges(ends, image, head, axis)]
+        convs = self._edge_convs(head)  # Shared by the rows' and the columns' edges.
+        edges = {axis: [tf.cast(edge, dtype) for edge in self._edges(ends, image, convs, axis)]
                  for axis, ends in zip(axes, feature_ends, strict=True)}
         # The input's 9x9 conv to the classes runs on 4x4 blocks of the input, as a
         # 3x3 conv 256 -> 48 on the features' grid (3x faster than 16 -> 3 at full
