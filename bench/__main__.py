@@ -49,6 +49,7 @@ from bench.report import write_report  # noqa: E402
 
 PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile")
 REDUCED, FULL = (192, 288), (768, 1152)
+SIZED_PARTS = ("models", "versus", "precision")  # Run at 192x288, or 768x1152 with --full-size.
 _NUMBER = r"([-+]?[0-9.]+)"
 
 
@@ -276,7 +277,7 @@ def _rows_at_other_size(part, rows, full_size):
 
     `--update --full-size` then adds the 768x1152 rows next to the 192x288 ones.
     """
-    if part not in ("models", "versus", "precision") or not rows:
+    if part not in SIZED_PARTS or not rows:
         return []
     size = FULL if full_size else REDUCED
     return [row for row in rows if not row.get("input", "").startswith(f"{size[0]}x{size[1]}x")]
@@ -341,7 +342,7 @@ def main(argv=None):
             results["errors"][part] = str(error)
             print(f"{part} failed: {error}", file=sys.stderr, flush=True)
         label = part
-        if args.full_size and part in ("models", "versus", "precision"):
+        if args.full_size and part in SIZED_PARTS:
             label = f"{part} ({FULL[0]}x{FULL[1]})"  # Next to the reduced-size run's entry.
         results["seconds"][label] = time.perf_counter() - start
         results["load"][label] = {"before": list(before), "after": list(os.getloadavg()),

@@ -70,6 +70,20 @@ def random_batch(batch, input_shape):
     return x, y
 
 
+class StepTimer(tf.keras.callbacks.Callback):
+    """Wall time of each step of `fit`, in order (`seconds`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, step, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, step, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
 def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
     """Median samples/s, GFLOP/s, and ratio to the matmul rate of `name`.
 
@@ -86,30 +100,25 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
     model = compiled_model(name, input_shape)
     flops = zoo.training_flops_per_sample(model, input_shape)
     x, y = random_batch(batch, input_shape)
-    times, ratios, peaks = [], [], []
+    peaks = []
 
-    class StepTimer(tf.keras.callbacks.Callback):
+    class MatmulAfterStep(StepTimer):
         """Times each step of `fit`, then a matmul before the next step starts."""
 
-        def on_train_batch_begin(self, step, logs=None):
-            self.start = time.perf_counter()
-
         def on_train_batch_end(self, step, logs=None):
-            seconds = time.perf_counter() - self.start
-            if step < warmup:
-                return
-            peak = matmul_flops / statistics.median(_seconds(matmul) for _ in range(3))
-            times.append(seconds)
-            peaks.append(peak)
-            ratios.append(batch * flops / seconds / peak)
+            super().on_train_batch_end(step, logs)
+            if step >= warmup:
+                peaks.append(matmul_flops / statistics.median(_seconds(matmul) for _ in range(3)))
 
     # Steps under `fit` on an in-memory dataset, as training runs them (a loop of
     # train_on_batch calls added about 1.15 s to about half the steps here:
     # time outside any TF op, in deleting the call's tensor handles).
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0,
-              callbacks=[StepTimer()])
+    timer = MatmulAfterStep()
+    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[timer])
     tf.keras.backend.clear_session()
+    times = timer.seconds[warmup:]
+    ratios = [batch * flops / s / peak for s, peak in zip(times, peaks, strict=True)]
     seconds = statistics.median(times)
     return {"samples_per_second": batch / seconds, "gflops": batch * flops / seconds / 1e9,
             "ratio_to_matmul": statistics.median(ratios),
@@ -135,21 +144,11 @@ def head_to_head(names, input_shape, batch, rounds, warmup):
     x, y = random_batch(batch, input_shape)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     models = [compiled_model(name, input_shape) for name in names]
-    times = {name: [] for name in names}
-
-    class StepTimer(tf.keras.callbacks.Callback):
-        def on_train_batch_begin(self, step, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, step, logs=None):
-            self.seconds = time.perf_counter() - self.start
-
-    for round_ in range(warmup + rounds):
-        for name, model in zip(names, models, strict=True):
-            timer = StepTimer()
+    timers = [StepTimer() for _ in names]
+    for _ in range(warmup + rounds):
+        for model, timer in zip(models, timers, strict=True):
             model.fit(data, steps_per_epoch=1, epochs=1, verbose=0, callbacks=[timer])
-            if round_ >= warmup:
-                times[name].append(timer.seconds)
+    times = {name: timer.seconds[warmup:] for name, timer in zip(names, timers, strict=True)}
     first = times[names[0]]
     return {"models": list(names), "seconds": times,
             "samples_per_second": {n: batch / statistics.median(t) for n, t in times.items()},
