@@ -13,6 +13,7 @@ Three layouts are found in the wild (see ../shared/DOMAIN.md):
 """
 
 import collections
+import contextlib
 
 import h5py
 import numpy as np
@@ -145,32 +146,100 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
     Raises:
         DataFileError: naming the file and what is wrong with it.
     """
-    if label_set not in LABEL_SETS:
-        raise ValueError(f"label_set={label_set!r}; expected one of {', '.join(LABEL_SETS)}")
+    _check_label_set(label_set)
     indices = channel_indices(channels)
     with _open(path) as f:
-        info = _detect(f, path)
-        if expected_shape is not None and (info.height, info.width) != tuple(expected_shape):
-            raise DataFileError(path, f"grid is {info.height}x{info.width}, but the other files' "
-                                      f"is {expected_shape[0]}x{expected_shape[1]}")
-        if not info.label_sets:
-            if labels_required:
-                raise DataFileError(path, f"has no labels; expected {_EXPECTED_LAYOUTS}")
-            label_set = None
-        elif label_set == "random":
-            rng = rng if rng is not None else np.random.default_rng()
-            label_set = info.label_sets[rng.integers(len(info.label_sets))]
-        elif label_set not in info.label_sets:
-            raise DataFileError(path, f"has no label set {label_set}; it has "
-                                      f"{', '.join(info.label_sets)}")
-        try:
+        info, label_set = _resolve(f, path, expected_shape, label_set, rng, labels_required)
+        with _read_errors(path):
             data, labels = _READERS[info.layout](f, path, indices, label_set)
-        except (OSError, RuntimeError) as err:
-            raise DataFileError(
-                path, f"cannot read the data (truncated or corrupt file?): {err}") from None
     if validate:
-        _validate(path, data, labels, indices, label_set)
+        _validate_data(path, data, indices)
+        _validate_labels(path, labels, label_set)
     return data, None if labels is None else labels.astype(np.int32, copy=False)
+
+
+def read_sample_into(path, data, labels, *, channels=None, label_set="labels_0", rng=None,
+                     validate=True, transform=None):
+    """Reads one sample into given arrays, such as one sample's place in a batch.
+
+    What `read_sample` does, with the grid size given by `data`, and one pass
+    over memory where it can: the data of a DeepCAM file (contiguous float32,
+    all 16 channels, as published) are read in blocks of rows of about 1 MB
+    straight into `data`, and each block is checked for NaN/Inf and handed to
+    `transform` while it is still in the CPU cache. Other files are read with
+    `read_sample`'s readers, checked, copied, then transformed.
+
+    Args:
+        path: a file in the DeepCAM, SC18 or ClimateNet layout.
+        data: C-contiguous float32 (H, W, C) array, overwritten.
+        labels: int32 (H, W) array, overwritten.
+        channels: channel selection, as for `channel_indices`; C of them.
+            Defaults to all 16.
+        label_set: as for `read_sample`.
+        rng: as for `read_sample`.
+        validate: as for `read_sample`.
+        transform: a function that changes a C-contiguous float32 (rows, W, C)
+            array in place, e.g. a `data.stats.row_normalizer`; applied to
+            every row of `data` once, after validation. Defaults to None.
+
+    Raises:
+        DataFileError: as `read_sample` does, with the other files' grid
+            being `data`'s. When it raises, `data` may hold part of the sample.
+    """
+    _check_label_set(label_set)
+    indices = channel_indices(channels)
+    with _open(path) as f, _read_errors(path):
+        info, label_set = _resolve(f, path, data.shape[:2], label_set, rng, True)
+        done = (info.layout == "deepcam" and indices == list(range(len(CHANNELS)))
+                and _read_rows_into(f["climate/data"], path, data, indices, validate, transform))
+        if done:
+            got = _read_whole(f[f"climate/{label_set}"], path, out=labels)
+        else:
+            source, got = _READERS[info.layout](f, path, indices, label_set)
+    if not done:
+        if validate:
+            _validate_data(path, source, indices)
+        data[...] = source
+        if transform is not None:
+            transform(data)
+    if validate:
+        _validate_labels(path, got, label_set)
+    if got is not labels:
+        labels[...] = got
+
+
+def _check_label_set(label_set):
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"label_set={label_set!r}; expected one of {', '.join(LABEL_SETS)}")
+
+
+def _resolve(f, path, expected_shape, label_set, rng, labels_required):
+    """The file's layout, checked against the expected grid, and the label set to read."""
+    info = _detect(f, path)
+    if expected_shape is not None and (info.height, info.width) != tuple(expected_shape):
+        raise DataFileError(path, f"grid is {info.height}x{info.width}, but the other files' "
+                                  f"is {expected_shape[0]}x{expected_shape[1]}")
+    if not info.label_sets:
+        if labels_required:
+            raise DataFileError(path, f"has no labels; expected {_EXPECTED_LAYOUTS}")
+        return info, None
+    if label_set == "random":
+        rng = rng if rng is not None else np.random.default_rng()
+        return info, info.label_sets[rng.integers(len(info.label_sets))]
+    if label_set not in info.label_sets:
+        raise DataFileError(path, f"has no label set {label_set}; it has "
+                                  f"{', '.join(info.label_sets)}")
+    return info, label_set
+
+
+@contextlib.contextmanager
+def _read_errors(path):
+    """Turns h5py's and the OS's read errors into a `DataFileError` naming the file."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        raise DataFileError(
+            path, f"cannot read the data (truncated or corrupt file?): {err}") from None
 
 
 def _open(path):
@@ -233,25 +302,76 @@ def aligned_empty(shape, dtype, alignment=64):
     return buffer[start:start + size].view(dtype).reshape(shape)
 
 
-def _read_whole(dataset, path):
+def _read_whole(dataset, path, out=None):
     """Reads a dataset; a contiguous one with plain file reads, outside h5py's lock.
 
     h5py serializes all its calls with one global lock, so parallel h5py reads
     do not overlap. An uncompressed, contiguous dataset (what the published
     files use) is a plain byte range of the file: reading it with `readinto`
     releases the GIL, so the input pipeline's reader threads run in parallel.
+
+    Args:
+        dataset: an h5py dataset.
+        path: its file.
+        out: an array to read into when it has the dataset's shape and
+            dtype and the dataset is contiguous. Defaults to a new one.
+
+    Returns:
+        `out`, or a new array when `out` could not be used.
     """
-    offset = dataset.id.get_offset() if dataset.chunks is None else None
+    offset = _offset(dataset)
     if offset is None:  # Chunked, compressed or never written: let HDF5 do it.
         return dataset[...]
-    out = aligned_empty(dataset.shape, dataset.dtype)
+    if out is None or out.shape != dataset.shape or out.dtype != dataset.dtype:
+        out = aligned_empty(dataset.shape, dataset.dtype)
     with open(path, "rb", buffering=0) as raw:
         raw.seek(offset)
-        got = raw.readinto(memoryview(out).cast("B"))
-    if got != out.nbytes:
-        raise DataFileError(path, f"{dataset.name} is truncated: read {got} of {out.nbytes} "
-                                  f"bytes at offset {offset}")
+        _fill(raw, out, path, dataset.name, offset)
     return out
+
+
+def _offset(dataset):
+    """The file offset of a contiguous dataset's bytes, or None."""
+    return dataset.id.get_offset() if dataset.chunks is None else None
+
+
+def _fill(raw, out, path, name, offset):
+    """Reads `out.nbytes` bytes from the open file `raw` into C-contiguous `out`."""
+    got = raw.readinto(memoryview(out).cast("B"))
+    if got != out.nbytes:
+        raise DataFileError(path, f"{name} is truncated: read {got} of {out.nbytes} "
+                                  f"bytes at offset {offset}")
+
+
+_BLOCK_BYTES = 1 << 20  # Rows read, checked and transformed at a time: within a core's L2.
+
+
+def _read_rows_into(dataset, path, data, indices, validate, transform):
+    """Reads contiguous float32 `dataset` into `data` block by block; False if it cannot.
+
+    Each block is checked while in cache through its sum, which is finite
+    exactly when every value is, unless finite values overflow it: then the
+    values themselves are checked.
+    """
+    offset = _offset(dataset)
+    if (offset is None or dataset.dtype != data.dtype or dataset.shape != data.shape
+            or not data.flags.c_contiguous):
+        return False
+    rows = data.reshape(data.shape[0], -1)
+    step = max(1, _BLOCK_BYTES // max(rows[0].nbytes, 1))
+    clean = True
+    with open(path, "rb", buffering=0) as raw:
+        raw.seek(offset)
+        for start in range(0, len(rows), step):
+            block = rows[start:start + step]
+            _fill(raw, block, path, dataset.name, offset)
+            if validate and clean and not np.isfinite(np.add.reduce(block, axis=None)):
+                clean = bool(np.isfinite(block).all())
+            if clean and transform is not None:
+                transform(data[start:start + step])
+    if not clean:
+        _validate_data(path, data, indices)  # raises, counting the bad values per channel
+    return True
 
 
 def _read_deepcam(f, path, indices, label_set):
@@ -285,13 +405,16 @@ def _read_climatenet(f, path, indices, label_set):
 _READERS = {"deepcam": _read_deepcam, "sc18": _read_sc18, "climatenet": _read_climatenet}
 
 
-def _validate(path, data, labels, indices, label_set):
+def _validate_data(path, data, indices):
     if not np.isfinite(data).all():
         bad = ~np.isfinite(data)
         per_channel = bad.sum(axis=(0, 1))
         names = [CHANNELS[indices[c]] for c in np.flatnonzero(per_channel)]
         raise DataFileError(path, f"data contain {int(per_channel.sum())} NaN/Inf values "
                                   f"(channels {', '.join(names)})")
+
+
+def _validate_labels(path, labels, label_set):
     if labels is None:
         return
     if labels.dtype.kind == "f":

@@ -1,13 +1,23 @@
 """Climate files to a `tf.data.Dataset` of (inputs, labels) batches for `model.fit`."""
 
+import concurrent.futures
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from data.augment import random_augment
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_indices
-from data.layouts import LABEL_SETS, channel_indices, first_grid, read_sample
-from data.stats import normalize, normalizer
+from data.layouts import (
+    LABEL_SETS,
+    aligned_empty,
+    channel_indices,
+    first_grid,
+    read_sample,
+    read_sample_into,
+)
+from data.stats import normalizer, row_normalizer
 
 _FOREVER = 2**62
 
@@ -18,9 +28,11 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
                  num_parallel_reads=None, prefetch=None, validate=True):
     """Builds the input pipeline of one shard (Horovod rank).
 
-    Files are read in parallel by tf.data threads, each sample validated,
-    optionally augmented (in physical units), normalized, then batched and
-    prefetched. The order of files and all randomness (shuffle, random label
+    Files are read in parallel by reader threads, each sample straight into
+    its place in a new batch array, validated and normalized block by block
+    while the block is in the CPU cache (see `read_sample_into`); with
+    `augment`, read, augmented in physical units, then copied and normalized.
+    Batches are prefetched. The order of files and all randomness (shuffle, random label
     set, augmentation) depend only on `seed`, the epoch and the file, not on
     thread timing: two runs with the same arguments give the same batches.
 
@@ -58,7 +70,8 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         bad_files: a `BadFileLog` for skipped files; print its `report()` at
             the end of the run. Defaults to a new one (then only warnings are
             logged).
-        num_parallel_reads: files read at once. Defaults to tf.data's autotuning.
+        num_parallel_reads: files read at once (reader threads). Defaults to
+            the number of cores this process may run on.
         prefetch: batches prepared ahead. Defaults to tf.data's autotuning.
         validate: check every sample for NaN/Inf and labels outside the
             classes. Defaults to True.
@@ -95,13 +108,25 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     height, width = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
     shape = (height, width, len(indices))
     skipped = set()  # This dataset's bad files: when all are bad, an endless one must stop.
+    transform = None if offset is None else row_normalizer(offset, scale, width)
+    workers = num_parallel_reads or _available_cores()
+    readers = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="climseg-read")
 
-    def read(index, epoch):
+    def read(index, epoch, data, labels):
+        """Reads sample `index` into `data` and `labels`: True, or False for a skipped bad file."""
         path = files[index]
         rng = np.random.default_rng([seed, int(epoch), int(index)])
         try:
-            data, labels = read_sample(path, channels=indices, label_set=label_set, rng=rng,
-                                       expected_shape=(height, width), validate=validate)
+            if augment:  # In physical units, before normalization: read, augment, copy.
+                fields, classes = read_sample(path, channels=indices, label_set=label_set,
+                                              rng=rng, expected_shape=shape[:2],
+                                              validate=validate)
+                data[...], labels[...] = random_augment(fields, classes, rng, channels=indices)
+                if transform is not None:
+                    transform(data)
+            else:
+                read_sample_into(path, data, labels, channels=indices, label_set=label_set,
+                                 rng=rng, validate=validate, transform=transform)
         except DataFileError as err:
             if not skip_bad_files:
                 raise
@@ -111,18 +136,24 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
                 raise DataFileError(
                     err.path, f"the last of the {len(files)} files is bad too; nothing left to "
                               f"read\n{bad_files.report()}") from err
-            return np.zeros(shape, np.float32), np.zeros(shape[:2], np.int32), False
-        if augment:
-            data, labels = random_augment(data, labels, rng, channels=indices)
-        if offset is not None:  # In place, in this reader thread: numpy frees the GIL.
-            data = normalize(np.ascontiguousarray(data), offset, scale)
-        return data, labels, True
+            return False
+        return True
 
-    def read_op(index, epoch):
-        data, labels, ok = tf.numpy_function(read, [index, epoch], [tf.float32, tf.int32, tf.bool],
-                                             stateful=False)
-        data.set_shape(shape)
-        labels.set_shape(shape[:2])
+    def read_batch(batch, epochs):
+        """One batch, each sample read by a reader thread straight into its place."""
+        data = aligned_empty((len(batch), *shape), np.float32)
+        labels = aligned_empty((len(batch), *shape[:2]), np.int32)
+        reads = [readers.submit(read, index, epoch, data[i], labels[i])
+                 for i, (index, epoch) in enumerate(zip(batch, epochs, strict=True))]
+        ok = np.array([r.result() for r in reads])
+        return data, labels, ok
+
+    def read_op(batch, epochs):
+        data, labels, ok = tf.numpy_function(read_batch, [batch, epochs],
+                                             [tf.float32, tf.int32, tf.bool], stateful=False)
+        data.set_shape([None, *shape])
+        labels.set_shape([None, *shape[:2]])
+        ok.set_shape([None])
         return data, labels, ok
 
     if training:
@@ -144,15 +175,25 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
                               shard_index=shard_index)
         elements = tf.data.Dataset.from_tensor_slices((order, tf.zeros_like(order)))
 
-    parallel = num_parallel_reads or tf.data.AUTOTUNE
-    dataset = elements.map(read_op, num_parallel_calls=parallel, deterministic=True)
-    if skip_bad_files:
-        dataset = dataset.filter(lambda data, labels, ok: ok)
+    # Batches of file numbers, each read into one new batch array (which TensorFlow takes
+    # without a copy): enough batches at once to keep every reader thread busy.
+    in_flight = max(2, -(-workers // batch_size) + 1)
+    dataset = elements.batch(batch_size, drop_remainder=training and not skip_bad_files)
+    dataset = dataset.map(read_op, num_parallel_calls=in_flight, deterministic=True)
+    if skip_bad_files:  # Whole batches again, of the good samples only: one more copy.
+        dataset = dataset.unbatch().filter(lambda data, labels, ok: ok)
+        dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(lambda data, labels, ok: (data, labels))
-    dataset = dataset.batch(batch_size, drop_remainder=training)
     if not training and not skip_bad_files:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(prefetch or tf.data.AUTOTUNE)
+
+
+def _available_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def usable_files(paths, *, channels=None, label_set="labels_0", bad_files=None, workers=4):

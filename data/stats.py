@@ -142,7 +142,8 @@ def normalize(data, offset, scale):
     Works through blocks of rows small enough to stay in the CPU cache, with
     offset and scale tiled to a whole row, so both passes run at cache speed
     with contiguous vector loops: about twice as fast as plain broadcasting
-    on a full-size sample, which is memory-bound.
+    on a full-size sample, which is memory-bound. `row_normalizer` makes the
+    same function once for many samples.
 
     Args:
         data: C-contiguous float32 array (H, W, C), overwritten.
@@ -152,17 +153,37 @@ def normalize(data, offset, scale):
     Returns:
         `data`.
     """
-    height = data.shape[0]
-    rows = data.reshape(height, -1)
-    width = rows.shape[1] // data.shape[-1]
-    offset = np.tile(np.asarray(offset, data.dtype), width)
-    scale = np.tile(np.asarray(scale, data.dtype), width)
-    step = max(1, (256 << 10) // max(rows[0].nbytes, 1))
-    for start in range(0, height, step):
-        block = rows[start:start + step]
-        np.subtract(block, offset, out=block)
-        np.multiply(block, scale, out=block)
-    return data
+    return row_normalizer(offset, scale, data.shape[1])(data)
+
+
+def row_normalizer(offset, scale, width):
+    """A function that normalizes C-contiguous float32 (rows, width, C) arrays in place.
+
+    It does what `normalize` does, with offset and scale tiled once; the
+    input pipeline calls it on each block of a sample as the block is read
+    (`data.layouts.read_sample_into`).
+
+    Args:
+        offset: C values, e.g. from `normalizer`.
+        scale: C values.
+        width: the grid's width W.
+
+    Returns:
+        A function of one array, which it overwrites and returns.
+    """
+    offset = np.tile(np.asarray(offset, np.float32), width)
+    scale = np.tile(np.asarray(scale, np.float32), width)
+    step = max(1, (256 << 10) // max(offset.nbytes, 1))
+
+    def apply(data):
+        rows = data.reshape(data.shape[0], -1)
+        for start in range(0, len(rows), step):
+            block = rows[start:start + step]
+            np.subtract(block, offset, out=block)
+            np.multiply(block, scale, out=block)
+        return data
+
+    return apply
 
 
 def class_frequencies(stats):
