@@ -1,7 +1,10 @@
 """Climate files to a `tf.data.Dataset` of (inputs, labels) batches for `model.fit`."""
 
+import collections
 import concurrent.futures
 import os
+import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +14,6 @@ from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_indices
 from data.layouts import (
     LABEL_SETS,
-    aligned_empty,
     channel_indices,
     first_grid,
     read_sample,
@@ -139,10 +141,11 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
             return False
         return True
 
+    buffers = _BatchBuffers(shape)
+
     def read_batch(batch, epochs):
         """One batch, each sample read by a reader thread straight into its place."""
-        data = aligned_empty((len(batch), *shape), np.float32)
-        labels = aligned_empty((len(batch), *shape[:2]), np.int32)
+        data, labels = buffers.get(len(batch))
         reads = [readers.submit(read, index, epoch, data[i], labels[i])
                  for i, (index, epoch) in enumerate(zip(batch, epochs, strict=True))]
         ok = np.array([r.result() for r in reads])
@@ -187,6 +190,43 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     if not training and not skip_bad_files:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(prefetch or tf.data.AUTOTUNE)
+
+
+class _BatchBuffers:
+    """Batch arrays, reused once nothing refers to them any more.
+
+    New memory costs a page fault per 4 KB page on first touch: at full size
+    that was as long as reading the sample. TensorFlow takes the arrays that
+    `tf.numpy_function` returns without a copy and holds a reference to them
+    until the tensor is freed, so an array whose memory only this pool refers
+    to can be overwritten with the next batch.
+    """
+
+    _KEEP = 16  # arrays kept per batch size; beyond that, new ones are not kept
+
+    def __init__(self, shape):
+        self._shape = shape
+        self._kept = collections.defaultdict(list)
+        self._lock = threading.Lock()
+
+    def get(self, size):
+        """`(data, labels)`: float32 (size, H, W, C) and int32 (size, H, W) arrays."""
+        shape = (size, *self._shape)
+        data_bytes = -(-int(np.prod(shape)) * 4 // 64) * 64
+        labels_bytes = int(np.prod(shape[:3])) * 4
+        with self._lock:
+            kept = self._kept[size]
+            # A free one is referred to by the list, `m` and getrefcount's argument only;
+            # the arrays made from it below, and TensorFlow's tensors of them, refer to it too.
+            memory = next((m for m in kept if sys.getrefcount(m) == 3), None)
+            if memory is None:
+                memory = np.empty(data_bytes + labels_bytes + 64, np.uint8)
+                if len(kept) < self._KEEP:
+                    kept.append(memory)
+        start = -memory.ctypes.data % 64  # aligned, for TensorFlow to take it without a copy
+        data = memory[start:start + data_bytes].view(np.float32)[:np.prod(shape)]
+        labels = memory[start + data_bytes:start + data_bytes + labels_bytes].view(np.int32)
+        return data.reshape(shape), labels.reshape(shape[:3])
 
 
 def _available_cores():

@@ -118,6 +118,21 @@ def test_augmented_labels_still_follow_the_fields(tmp_path):
     assert changed >= 3
 
 
+def test_batches_held_by_the_caller_are_not_overwritten_by_later_ones(tmp_path):
+    # The pipeline reuses a batch's memory once nothing refers to it: batches
+    # still held (as tensors or as numpy views of them) must keep their samples.
+    _write(tmp_path, 6)
+    dataset = make_dataset(tmp_path, 2, training=True, seed=5)
+    held = [x for x, _ in dataset.take(9)]
+    views = [x.numpy() for x in held[:3]]
+    expected = [shard_files(range(6), training=True, seed=5, epoch=e) for e in range(3)]
+    assert [int(v) for x in held for v in x[:, 0, 0, 0]] == sum(expected, [])
+    assert [int(v) for x in views for v in x[:, 0, 0, 0]] == expected[0]
+    del held, views
+    again = [int(v) for x, _ in dataset.take(9) for v in x.numpy()[:, 0, 0, 0]]
+    assert again == sum(expected, [])
+
+
 def test_bad_file_stops_iteration_with_its_name(tmp_path):
     paths = _write(tmp_path, 3)
     with h5py.File(paths[1], "r+") as f:
