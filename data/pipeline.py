@@ -14,6 +14,7 @@ from data.errors import BadFileLog, DataFileError
 from data.files import list_files, num_batches, shard_indices
 from data.layouts import (
     LABEL_SETS,
+    aligned_empty,
     channel_indices,
     first_grid,
     read_sample,
@@ -212,21 +213,20 @@ class _BatchBuffers:
     def get(self, size):
         """`(data, labels)`: float32 (size, H, W, C) and int32 (size, H, W) arrays."""
         shape = (size, *self._shape)
-        data_bytes = -(-int(np.prod(shape)) * 4 // 64) * 64
-        labels_bytes = int(np.prod(shape[:3])) * 4
+        data_count, labels_count = int(np.prod(shape)), int(np.prod(shape[:3]))
+        data_bytes = -(-data_count * 4 // 64) * 64  # the labels start 64-byte aligned too
         with self._lock:
             kept = self._kept[size]
-            # A free one is referred to by the list, `m` and getrefcount's argument only;
-            # the arrays made from it below, and TensorFlow's tensors of them, refer to it too.
-            memory = next((m for m in kept if sys.getrefcount(m) == 3), None)
+            # A free one's memory is referred to by the aligned view kept here and by
+            # getrefcount's argument only; the arrays made from it below, and TensorFlow's
+            # tensors of them, refer to it too.
+            memory = next((m for m in kept if sys.getrefcount(m.base) == 2), None)
             if memory is None:
-                memory = np.empty(data_bytes + labels_bytes + 64, np.uint8)
+                memory = aligned_empty(data_bytes + labels_count * 4, np.uint8)
                 if len(kept) < self._KEEP:
                     kept.append(memory)
-        start = -memory.ctypes.data % 64  # aligned, for TensorFlow to take it without a copy
-        data = memory[start:start + data_bytes].view(np.float32)[:np.prod(shape)]
-        labels = memory[start + data_bytes:start + data_bytes + labels_bytes].view(np.int32)
-        return data.reshape(shape), labels.reshape(shape[:3])
+        data = memory[:data_count * 4].view(np.float32).reshape(shape)
+        return data, memory[data_bytes:].view(np.int32).reshape(shape[:3])
 
 
 def _available_cores():
