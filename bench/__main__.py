@@ -53,19 +53,57 @@ SIZED_PARTS = ("models", "versus", "precision")  # Run at 192x288, or 768x1152 w
 _NUMBER = r"([-+]?[0-9.]+)"
 
 
-def machine_info():
-    """CPU model, cores, TensorFlow version, oneDNN setting, date, load average."""
-    cpu = platform.processor() or "unknown"
+_ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
+              ("amx_tile", "AMX"))
+
+
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, identity (vendor, family, model, stepping), MHz and vector ISA.
+
+    Cloud machines of one name ("AMD EPYC") differ by generation: the family
+    and model tell them apart, and with them the float32 peak (seen here on
+    2 cores, 27 Nov to 3 Dec: 177 to 522 GFLOP/s).
+    """
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # The first processor's block is enough.
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
         pass
+    flags = set(fields.get("flags", "").split())
+    ident = " ".join(f"{name} {fields[key]}" for key, name in (
+        ("cpu family", "family"), ("model", "model"), ("stepping", "stepping")) if key in fields)
+    return {"cpu": fields.get("model name") or platform.processor() or "unknown",
+            "cpu_id": " ".join(filter(None, (fields.get("vendor_id"), ident))),
+            "cpu_mhz": float(fields["cpu MHz"]) if "cpu MHz" in fields else None,
+            "isa": [name for flag, name in _ISA_FLAGS if flag in flags]}
+
+
+def machine_info():
+    """CPU (`cpu_info`), cores, TensorFlow version, oneDNN setting, date, load average."""
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
-            "cpu": cpu, "cores": os.cpu_count(), "tensorflow": metadata.version("tensorflow"),
+            **cpu_info(), "cores": os.cpu_count(), "tensorflow": metadata.version("tensorflow"),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "python": platform.python_version(),
             "load_before": list(os.getloadavg())}
+
+
+def other_machine(earlier, now):
+    """How an earlier report's machine differs from this one (CPU, identity, cores), or ''.
+
+    Reports from before the CPU identity was recorded are compared by name and cores.
+    """
+    keys = [k for k in ("cpu", "cpu_id", "cores") if k in earlier]
+    if all(earlier[k] == now.get(k) for k in keys):
+        return ""
+
+    def describe(m):
+        return f"{m.get('cpu')} ({m.get('cpu_id') or 'identity not recorded'}), " \
+               f"{m.get('cores')} cores"
+    return f"{describe(earlier)}, this machine is {describe(now)}"
 
 
 def _run(script, args, timeout):
@@ -320,6 +358,11 @@ def main(argv=None):
     kept = {}
     if args.update and previous.exists():
         results = json.loads(previous.read_text())
+        other = other_machine(results["machine"], machine_info())
+        if other:
+            parser.error(f"--update: {previous} was measured on {other}; its parts and "
+                         "this run's would be two machines' figures in one report. Run "
+                         "the whole suite (without --update), or write elsewhere with --output")
         results.pop("goals", None)
         for part in args.only:
             kept[part] = _rows_at_other_size(part, results.pop(part, None), args.full_size)

@@ -171,13 +171,23 @@ def profile_markdown(profile):
     return "\n".join(out)
 
 
+def _cpu(machine):
+    """'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, 2596 MHz, AVX2, AVX-512), 2 cores'."""
+    details = [machine.get("cpu_id")]
+    if machine.get("cpu_mhz"):
+        details.append(f"{machine['cpu_mhz']:.0f} MHz")
+    details += machine.get("isa", [])
+    details = ", ".join(filter(None, details))
+    return f"{machine['cpu']}{f' ({details})' if details else ''}, {machine['cores']} cores"
+
+
 def markdown(results):
     """The report as Markdown text."""
     machine, settings = results["machine"], results.get("settings", {})
     out = ["# climseg performance report", ""]
     out.append(_table(["", ""], [
         ("date (UTC)", machine["date"]),
-        ("CPU", f"{machine['cpu']}, {machine['cores']} cores"),
+        ("CPU", _cpu(machine)),
         ("load average before (1/5/15 min)", _loads(machine["load_before"])),
         ("load average after (1/5/15 min)", _loads(machine.get("load_after", ()))),
         ("TensorFlow", machine["tensorflow"]),

@@ -20,6 +20,10 @@ from bench.__main__ import (
     _parts,
     _rows_at_other_size,
     _tagged,
+    cpu_info,
+    machine_info,
+    main,
+    other_machine,
     parse_data,
     parse_models,
     parse_profile,
@@ -257,6 +261,56 @@ def test_update_keeps_the_rows_at_the_other_input_size():
     assert _rows_at_other_size("models", rows + full, full_size=True) == rows
     assert _rows_at_other_size("models", rows + full, full_size=False) == full
     assert _rows_at_other_size("scaling", {"rows": []}, full_size=True) == []
+
+
+CPUINFO = """processor	: 0
+vendor_id	: AuthenticAMD
+cpu family	: 25
+model		: 17
+model name	: AMD EPYC
+stepping	: 1
+cpu MHz		: 2596.136
+flags		: fpu sse2 avx2 avx512f avx512bw avx512_bf16
+
+processor	: 1
+vendor_id	: GenuineIntel
+flags		: fpu amx_tile
+"""
+
+
+def test_cpu_info_tells_machines_of_one_name_apart(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO)
+    info = cpu_info(path)
+    assert info == {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD family 25 model 17 stepping 1",
+                    "cpu_mhz": 2596.136, "isa": ["AVX2", "AVX-512", "AVX-512 BF16"]}
+    assert report._cpu(dict(info, cores=2)) == (
+        "AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, 2596 MHz, AVX2, AVX-512, "
+        "AVX-512 BF16), 2 cores")
+    assert report._cpu({"cpu": "AMD EPYC", "cores": 2}) == "AMD EPYC, 2 cores"  # older reports
+    assert cpu_info(tmp_path / "missing")["isa"] == []
+
+
+def test_update_refuses_a_report_of_another_machine(tmp_path, capsys):
+    now = machine_info()
+    same_name = {"cpu": now["cpu"], "cores": now["cores"]}
+    assert other_machine(same_name, now) == ""  # an older report: name and cores only
+    assert other_machine(dict(same_name, cpu_id=now["cpu_id"]), now) == ""
+    earlier = dict(same_name, cpu_id="AuthenticAMD family 26 model 2 stepping 0")
+    assert other_machine(earlier, now).startswith(
+        f"{now['cpu']} (AuthenticAMD family 26 model 2 stepping 0), {now['cores']} cores, "
+        f"this machine is {now['cpu']} ({now['cpu_id']})")
+
+    previous = {"machine": earlier, "errors": {}, "load": {}, "seconds": {},
+                "settings": {"mode": "full", "command": "python -m bench"}}
+    (tmp_path / "r.json").write_text(json.dumps(previous))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--update", "--only", "memory", "--output", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--update: {tmp_path / 'r.json'} was measured on AMD EPYC" in " ".join(err.split())
+    assert "family 26 model 2" in err and "without --update" in err
+    assert json.loads((tmp_path / "r.json").read_text()) == previous  # not touched
 
 
 def test_gpu_device_without_a_gpu_is_a_clear_error():
