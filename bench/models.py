@@ -199,7 +199,7 @@ def main(argv=None):
               f"{args.warmup}", flush=True)
         r = head_to_head(names, input_shape, args.batch, args.steps, args.warmup)
         for name in names:
-            print(f"{name:20s} {r['samples_per_second'][name]:6.3f} samples/s  "
+            print(f"{name:20s} {r['samples_per_second'][name]:6.4f} samples/s  "
                   f"{r['ratios'][name]:.3f} x {names[0]}'s (median of the rounds' ratios)")
         print("HEAD_TO_HEAD_RESULT " + json.dumps(
             dict(r, input=f"{args.height}x{args.width}x{args.channels}", batch=args.batch,
@@ -216,7 +216,7 @@ def main(argv=None):
                        matmul_flops)
         print(f"{name:20s} {r['gflops']:7.1f} GFLOP/s = {r['ratio_to_matmul']:.2f} x matmul "
               f"({r['matmul_gflops']:5.1f} GFLOP/s float32 2048^2, timed after each step)  "
-              f"{r['samples_per_second']:6.3f} samples/s  "
+              f"{r['samples_per_second']:6.4f} samples/s  "
               f"{r['flops_per_sample'] / 1e9:6.1f} GFLOP/training sample executed, "
               f"{r['architecture_flops_per_sample'] / 1e9:6.1f} in the architecture "
               f"({r['effective_gflops']:7.1f} GFLOP/s effective)", flush=True)
