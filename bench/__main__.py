@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 # isort: off
 import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the children; no TensorFlow here)
-from bench.report import write_report  # noqa: E402
+from bench.report import machine_text, write_report  # noqa: E402
 # isort: on
 
 PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile")
@@ -101,8 +101,8 @@ def other_machine(earlier, now):
         return ""
 
     def describe(m):
-        return f"{m.get('cpu')} ({m.get('cpu_id') or 'identity not recorded'}), " \
-               f"{m.get('cores')} cores"
+        return machine_text({"cpu": m.get("cpu"), "cores": m.get("cores"),
+                             "cpu_id": m.get("cpu_id") or "identity not recorded"})
     return f"{describe(earlier)}, this machine is {describe(now)}"
 
 

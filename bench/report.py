@@ -190,7 +190,7 @@ def profile_markdown(profile):
     return "\n".join(out)
 
 
-def _cpu(machine):
+def machine_text(machine):
     """'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, 2596 MHz, AVX2, AVX-512), 2 cores'."""
     details = [machine.get("cpu_id")]
     if machine.get("cpu_mhz"):
@@ -206,7 +206,7 @@ def markdown(results):
     out = ["# climseg performance report", ""]
     out.append(_table(["", ""], [
         ("date (UTC)", machine["date"]),
-        ("CPU", _cpu(machine)),
+        ("CPU", machine_text(machine)),
         ("load average before (1/5/15 min)", _loads(machine["load_before"])),
         ("load average after (1/5/15 min)", _loads(machine.get("load_after", ()))),
         ("TensorFlow", machine["tensorflow"]),

@@ -294,10 +294,11 @@ def test_cpu_info_tells_machines_of_one_name_apart(tmp_path):
     info = cpu_info(path)
     assert info == {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD family 25 model 17 stepping 1",
                     "cpu_mhz": 2596.136, "isa": ["AVX2", "AVX-512", "AVX-512 BF16"]}
-    assert report._cpu(dict(info, cores=2)) == (
+    assert report.machine_text(dict(info, cores=2)) == (
         "AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, 2596 MHz, AVX2, AVX-512, "
         "AVX-512 BF16), 2 cores")
-    assert report._cpu({"cpu": "AMD EPYC", "cores": 2}) == "AMD EPYC, 2 cores"  # older reports
+    older = {"cpu": "AMD EPYC", "cores": 2}  # reports before the identity was recorded
+    assert report.machine_text(older) == "AMD EPYC, 2 cores"
     assert cpu_info(tmp_path / "missing")["isa"] == []
 
 
