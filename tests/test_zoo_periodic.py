@@ -152,10 +152,13 @@ def test_subpixel_transposed_conv_equals_keras_conv2d_transpose(periodic):
         SubpixelConv2DTranspose(6, strides=3)
 
 
-@pytest.mark.parametrize("padding,rate,size", [
-    ("SAME", 2, (9, 13)), ("SAME", 12, (8, 12)), ("SAME", 36, (24, 36)), ("VALID", 3, (20, 24)),
+@pytest.mark.parametrize("padding,rate,size,window_bytes", [
+    ("SAME", 2, (9, 13), None), ("SAME", 12, (8, 12), None), ("SAME", 36, (24, 36), None),
+    ("VALID", 3, (20, 24), None),
+    # Windows in blocks of 3 rows (2 x 13 x 5 float32 per row), and of one row.
+    ("SAME", 2, (9, 13), 3 * 2 * 13 * 5 * 4), ("SAME", 12, (20, 24), 1),
 ])
-def test_dilated_conv2d_gives_tensorflows_values_and_gradients(padding, rate, size):
+def test_dilated_conv2d_gives_tensorflows_values_and_gradients(padding, rate, size, window_bytes):
     from zoo.periodic import dilated_conv2d
 
     x = tf.random.stateless_normal((2, *size, 5), seed=(1, rate))
@@ -168,7 +171,7 @@ def test_dilated_conv2d_gives_tensorflows_values_and_gradients(padding, rate, si
             loss = tf.reduce_sum(y * tf.sin(y))
         return [y, *tape.gradient(loss, [x, kernel])]
 
-    ours = run(lambda: dilated_conv2d(x, kernel, rate, padding))
+    ours = run(lambda: dilated_conv2d(x, kernel, rate, padding, window_bytes))
     reference = run(lambda: tf.nn.conv2d(x, kernel, 1, padding, dilations=rate))
     for name, a, b in zip(("output", "input gradient", "kernel gradient"), ours, reference,
                           strict=True):
@@ -195,3 +198,79 @@ def test_dilated_conv2d_gradient_ops_are_named_like_tensorflows():
                 if op.type in ("Conv2DBackpropInput", "MatMul")]
     assert len(backward) == 1 + 9  # the input gradient, one matmul per tap
     assert all(name.startswith("gradient_tape/model/aspp/") for name in backward), backward
+
+
+def test_dilated_conv2d_copies_one_block_of_window_rows_at_a_time():
+    """With `window_bytes` of 3 rows, each tap's kernel gradient is one matmul per
+    block of at most 3 window rows; no slice of x is larger than the bound."""
+    from zoo.periodic import dilated_conv2d
+
+    @tf.function
+    def step(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = dilated_conv2d(x, kernel, 2, "SAME", window_bytes=3 * 10 * 2 * 4)
+        return tape.gradient(y, [x, kernel])
+
+    graph = step.get_concrete_function(tf.TensorSpec([1, 8, 10, 2]),
+                                       tf.TensorSpec([3, 3, 2, 2])).graph
+    matmuls = [op for op in graph.get_operations() if op.type == "MatMul"]
+    # Rows seen per tap row: 6, 8, 6 (rate 2, 8 rows) -> blocks 2, 3, 2; 3 columns each.
+    assert len(matmuls) == 3 * (2 + 3 + 2)
+    windows = [op.outputs[0].shape for op in graph.get_operations()
+               if op.type == "StridedSlice" and op.outputs[0].shape.rank == 4
+               and op.outputs[0].shape[-1] == 2 and "gradient" in op.name]
+    assert windows and max(shape[1] for shape in windows) == 3
+
+
+@pytest.mark.parametrize("padding,rate,strides", [
+    ("same", 2, 1), ("valid", 4, 1), ("same", 1, 1), ("valid", 1, 2),
+])
+def test_atrous_conv2d_is_keras_conv2d(padding, rate, strides):
+    from zoo.periodic import AtrousConv2D
+
+    x = tf.random.stateless_normal((2, 12, 17, 3), seed=(3, rate))
+    reference = tf.keras.layers.Conv2D(4, 3, strides=strides, dilation_rate=rate,
+                                       padding=padding)
+    layer = AtrousConv2D.from_config(reference.get_config())
+    reference.build(x.shape)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())
+
+    def run(conv):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = conv(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        return [y, *tape.gradient(loss, [x, *conv.trainable_variables])]
+
+    for name, a, b in zip(("output", "input gradient", "kernel gradient", "bias gradient"),
+                          run(layer), run(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()),
+                                   err_msg=name)
+
+
+def test_deeplabv3plus_training_step_has_no_space_to_batch_or_unit_padding():
+    """The ResNet's atrous units run natively, and its stride-1 units pad inside
+    the convolution: neither a SpaceToBatchND copy nor a padded copy of a unit's
+    input is kept for the backward pass, nor a pooled copy of a shortcut."""
+    import zoo
+
+    model = zoo.get_model("deeplabv3plus", input_shape=(64, 96, 16))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            y = model(x, training=True)
+        return tape.gradient(y, model.trainable_variables)
+
+    graph = step.get_concrete_function(tf.TensorSpec([1, 64, 96, 16])).graph
+    ops = graph.get_operations()
+    assert not [op.name for op in ops if op.type in ("SpaceToBatchND", "BatchToSpaceND")]
+    pads = {op.name.split("/")[1] for op in ops
+            if op.type in ("Pad", "PadV2") and "_block" in op.name}
+    # Only the one strided unit left at output stride 8 (stride 4 -> 8).
+    assert pads == {"conv2_block3_2_pad"}, pads
+    # Nor a 1x1 max pooling of stride 1 (a copy) in the later stages' shortcuts.
+    pools = {op.name.split("/")[1] for op in ops if op.type == "MaxPool"}
+    assert pools == {"pool1_pool", "conv2_block3_0_pool"}, pools

@@ -175,10 +175,9 @@ def convolve(op, x, periodic=False):
     c_in, c_out = op.kernel.shape[2], op.kernel.shape[5]
     kernel = tf.cast(tf.reshape(op.kernel, [k, k, c_in, f * f * c_out]), x.dtype)
     if periodic:
-        x = longitude_pad(x, ((p, p), (p, p)))
-    else:
-        x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-    out = tf.nn.conv2d(x, kernel, 1, "VALID")
+        out = tf.nn.conv2d(longitude_pad(x, ((p, p), (p, p))), kernel, 1, "VALID")
+    else:  # Zeros on all sides: "SAME" (k is odd), without a padded copy of x.
+        out = tf.nn.conv2d(x, kernel, 1, "SAME")
     return tf.nn.bias_add(out, tf.cast(tf.reshape(op.bias, [-1]), x.dtype))
 
 

@@ -6,6 +6,7 @@ Reference:
     Convolution for Semantic Image Segmentation" (arXiv:1802.02611).
 """
 
+import functools
 import math
 import re
 
@@ -15,12 +16,12 @@ from official.vision.modeling.decoders import aspp as tfm_aspp
 
 from zoo import _common, composed
 from zoo.periodic import (
+    AtrousConv2D,
     BilinearUpsampling2D,
     LongitudePadding2D,
     SubpixelConv2DTranspose,
     conv2d,
     conv2d_transpose,
-    dilated_conv2d,
     longitude_pad,
     wrap_longitude,
 )
@@ -69,27 +70,11 @@ class ASPP(tfm_aspp.ASPP):
         else:
             for layer in self.aspp._flatten_layers(include_self=False, recursive=True):
                 if isinstance(layer, tf.keras.layers.Conv2D) and max(layer.dilation_rate) > 1:
-                    layer.convolution_op = _native_dilated_convolution_op(layer)
+                    # tf-models-official makes Keras Conv2Ds; run them as ours.
+                    layer.convolution_op = functools.partial(AtrousConv2D.convolution_op, layer)
 
     def get_config(self):
         return {**super().get_config(), "periodic_padding": self.periodic_padding}
-
-
-def _native_dilated_convolution_op(layer):
-    """The same "same" atrous convolution, run by tf.nn.conv2d's native dilation.
-
-    Keras goes through tf.nn.convolution, which on CPU implements dilation
-    with SpaceToBatchND: for rates of 12 to 36 on small maps it pads to a
-    multiple of the rate and runs many tiny convolutions, about 10x slower
-    than oneDNN's dilated convolution (measured: rate 36, 24x36x512 map).
-    The kernel gradient is computed tap by tap (`zoo.periodic.dilated_conv2d`):
-    oneDNN's took minutes at full size.
-    """
-
-    def convolution_op(inputs, kernel):
-        return dilated_conv2d(inputs, kernel, layer.dilation_rate[0], "SAME")
-
-    return convolution_op
 
 
 def aspp_rates(output_stride):
@@ -130,10 +115,18 @@ def _resnet50v2(input_shape, output_stride, periodic):
         unit = re.fullmatch(r"(conv\d)_block(\d+)_2_(pad|conv)", layer.name)
         if unit:
             stride, rate = plan[unit[1], int(unit[2])]
+            # A stride-1 unit's conv pads by itself ("same"): no padded copy of
+            # its input is kept for the backward pass. Strided units keep the
+            # explicit, symmetric padding ("same" would pad 0 before, 1 after).
+            pads_itself = stride == 1 and not periodic
             if unit[3] == "pad":
+                if pads_itself:
+                    return tf.keras.layers.Identity(name=layer.name)
                 pad_cls = LongitudePadding2D if periodic else tf.keras.layers.ZeroPadding2D
                 return pad_cls(rate, name=layer.name)
-            config.update(strides=(stride, stride), dilation_rate=(rate, rate))
+            config.update(strides=(stride, stride), dilation_rate=(rate, rate),
+                          padding="same" if pads_itself else "valid")
+            return AtrousConv2D.from_config(config)
         elif isinstance(layer, tf.keras.layers.ZeroPadding2D) and periodic:
             return LongitudePadding2D(config["padding"], name=layer.name)
         elif isinstance(layer, tf.keras.layers.MaxPooling2D) and layer.pool_size == (1, 1):
@@ -142,7 +135,10 @@ def _resnet50v2(input_shape, output_stride, periodic):
             previous = layer._inbound_nodes[0].inbound_layers.name
             stage, block = re.fullmatch(r"(conv\d)_block(\d+)_out", previous).groups()
             stride = plan[stage, int(block) + 1][0]
-            config.update(strides=(stride, stride), name=f"{stage}_block{int(block) + 1}_0_pool")
+            name = f"{stage}_block{int(block) + 1}_0_pool"
+            if stride == 1:  # A 1x1 pooling of stride 1 would only copy its input.
+                return tf.keras.layers.Identity(name=name)
+            config.update(strides=(stride, stride), name=name)
         return layer.__class__.from_config(config)
 
     net = tf.keras.models.clone_model(base, clone_function=clone)
@@ -503,10 +499,13 @@ def deeplabv3plus(
     decay is left to the training setup. Without batch-norm variables the
     default configuration has exactly the paper code's 43,669,251 parameters.
 
-    For speed on CPU (same variables and results): the ASPP's atrous
-    convolutions run with tf.nn.conv2d's native dilation rather than Keras'
-    SpaceToBatchND path, and the 3x3 stride-2 transposed convolutions as four
-    phase convolutions (`zoo.periodic.SubpixelConv2DTranspose`).
+    For speed and memory on CPU (same variables and results): the atrous
+    convolutions (ResNet and ASPP) run with tf.nn.conv2d's native dilation
+    rather than Keras' SpaceToBatchND path (`zoo.periodic.AtrousConv2D`), the
+    stride-1 ResNet units pad inside their convolution rather than by a
+    padding layer (without periodic padding), and the 3x3 stride-2 transposed
+    convolutions run as four phase convolutions
+    (`zoo.periodic.SubpixelConv2DTranspose`).
 
     Args:
         input_shape: (height, width, channels); height and width multiples of
