@@ -62,7 +62,7 @@ def worker(args):
     if args.precision != "fp32":
         tf.keras.mixed_precision.set_global_policy(args.precision)
     input_shape = (args.height, args.width, args.channels)
-    model = compiled_model(args.model, input_shape)
+    model = compiled_model(args.model, input_shape, args.optimizer)
     x, y = random_batch(args.batch, input_shape)
     built = _vm_hwm_bytes()
     times = []
@@ -78,7 +78,8 @@ def worker(args):
         tf.profiler.experimental.stop()
         print(breakdown(peak_tensors(trace), args.breakdown))
     print(RESULT_TAG + json.dumps({
-        "model": args.model, "input_shape": list(input_shape), "batch": args.batch,
+        "model": args.model, "optimizer": args.optimizer, "input_shape": list(input_shape),
+        "batch": args.batch,
         "precision": args.precision, "steps": args.steps, "step_seconds": times,
         "vm_hwm_after_build_bytes": built, "vm_hwm_bytes": _vm_hwm_bytes(),
         "params": model.count_params()}), flush=True)
@@ -140,7 +141,7 @@ def breakdown(tensors, top):
 
 
 def measure(model="deeplabv3plus", height=768, width=1152, channels=16, batch=1, steps=1,
-            precision="fp32", timeout=3600, breakdown=0):
+            precision="fp32", timeout=3600, breakdown=0, optimizer="sgd"):
     """Runs the worker in a child process; returns its result dict with `ru_maxrss_bytes`.
 
     Call it from a process that has started no other large child: ru_maxrss of
@@ -149,7 +150,7 @@ def measure(model="deeplabv3plus", height=768, width=1152, channels=16, batch=1,
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", model,
            "--height", str(height), "--width", str(width), "--channels", str(channels),
            "--batch", str(batch), "--steps", str(steps), "--precision", precision,
-           "--breakdown", str(breakdown)]
+           "--breakdown", str(breakdown), "--optimizer", optimizer]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     if breakdown:
         env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
@@ -177,6 +178,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1, help="training steps. Default 1")
     parser.add_argument("--precision", default="fp32",
                         choices=("fp32", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                        help="sgd (one momentum slot per variable in tf-keras, as the "
+                             "training benchmarks) or adamw (two slots, as MLPerf "
+                             "DeepCAM's CPU run). Default sgd")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="profile the last step's memory (BFC allocator) and print "
                              "the tensors alive at its peak by part, and the N largest")
@@ -186,11 +191,12 @@ def main(argv=None):
         worker(args)
         return 0
     result = measure(args.model, args.height, args.width, args.channels, args.batch,
-                     args.steps, args.precision, breakdown=args.breakdown)
+                     args.steps, args.precision, breakdown=args.breakdown,
+                     optimizer=args.optimizer)
     if args.breakdown:
         print(result["breakdown"])
     print(f"{args.model} {args.height}x{args.width}x{args.channels}, batch {args.batch}, "
-          f"{args.precision}, {args.steps} step(s) of "
+          f"{args.precision}, {args.optimizer}, {args.steps} step(s) of "
           f"{', '.join(f'{s:.1f}' for s in result['step_seconds'])} s: peak RSS "
           f"{result['ru_maxrss_bytes'] / 1e9:.2f} GB (VmHWM {result['vm_hwm_bytes'] / 1e9:.2f} GB, "
           f"{result['vm_hwm_after_build_bytes'] / 1e9:.2f} GB after building)")

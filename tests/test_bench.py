@@ -179,8 +179,8 @@ def test_report_tables_and_goals(tmp_path):
             "**not met** |" in text)
     assert ("| 2-rank weak scaling >= 0.95 with lag 1 (192x288x16 per rank) | 0.960 | met |"
             in text)
-    assert ("| full-size deeplabv3plus step, batch 1: peak RSS below DeepCAM PyTorch's 12.3 GB "
-            "(issue 7's figures, machine not recorded) | 11.50 GB | met |" in text)
+    assert ("| full-size deeplabv3plus step, batch 1 (SGD): peak RSS below DeepCAM PyTorch's "
+            "12.3 GB (issue 7's figures, machine not recorded) | 11.50 GB | met |" in text)
     assert "- precision: bench/precision.py exited 1:" in text
     saved = json.loads(json_path.read_text())
     assert ("| deeplabv3plus faster than DeepCAM PyTorch (0.62 samples/s at 192x288, issue 7's "
@@ -192,8 +192,12 @@ def test_report_tables_and_goals(tmp_path):
             "this CPU, 3 Dec 2026) | 1.027 samples/s | met |" in text)
     assert ("| deeplabv3plus faster than DeepCAM PyTorch (0.83 samples/s at 192x288, measured on "
             "this CPU, 3 Dec 2026) | 0.062 samples/s | **not met** |" in text)
-    assert ("| full-size deeplabv3plus step, batch 1: peak RSS below DeepCAM PyTorch's 5.43 GB at "
-            "batch 1 (measured on this CPU, 3 Dec 2026) | 11.50 GB | **not met** |" in text)
+    results["memory"]["optimizer"] = "adamw"
+    text = report.markdown(results)
+    assert ("| full-size deeplabv3plus step, batch 1 (AdamW): peak RSS below DeepCAM PyTorch's "
+            "5.43 GB at batch 1 with AdamW (measured on this CPU, 3 Dec 2026) | 11.50 GB | "
+            "**not met** |" in text)
+    assert "batch 1, fp32, AdamW, in a child process" in text
     assert "| 0.74 | 451.5 | 325.5 | 814.3 | 836.3 |" in text
     # Each deeplabv3plus row against the tf-models-official one at the same input.
     assert ("| deeplabv3plus faster than tf-models-official's DeepLabV3+ (deeplabv3plus_tfm) at "
