@@ -25,6 +25,7 @@ from zoo.periodic import (
     longitude_pad,
     wrap_longitude,
 )
+from zoo.recompute import RecomputingConv2D
 
 OUTPUT_STRIDES = (8, 16)
 DECODERS = ("deconv1x", "bilinear")
@@ -126,7 +127,9 @@ def _resnet50v2(input_shape, output_stride, periodic):
                 return pad_cls(rate, name=layer.name)
             config.update(strides=(stride, stride), dilation_rate=(rate, rate),
                           padding="same" if pads_itself else "valid")
-            return AtrousConv2D.from_config(config)
+            return RecomputingConv2D.from_config(config)
+        elif re.fullmatch(r"conv\d_block\d+_[013]_conv", layer.name):
+            return RecomputingConv2D.from_config(config)
         elif isinstance(layer, tf.keras.layers.ZeroPadding2D) and periodic:
             return LongitudePadding2D(config["padding"], name=layer.name)
         elif isinstance(layer, tf.keras.layers.MaxPooling2D) and layer.pool_size == (1, 1):
