@@ -158,7 +158,11 @@ def _layer(op_name, names):
     scopes under the model that are the top-level layer and layers nested in it.
     """
     direction = "backward" if op_name.startswith(BACKWARD_SCOPE) else "forward"
-    scopes = op_name.removeprefix(BACKWARD_SCOPE).split("/")
+    # A gradient taken inside a gradient (zoo.recompute's recomputed batch norm)
+    # is named "gradient_tape/gradient_tape/<model>/...": backward, all of it.
+    while op_name.startswith(BACKWARD_SCOPE):
+        op_name = op_name.removeprefix(BACKWARD_SCOPE)
+    scopes = op_name.split("/")
     if scopes[0] == names["model"]:
         if len(scopes) < 3:
             return "(model)", direction

@@ -421,3 +421,17 @@ def test_head_to_head_takes_turns_and_compares_each_round():
                       check=False)
     assert proc.returncode == 2
     assert "--head-to-head needs at least two different models, each named once" in proc.stderr
+
+
+def test_profile_gives_a_gradient_inside_a_gradient_to_its_layer():
+    """zoo.recompute's backward pass takes a gradient inside a gradient: its ops are
+    named "gradient_tape/gradient_tape/<model>/<layer>/..." and are that layer's."""
+    from bench.profile import _layer
+
+    names = {"model": "deeplabv3plus", "loss": "loss", "optimizer": "SGD",
+             "layers": {"conv5_block1_1_conv": set()}}
+    op = "deeplabv3plus/conv5_block1_1_conv/RecomputingConv2D/Conv2DBackpropFilter"
+    assert _layer("gradient_tape/gradient_tape/" + op, names) == ("conv5_block1_1_conv",
+                                                                    "backward")
+    assert _layer("gradient_tape/" + op, names) == ("conv5_block1_1_conv", "backward")
+    assert _layer(op, names) == ("conv5_block1_1_conv", "forward")
