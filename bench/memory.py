@@ -187,6 +187,8 @@ def main(argv=None):
                              "the tensors alive at its peak by part, and the N largest")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1; received {args.steps}")
     if args.worker:
         worker(args)
         return 0

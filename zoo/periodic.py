@@ -304,7 +304,8 @@ class AtrousConv2D(tf.keras.layers.Conv2D):
         if (len(rates) == 1 and max(rates) > 1 and tuple(self.strides) == (1, 1)
                 and self.data_format == "channels_last" and self.padding in ("same", "valid")):
             return dilated_conv2d(inputs, kernel, max(rates), self.padding.upper())
-        return super().convolution_op(inputs, kernel)
+        # Not super(): the ASPP binds this method to tf-models-official's Conv2Ds.
+        return tf.keras.layers.Conv2D.convolution_op(self, inputs, kernel)
 
 
 # Largest input window the kernel gradient of `dilated_conv2d` copies at once.
