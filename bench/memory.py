@@ -130,8 +130,9 @@ def breakdown(tensors, top):
     parts = collections.Counter()
     counts = collections.Counter()
     for size, name, _ in tensors:
-        parts[part_of(name)] += size
-        counts[part_of(name)] += 1
+        part = part_of(name)
+        parts[part] += size
+        counts[part] += 1
     lines = [f"tensors alive at the allocator's peak: {total / 1e9:.2f} GB in {len(tensors)}"]
     lines += [f"  {size / 1e6:8.1f} MB {size / total:6.1%}  {part} ({counts[part]} tensors)"
               for part, size in parts.most_common()]

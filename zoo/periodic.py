@@ -347,13 +347,13 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME", window_bytes=None):
 
     # TensorFlow names a tape's gradient ops "gradient_tape/<forward scope>/...";
     # ours would be unscoped (profiles could not tell whose they are).
-    scope = tf.get_current_name_scope()
+    scope = backward_scope()
 
     @tf.custom_gradient
     def convolve(x, kernel):
         y = tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
 
-        @_in_scope("/".join(filter(None, ("gradient_tape", scope))) + "/")
+        @_in_scope(scope)
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
                                         dilations=dilation)
@@ -395,6 +395,12 @@ def dilated_conv2d(x, kernel, dilation, padding="SAME", window_bytes=None):
         return y, gradient
 
     return convolve(x, kernel)
+
+
+def backward_scope():
+    """The name scope TensorFlow gives a tape's gradient ops of ops made here:
+    "gradient_tape/<current scope>/", for custom gradients to name theirs alike."""
+    return "/".join(filter(None, ("gradient_tape", tf.get_current_name_scope()))) + "/"
 
 
 def _in_scope(name):

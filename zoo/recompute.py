@@ -11,9 +11,7 @@ batch norm (a pass over memory, no matmul) per convolution, the same values.
 
 import tensorflow as tf
 
-from zoo.periodic import AtrousConv2D, _in_scope
-
-_PACKAGE = "climseg"
+from zoo.periodic import _PACKAGE, AtrousConv2D, _in_scope, backward_scope
 
 
 def batch_norm_relu_source(x):
@@ -62,8 +60,7 @@ class RecomputingConv2D(AtrousConv2D):
         attrs = {name: norm.get_attr(name)
                  for name in ("epsilon", "exponential_avg_factor", "data_format")}
 
-        # Gradient ops named as TensorFlow names a tape's ("gradient_tape/<scope>/").
-        scope = "/".join(filter(None, ("gradient_tape", tf.get_current_name_scope()))) + "/"
+        scope = backward_scope()  # Gradient ops named as a tape's would be.
 
         @tf.custom_gradient
         def convolution(z, scale, offset, kernel):
