@@ -585,6 +585,10 @@ def main(argv=None):
         guard,
         lr_callback,
         callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank)),
+        # metrics.json before the checkpoint: killed between the two, a resumed
+        # run redoes the epoch and replaces its record; the other way round,
+        # it would resume after an epoch that metrics.json never recorded.
+        callbacks.TrainingReport(out, writer=rank == 0, extra=config),
         callbacks.Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
                      every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
                      monitor="val_mean_iou" if val_files else "mean_iou",
@@ -592,7 +596,6 @@ def main(argv=None):
                            "channels": channels, "normalization": args.normalization,
                            "stats": stats_path}, writer=rank == 0,
                      before_save=functools.partial(callbacks.average_lag_buffers, optimizer)),
-        callbacks.TrainingReport(out, writer=rank == 0, extra=config),
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
     if run is not None:
