@@ -5,15 +5,26 @@ place only when complete, so a crash, a full disk or a SIGKILL never leaves a
 half-written checkpoint that looks valid:
 
     ckpt-e0004-s00000080/
-        state.index, state.data-*   model + optimizer (slots, gradient-lag
-                                    buffer, iterations): tf.train.Checkpoint
-        model-weights.h5            the model's weights by layer name, for
-                                    fine-tuning and inference
+        model-weights.h5            the model's weights, once, by layer name:
+                                    resuming, fine-tuning and inference all
+                                    read them
+        state.index, state.data-*   the rest of the training state
+                                    (tf.train.Checkpoint): the optimizer's
+                                    iterations and slots (a gradient-lag
+                                    buffer included) and the random
+                                    generators of the model's random layers
+                                    (dropout), so a resumed run draws the
+                                    same masks as an uninterrupted one
+        stats.h5                    the normalization statistics the model
+                                    was trained with, if any (a checkpoint
+                                    moved elsewhere still predicts)
         meta.json                   epoch, global step, model name, metrics;
                                     written last
     best/                           a copy of the best one so far
 
 Nothing is executed when loading: both formats hold only tensors.
+Checkpoints written before the weights were stored once (their `state`
+holds the model too) still restore.
 """
 
 import json
@@ -30,6 +41,7 @@ _NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
 META = "meta.json"
 STATE = "state"
 WEIGHTS = "model-weights.h5"
+STATS = "stats.h5"
 BEST = "best"
 
 
@@ -92,18 +104,72 @@ def restore_checkpoint(path, model, optimizer=None, expect_model=None):
         raise CheckpointError(
             f"checkpoint {path} was written for model {meta.get('model')!r}, "
             f"not {expect_model!r}")
-    objects = {"model": model}
+    state = os.path.join(path, STATE)
+    try:
+        saved = {key.split("/")[0] for key, _ in tf.train.list_variables(state)}
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint state {state}: "
+                              f"{str(e).splitlines()[0]}") from e
+    objects = {}
+    if "model" in saved:  # written before the weights were stored once
+        objects["model"] = model
+    else:
+        weights = os.path.join(path, WEIGHTS)
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model (model "
+                f"{meta.get('model')!r}): {weights}: {str(e).splitlines()[0]}") from e
     if optimizer is not None:
         optimizer.build(model.trainable_variables)
         objects["optimizer"] = optimizer
+    generators = random_generators(model)
+    if generators and "random" in saved:
+        objects["random"] = generators
+    if not objects:
+        return meta
     try:
-        status = tf.train.Checkpoint(**objects).read(os.path.join(path, STATE))
+        status = tf.train.Checkpoint(**objects).read(state)
         status.assert_existing_objects_matched()
+        status.expect_partial()
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model/optimizer "
             f"(model {meta.get('model')!r}): {str(e).splitlines()[0]}") from e
     return meta
+
+
+def random_generators(model):
+    """The `tf.random.Generator` of every random layer of `model` (e.g. Dropout), in order.
+
+    These hold the state that a training run consumes for dropout masks;
+    checkpoints save and restore them. A random layer that uses TensorFlow's
+    legacy stateful ops instead (tf-keras' default unless the layer is made
+    with `rng_type="stateful"`) has no state that can be saved: see
+    `unsaved_random_layers`.
+    """
+    found = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            found.append(generator)
+    return found
+
+
+def unsaved_random_layers(model):
+    """Names of `model`'s random layers whose state a checkpoint cannot hold.
+
+    Such a layer (tf-keras' Dropout made without `rng_type="stateful"`) draws
+    from TensorFlow's legacy stateful random ops: a run resumed from a
+    checkpoint draws other masks than the uninterrupted run did.
+    """
+    names = []
+    for layer in model.submodules:
+        rng = getattr(layer, "_random_generator", None)
+        if rng is not None and getattr(rng, "_rng_type", None) == "legacy_stateful":
+            names.append(layer.name)
+    return names
 
 
 def _fsync_tree(directory):
@@ -112,8 +178,18 @@ def _fsync_tree(directory):
             os.fsync(f.fileno())
 
 
-def write_checkpoint(directory, model, optimizer, epoch, step, meta=None):
+def write_checkpoint(directory, model, optimizer, epoch, step, meta=None, files=None):
     """Writes one checkpoint atomically and returns its path.
+
+    Args:
+        directory: the checkpoints' directory (created if missing).
+        model: the model; its weights go to `model-weights.h5`, once.
+        optimizer: its optimizer (state), or None.
+        epoch: completed epochs.
+        step: the global step.
+        meta: extra JSON-serializable metadata. Defaults to None.
+        files: `{name: path}` of files copied into the checkpoint, e.g.
+            `{"stats.h5": "/data/stats.h5"}`. Defaults to None.
 
     Raises:
         CheckpointError: the write failed (e.g. the disk is full); the partial
@@ -125,8 +201,13 @@ def write_checkpoint(directory, model, optimizer, epoch, step, meta=None):
         os.makedirs(directory, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.path.join(tmp, STATE))
         model.save_weights(os.path.join(tmp, WEIGHTS))
+        state = {"random": random_generators(model)}
+        if optimizer is not None:
+            state["optimizer"] = optimizer
+        tf.train.Checkpoint(**state).write(os.path.join(tmp, STATE))
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, os.path.join(tmp, name))
         info = dict(meta or {}, epoch=int(epoch), step=int(step), time=time.time())
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(info, f, indent=2, default=float)
@@ -136,8 +217,11 @@ def write_checkpoint(directory, model, optimizer, epoch, step, meta=None):
         os.rename(tmp, final)
     except (OSError, tf.errors.OpError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        # One line: h5py's messages run over several.
+        reason = os.strerror(e.errno) if isinstance(getattr(e, "errno", None), int) \
+            else " ".join(str(e).split())
         raise CheckpointError(
-            f"could not write checkpoint {final}: {e}. Earlier checkpoints in "
+            f"could not write checkpoint {final}: {reason}. Earlier checkpoints in "
             f"{directory} are intact.") from e
     return final
 
@@ -176,6 +260,9 @@ class Checkpointer(tf.keras.callbacks.Callback):
             `"max"`.
         meta: extra JSON-serializable metadata stored with every checkpoint
             (e.g. the model name and the run's config). Defaults to `None`.
+        files: `{name: path}` of files copied into every checkpoint, e.g.
+            `{"stats.h5": stats_path}`, so that it is self-contained.
+            Defaults to `None`.
         writer: whether this process writes. Defaults to `True`.
         before_save: a function called on every process (writer or not) just
             before each checkpoint is written, e.g. a collective that makes
@@ -190,8 +277,8 @@ class Checkpointer(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, directory, every_epochs=1, every_steps=None, keep=3,
-                 monitor="val_mean_iou", mode="max", meta=None, writer=True, before_save=None,
-                 verbose=1):
+                 monitor="val_mean_iou", mode="max", meta=None, files=None, writer=True,
+                 before_save=None, verbose=1):
         super().__init__()
         for name, value in (("every_epochs", every_epochs), ("every_steps", every_steps)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -207,6 +294,7 @@ class Checkpointer(tf.keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.meta = dict(meta or {})
+        self.files = dict(files or {})
         self.writer = writer
         self.before_save = before_save
         self.verbose = verbose
@@ -216,6 +304,12 @@ class Checkpointer(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.last_path = None
         self.best = None
+        unsaved = unsaved_random_layers(self.model)
+        if unsaved and self.writer and self.verbose:
+            print(f"climseg: note: {len(unsaved)} random layer(s) ({', '.join(unsaved[:3])}"
+                  f"{', ...' if len(unsaved) > 3 else ''}) use TensorFlow's legacy random "
+                  "ops, whose state a checkpoint cannot hold: a resumed run will not repeat "
+                  "their draws exactly (make them with rng_type='stateful')", flush=True)
         best_dir = os.path.join(self.directory, BEST)
         if os.path.isdir(best_dir):  # a resumed run keeps beating the old best
             self.best = read_meta(best_dir).get("metrics", {}).get(self.monitor)
@@ -242,7 +336,7 @@ class Checkpointer(tf.keras.callbacks.Callback):
             return
         metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         path = write_checkpoint(self.directory, self.model, self.model.optimizer, epoch,
-                                self._step(), dict(self.meta, metrics=metrics))
+                                self._step(), dict(self.meta, metrics=metrics), self.files)
         self.last_path = path
         if self.verbose:
             print(f"climseg: checkpoint {path}", flush=True)

@@ -129,3 +129,70 @@ def test_rejects_bad_arguments():
         Checkpointer("x", keep=0)
     with pytest.raises(ValueError, match="mode must be 'max' or 'min', got 'up'"):
         Checkpointer("x", mode="up")
+
+
+def _dropout_model(seed, rng_type="stateful"):
+    tf.keras.utils.set_random_seed(seed)
+    model = tf.keras.Sequential([
+        tf.keras.Input((4,)), tf.keras.layers.Dense(8, name="d1"),
+        tf.keras.layers.Dropout(0.5, rng_type=rng_type, name="drop"),
+        tf.keras.layers.Dense(1, name="d2")])
+    model.compile(tf.keras.optimizers.Adam(0.01), "mse")
+    return model
+
+
+def test_resume_repeats_the_dropout_masks_bit_for_bit(tmp_path):
+    x, y = _data()
+    fit = dict(batch_size=4, verbose=0, shuffle=False)
+    whole = _dropout_model(0)
+    whole.fit(x, y, epochs=1, **fit)
+    path = write_checkpoint(str(tmp_path), whole, whole.optimizer, 1, 4)
+    whole.fit(x, y, epochs=2, **fit)
+
+    resumed = _dropout_model(1)  # another seed: everything must come from the checkpoint
+    restore_checkpoint(path, resumed, resumed.optimizer)
+    resumed.fit(x, y, epochs=2, **fit)
+    for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # Without the generator's state the masks differ: the test can tell.
+    fresh = _dropout_model(1)
+    fresh.load_weights(os.path.join(path, "model-weights.h5"))
+    tf.train.Checkpoint(optimizer=fresh.optimizer).read(
+        os.path.join(path, "state")).expect_partial()
+    fresh.fit(x, y, epochs=2, **fit)
+    assert any((a != b).any() for a, b in zip(whole.get_weights(), fresh.get_weights(),
+                                              strict=True))
+
+
+def test_weights_are_stored_once_and_the_stats_travel_with_the_checkpoint(tmp_path):
+    model = _model()
+    stats = tmp_path / "my-stats.h5"
+    stats.write_bytes(b"stats")
+    path = write_checkpoint(str(tmp_path / "c"), model, model.optimizer, 1, 2,
+                            files={"stats.h5": str(stats)})
+    keys = [key for key, _ in tf.train.list_variables(os.path.join(path, "state"))]
+    assert keys and not [k for k in keys if k.startswith("model/")]
+    assert (tmp_path / "c" / os.path.basename(path) / "stats.h5").read_bytes() == b"stats"
+
+
+def test_a_checkpoint_that_also_holds_the_model_in_its_state_still_restores(tmp_path):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = write_checkpoint(str(tmp_path), model, model.optimizer, 1, 2)
+    # The layout written before the weights were stored once: state holds the model too.
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(
+        os.path.join(path, "state"))
+    os.remove(os.path.join(path, "model-weights.h5"))
+    other = _model(seed=1)
+    restore_checkpoint(path, other, other.optimizer)
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpointer_names_random_layers_it_cannot_save(tmp_path, capsys):
+    model = _dropout_model(0, rng_type=None)
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[Checkpointer(str(tmp_path))])
+    assert "1 random layer(s) (drop) use TensorFlow's legacy random ops" in capsys.readouterr().out

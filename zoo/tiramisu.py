@@ -24,7 +24,10 @@ def _conv_unit(x, filters, kernel_size, name, dropout, batch_norm, periodic, str
         x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
     if dropout:
-        x = tf.keras.layers.Dropout(dropout, name=f"{name}_drop")(x)
+        # A stateful generator: its state is a variable that checkpoints save,
+        # so a resumed run draws the same masks (tf-keras' default, TensorFlow's
+        # legacy stateful ops, keeps its state where nothing can save it).
+        x = tf.keras.layers.Dropout(dropout, name=f"{name}_drop", rng_type="stateful")(x)
     return x
 
 
@@ -134,6 +137,6 @@ def tiramisu(
     x = tf.keras.layers.Conv2D(num_classes, 1, kernel_initializer="he_uniform",
                                name="logits_conv")(x)
     if dropout:
-        x = tf.keras.layers.Dropout(dropout, name="logits_drop")(x)
+        x = tf.keras.layers.Dropout(dropout, name="logits_drop", rng_type="stateful")(x)
     model = tf.keras.Model(inputs, _common.float32_logits(x), name="tiramisu")
     return _common.load_weights(model, weights)
