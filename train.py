@@ -15,6 +15,7 @@ staging, synthetic data); this file only wires them together.
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -138,10 +139,14 @@ def build_parser():
 
     g = parser.add_argument_group("precision")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="mixed_float16 uses dynamic loss scaling")
+                   help="mixed_float16 uses dynamic loss scaling (GPUs); on a CPU use "
+                        "mixed_bfloat16")
 
     g = parser.add_argument_group("outputs and resuming")
     g.add_argument("--output-dir", default="runs/latest")
+    g.add_argument("--single-rank-rate", type=_positive_float,
+                   help="samples/s of one rank training alone on the same per-rank work: "
+                        "the parallel efficiency of each epoch is reported against it")
     g.add_argument("--checkpoint-every", type=_positive_int, default=1,
                    help="write a checkpoint every N epochs")
     g.add_argument("--checkpoint-every-steps", type=_positive_int,
@@ -193,6 +198,11 @@ def _load_config(parser, path):
         if dest not in actions or dest in ("config", "help"):
             parser.error(f"--config {path}: unknown option {key!r}")
         action = actions[dest]
+        if action.nargs == 0:  # an on/off flag: YAML true/false, not a string ("no" is truthy)
+            if not isinstance(value, bool):
+                parser.error(f"--config {path}: {key}: expected true or false, got {value!r}")
+            defaults[dest] = value
+            continue
         # Values go through the flag's own type and choices checks.
         items = value if isinstance(value, list) else [value]
         try:
@@ -307,8 +317,11 @@ def _class_weights_flag(text):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"expected sc18, deepcam, none or 3 numbers, got {text!r}") from None
-    if len(values) != 3 or any(v < 0 for v in values):
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"expected 3 non-negative numbers, got {text!r}")
+    if not any(values):
+        raise ValueError(f"{text!r} weighs every class 0: the loss would be 0 and nothing "
+                         "would train; give at least one weight > 0")
     return values
 
 
@@ -473,12 +486,14 @@ def main(argv=None):
         height, width = data.inspect_file(train_files[0])[1:3]
     except data.DataFileError as e:
         raise SystemExit(f"train.py: error: --data-train: {e}") from None
-    steps = args.steps_per_epoch or data.num_batches(
-        len(train_files), args.batch_size, training=True, num_shards=num_shards,
-        shard_index=shard_index)
+    # Batches in one pass over this rank's files; an epoch (--steps-per-epoch)
+    # may be more or less than one pass.
+    pass_batches = data.num_batches(len(train_files), args.batch_size, training=True,
+                                    num_shards=num_shards, shard_index=shard_index)
+    steps = args.steps_per_epoch or pass_batches
     if args.stage_dir and size > 1:  # staged shards may differ: all ranks take the least
         steps = int(hvd_tf.allreduce(tf.constant(steps), op=hvd_tf.Min, name="climseg_steps"))
-    if steps < 1:
+    if steps < 1 or pass_batches < 1:
         raise SystemExit(f"train.py: error: --batch-size {args.batch_size}: "
                          f"{len(train_files)} training files over {num_shards} rank(s) give "
                          "no full batch")
@@ -518,6 +533,10 @@ def main(argv=None):
     if args.precision != "fp32":
         _say(rank, f"{args.precision}: float32 weights and logits"
                    + (", dynamic loss scaling" if args.precision == "mixed_float16" else ""))
+    if args.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        _say(rank, "note: mixed_float16 on a CPU is about 150x slower than fp32 (CPUs have no "
+                   "float16 arithmetic); use --precision mixed_bfloat16 or fp32 here")
+    _check_gradient_lag(args, steps, model, rank)
     # Weighted, so that the zero-weight padding of validation shards counts for nothing.
     metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
 
@@ -549,6 +568,10 @@ def main(argv=None):
                                                modules=args.init_modules, model_name=args.model)
         except ValueError as e:
             raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
+        if not report["loaded"] and not report["adapted"]:
+            raise SystemExit(f"train.py: error: --init-checkpoint {args.init_checkpoint}: no "
+                             f"layer of it fits model {args.model} (by name and shape); "
+                             "nothing would be initialised from it")
         _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
                    + (f", adapted input channels of {', '.join(report['adapted'])}"
                       if report["adapted"] else ""))
@@ -584,7 +607,8 @@ def main(argv=None):
         callbacks.MetricAverage(),  # first: the callbacks after it see global values
         guard,
         lr_callback,
-        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank)),
+        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank),
+                             single_rank_rate=args.single_rank_rate),
         # metrics.json before the checkpoint: killed between the two, a resumed
         # run redoes the epoch and replaces its record; the other way round,
         # it would resume after an epoch that metrics.json never recorded.
@@ -593,20 +617,28 @@ def main(argv=None):
                      every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
                      monitor="val_mean_iou" if val_files else "mean_iou",
                      meta={"model": args.model, "model_kwargs": model_kwargs,
-                           "channels": channels, "normalization": args.normalization,
-                           "stats": stats_path}, writer=rank == 0,
+                           "channels": channels,
+                           "channel_names": [data.CHANNELS[c] for c in channels],
+                           "normalization": args.normalization,
+                           # A copy inside each checkpoint: it can move anywhere.
+                           "stats": callbacks.checkpoint.STATS if stats_path else None},
+                     files={callbacks.checkpoint.STATS: stats_path} if stats_path else None,
+                     writer=rank == 0,
                      before_save=functools.partial(callbacks.average_lag_buffers, optimizer)),
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
     if run is not None:
         cbs += _wandb_callbacks(args, run, val_files, common)
 
-    def train_data(first_epoch):
-        # The order of epoch e depends only on (seed, e): a resumed run reads
-        # the same batches as an uninterrupted one.
+    def train_data(position):
+        # The stream of batches from global batch `position` on: fit reads one
+        # stream without breaks, whose pass p is shuffled by (seed, p) only, so
+        # a resumed run reads the same batches as an uninterrupted one.
         return data.make_dataset(train_files, args.batch_size, training=True,
                                  num_shards=num_shards, shard_index=shard_index,
-                                 initial_epoch=first_epoch, augment=args.augment, **common)
+                                 initial_epoch=position // pass_batches,
+                                 initial_batch=position % pass_batches, augment=args.augment,
+                                 **common)
 
     val_ds = None
     if val_files:
@@ -640,8 +672,13 @@ def main(argv=None):
                               steps, guard, **fit)
     seconds = time.perf_counter() - start
 
-    if args.skip_bad_files and len(bad_files):
-        _say(rank, bad_files.report())
+    if args.skip_bad_files:  # every rank's skips, in rank 0's report
+        all_bad = data.BadFileLog()
+        for items in callbacks._horovod.allgather_object(bad_files.items(), "climseg_bad"):
+            for path, problem in items:
+                all_bad.add(path, problem, warn=False)
+        if len(all_bad):
+            _say(rank, all_bad.report())
     if guard.stopped:
         _say(rank, f"error: {guard.message}. The last good checkpoint in {ckpt_dir} is "
                    "intact; resume from it with a lower --lr or other settings.")
@@ -660,18 +697,34 @@ def main(argv=None):
 def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
     """Trains epochs [first, last), the first from its batch `skip` on.
 
-    An interrupted epoch runs as a fit of its own over its remaining batches
+    `train_data(n)` is the stream of batches from global batch n on. An
+    interrupted epoch runs as a fit of its own over its remaining batches
     (Keras' steps per epoch is fixed within one fit). Returns the last History.
     """
     history = None
     if skip:
-        history = model.fit(train_data(first).skip(skip), epochs=first + 1, initial_epoch=first,
-                            steps_per_epoch=steps - skip, **fit)
+        history = model.fit(train_data(first * steps + skip), epochs=first + 1,
+                            initial_epoch=first, steps_per_epoch=steps - skip, **fit)
         first += 1
     if first < last and not guard.stopped:
-        history = model.fit(train_data(first), epochs=last, initial_epoch=first,
+        history = model.fit(train_data(first * steps), epochs=last, initial_epoch=first,
                             steps_per_epoch=steps, **fit)
     return history
+
+
+def _check_gradient_lag(args, steps, model, rank):
+    """Refuses a lag that applies no gradient in the run; says what the buffer costs."""
+    if not args.gradient_lag:
+        return
+    total = args.epochs * steps
+    if args.gradient_lag >= total:
+        raise SystemExit(f"train.py: error: --gradient-lag {args.gradient_lag}: the run has "
+                         f"{total} steps ({args.epochs} epochs x {steps}), so no lagged gradient "
+                         f"would ever be applied; expected a lag below {total} (the paper "
+                         "used 1)")
+    size = sum(int(v.shape.num_elements()) * v.dtype.size for v in model.trainable_variables)
+    _say(rank, f"gradient lag {args.gradient_lag}: a buffer of {args.gradient_lag} gradients, "
+               f"{args.gradient_lag * size / 1e6:.1f} MB per rank and in every checkpoint")
 
 
 def _stats_next_to(paths):
@@ -805,7 +858,13 @@ def predict_main(argv):
         files = data.list_files(args.input)
     except data.DataFileError as e:
         parser.error(f"--input: {e}")
-    stats_path = args.stats or meta.get("stats")
+    stats_path = args.stats
+    if not stats_path and meta.get("stats"):
+        # The checkpoint's own copy (a name inside it); older ones hold a path.
+        stats_path = os.path.join(args.checkpoint, meta["stats"])
+        if not os.path.isfile(stats_path):
+            parser.error(f"--checkpoint: {args.checkpoint} names statistics {meta['stats']} "
+                         "that are not there; give --stats")
     if stats_path and not os.path.isfile(stats_path):
         parser.error(f"--stats: {stats_path} does not exist")
     try:

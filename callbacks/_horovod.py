@@ -17,14 +17,15 @@ def rank_and_size():
 
 
 def allreduce(values, op, name):
-    """Reduces a list of floats over ranks with `op` ("mean" or "sum"), as float64."""
+    """Reduces a list of floats over ranks with `op` ("mean", "sum" or "max"), as float64."""
     hvd = _hvd()
     if hvd is None or hvd.size() == 1:
         return [float(v) for v in values]
     import tensorflow as tf
 
     reduced = hvd.allreduce(tf.constant(values, dtype=tf.float64),
-                            op=hvd.Average if op == "mean" else hvd.Sum, name=name)
+                            op={"mean": hvd.Average, "sum": hvd.Sum, "max": hvd.Max}[op],
+                            name=name)
     return [float(v) for v in reduced.numpy()]
 
 

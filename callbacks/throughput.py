@@ -29,10 +29,15 @@ class Throughput(tf.keras.callbacks.Callback):
 
     Each epoch, the time from the start of batch `skip_batches` to the end of
     the last batch is measured on every rank (the skipped first batches hold
-    tracing and input-pipeline start-up). From it:
+    tracing and input-pipeline start-up). Every rank times the same steps,
+    but a rank that waits for the others at the first timed step's allreduce
+    starts its clock earlier: the job's rate is the samples of all ranks over
+    the longest of the ranks' times, never more than `size` times the
+    slowest rank's rate. From it:
 
     - `samples_per_second`: this rank's rate, `batches * batch_size / time`;
-    - `samples_per_second_total`: the sum over Horovod ranks;
+    - `samples_per_second_total`: all ranks' samples of the timed steps over
+      the longest rank's time;
     - `flops_per_second`: `samples_per_second_total * flops_per_sample`, the
       sustained rate the paper reports (PF/s), if `flops_per_sample` is given;
     - `parallel_efficiency`: `samples_per_second_total / (size *
@@ -103,14 +108,18 @@ class Throughput(tf.keras.callbacks.Callback):
         rank, size = _horovod.rank_and_size()
         timed = self._timed_batches > 0 and self._end > self._start
         rate = self._timed_batches * self.batch_size / (self._end - self._start) if timed else 0.0
-        # Horovod: sum the rates of all ranks (every rank takes part).
-        total, ranks_timed = _horovod.allreduce([rate, float(timed)], "sum",
-                                                name="climseg.throughput")
+        # Horovod: the same steps on every rank; the job took the longest rank's time.
+        samples, ranks_timed = _horovod.allreduce(
+            [self._timed_batches * self.batch_size, float(timed)], "sum",
+            name="climseg.throughput")
+        (longest,) = _horovod.allreduce([self._end - self._start if timed else 0.0], "max",
+                                        name="climseg.throughput_time")
         if ranks_timed < size:
             if self.verbose and rank == 0:
                 print(f"Throughput: epoch {epoch + 1} has at most {self.skip_batches} batches "
                       "on some rank; nothing timed.")
             return
+        total = samples / longest
         values = {"samples_per_second": rate, "samples_per_second_total": total}
         if self.flops_per_sample:
             values["flops_per_second"] = total * self.flops_per_sample

@@ -42,12 +42,12 @@ class BadFileLog:
         self._problems = {}
         self._lock = threading.Lock()
 
-    def add(self, path, problem):
-        """Records that `path` was skipped because of `problem`."""
+    def add(self, path, problem, warn=True):
+        """Records that `path` was skipped because of `problem` (logged unless `warn` is False)."""
         with self._lock:
             first = str(path) not in self._problems
             self._problems.setdefault(str(path), problem)
-        if first:
+        if first and warn:
             _LOG.warning("skipping bad file %s: %s", path, problem)
 
     def __len__(self):

@@ -27,7 +27,8 @@ _FOREVER = 2**62
 
 def make_dataset(paths, batch_size, *, training, stats=None, normalization="minmax",
                  channels=None, label_set="labels_0", num_shards=1, shard_index=0, seed=0,
-                 initial_epoch=0, augment=False, skip_bad_files=False, bad_files=None,
+                 initial_epoch=0, initial_batch=0, augment=False, skip_bad_files=False,
+                 bad_files=None,
                  num_parallel_reads=None, prefetch=None, validate=True):
     """Builds the input pipeline of one shard (Horovod rank).
 
@@ -66,6 +67,13 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
             Defaults to `0`.
         initial_epoch: first epoch's number, to resume a run where it
             stopped. Defaults to `0`.
+        initial_batch: batches of epoch `initial_epoch` already consumed;
+            the dataset starts after them (only file numbers are skipped,
+            nothing is read). A run resumed at global batch `n` of a training
+            loop that reads the dataset without breaks (Keras' `fit` with any
+            `steps_per_epoch`) passes `initial_epoch=n // per_epoch,
+            initial_batch=n % per_epoch`, where `per_epoch` is
+            `num_batches(...)`. Defaults to `0`.
         augment: random longitude roll and north-south flip (see
             `data.augment`); training only. Defaults to False.
         skip_bad_files: skip files that cannot be read or fail validation,
@@ -173,7 +181,11 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
             order.set_shape([per_epoch])
             return tf.data.Dataset.from_tensor_slices((order, tf.fill([per_epoch], epoch)))
 
+        if not 0 <= initial_batch < steps:
+            raise ValueError(f"initial_batch={initial_batch}; expected 0 <= initial_batch < "
+                             f"{steps} (batches per epoch)")
         elements = tf.data.Dataset.range(initial_epoch, _FOREVER).flat_map(epoch_elements)
+        elements = elements.skip(initial_batch * batch_size)
     else:
         order = shard_indices(len(files), training=False, num_shards=num_shards,
                               shard_index=shard_index)

@@ -83,16 +83,20 @@ def test_bad_arguments_are_named(kwargs, message):
 
 @pytest.mark.horovod
 @pytest.mark.slow
-def test_two_ranks_sum_their_rates_and_rank_0_prints(two_rank_fit):  # noqa: F811
+def test_two_ranks_are_timed_over_the_same_steps(two_rank_fit):  # noqa: F811
     ranks, stdout = two_rank_fit
     for epoch in range(3):
         rates = [r["after"][epoch]["samples_per_second"] for r in ranks]
-        assert all(rate > 0 for rate in rates) and rates[0] != rates[1]
+        # Rank 1 starts its clock 0.3 s late and rank 0 waits for it inside the
+        # timed steps: summing the rates would count rank 1's shorter window.
+        assert rates[1] > 1.5 * rates[0] > 0
         for r in ranks:
             logs = r["after"][epoch]
-            assert logs["samples_per_second_total"] == pytest.approx(sum(rates), rel=1e-12)
-            assert logs["flops_per_second"] == pytest.approx(1000.0 * sum(rates), rel=1e-12)
-            assert logs["parallel_efficiency"] == pytest.approx(sum(rates) / 200.0, rel=1e-12)
+            total = logs["samples_per_second_total"]
+            assert total == pytest.approx(2 * rates[0], rel=1e-9)  # rank 0's time is the longest
+            assert total < sum(rates)
+            assert logs["flops_per_second"] == pytest.approx(1000.0 * total, rel=1e-12)
+            assert logs["parallel_efficiency"] == pytest.approx(total / 200.0, rel=1e-12)
     lines = [line for line in stdout.splitlines() if "Throughput, epoch" in line]
     assert len(lines) == 3 and all(line.startswith("[0]") for line in lines), lines
     assert "samples/s on 2 ranks" in lines[0]

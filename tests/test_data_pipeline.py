@@ -88,6 +88,12 @@ def test_training_shards_get_equal_batches_and_a_new_order_each_epoch(tmp_path):
     assert per_shard[0][0] != per_shard[0][1]
     resumed = make_dataset(tmp_path, 2, training=True, num_shards=3, seed=7, initial_epoch=1)
     assert sum(_ids(resumed, steps), []) == per_shard[0][1]
+    # Resumed mid-epoch at global batch 3: the uninterrupted stream from there on.
+    resumed = make_dataset(tmp_path, 2, training=True, num_shards=3, seed=7, initial_epoch=1,
+                           initial_batch=1)
+    assert sum(_ids(resumed, 3), []) == sum(per_shard[0], [])[2 * 3:2 * 6]
+    with pytest.raises(ValueError, match="initial_batch=2; expected 0 <= initial_batch < 2"):
+        make_dataset(tmp_path, 2, training=True, num_shards=3, initial_batch=2)
 
 
 def test_random_label_set_is_reproducible(tmp_path):

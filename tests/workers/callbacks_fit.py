@@ -15,6 +15,7 @@ Rank r has its own data and a metric `rank_id` equal to r on every sample.
 
 import json
 import sys
+import time
 from pathlib import Path
 
 # isort: off
@@ -42,6 +43,14 @@ class Recorder(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({k: float(v) for k, v in logs.items()})
+
+
+class LateStart(tf.keras.callbacks.Callback):
+    """Rank 1 only: waits before batch 1, so rank 0 waits for it inside that step."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 1:
+            time.sleep(0.3)
 
 
 def build(rank, extra_metric=False):
@@ -76,6 +85,7 @@ def main():
         before,  # deliberately before MetricAverage: sees this rank's values
         MetricAverage(),
         MultiStageLearningRate(**schedule, scale_by_ranks=True),
+        *([LateStart()] if rank == 1 else []),  # rank 1's clock starts 0.3 s after rank 0's
         Throughput(batch_size=PER_RANK, flops_per_sample=1000.0, single_rank_rate=100.0),
         after,
     ]
