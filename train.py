@@ -23,7 +23,7 @@ import uuid
 
 import yaml
 
-import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
+import climseg_tf  # first: selects Keras 2 before TensorFlow loads
 
 DEFAULT_DATA = {"height": 64, "width": 96, "train": 48, "val": 16, "seed": 2018}
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
@@ -439,7 +439,10 @@ def main(argv=None):
     import zoo
 
     hvd.init()
+    gpu = climseg_tf.pin_gpu()  # one GPU per rank, before anything touches a GPU
     rank, size = hvd.rank(), hvd.size()
+    if gpu:
+        _say(rank, f"one GPU per rank, by local rank (rank 0: {gpu}, memory growth)")
     out = _output_dir(args, rank)
     ckpt_dir = os.path.join(out, "checkpoints")
     tf.keras.utils.set_random_seed(args.seed)  # the same on every rank
@@ -849,6 +852,7 @@ def predict_main(argv):
     import data
     import zoo
 
+    climseg_tf.pin_gpu()  # under a launcher: this rank's GPU only
     try:
         meta = callbacks.read_meta(args.checkpoint)
         weights = zoo.weights_file(args.checkpoint)

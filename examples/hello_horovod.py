@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-import climseg_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import climseg_tf  # first: Keras 2 before TensorFlow
 
 
 def _launch(np_):
@@ -35,6 +35,7 @@ def _train(steps):
     import tensorflow as tf
 
     hvd.init()
+    climseg_tf.pin_gpu()  # one GPU per rank, by local rank (no-op without GPUs)
     rank, size = hvd.rank(), hvd.size()
     rng = np.random.default_rng(rank)  # different data on every rank
     x = rng.normal(size=(8, 64, 96, 16)).astype("float32")

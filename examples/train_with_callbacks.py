@@ -16,7 +16,7 @@ import os
 import tempfile
 
 # isort: off
-import climseg_tf  # noqa: F401  (first: selects Keras 2 before TensorFlow loads)
+import climseg_tf  # first: selects Keras 2 before TensorFlow loads
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 import numpy as np
@@ -41,6 +41,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     hvd.init()
+    climseg_tf.pin_gpu()  # one GPU per rank, by local rank (no-op without GPUs)
     rank, size = hvd.rank(), hvd.size()
     rng = np.random.default_rng(rank)  # every rank its own data
     x = rng.normal(size=(args.steps * BATCH, 64, 96, 16)).astype("float32")

@@ -42,3 +42,31 @@ def test_tf_models_official_imports_without_protobuf_version_error(tmp_path):
     proc = run_python(["-c", "import climseg_tf, official.vision.modeling"])
     assert "VersionError" not in proc.stderr, proc.stderr[-2000:]
     assert "incompatible Protobuf" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_gpu_choice_is_one_per_local_rank():
+    import climseg_tf
+
+    assert climseg_tf.choose_gpu(0, 3) is None  # no GPU: nothing to pin
+    assert [climseg_tf.choose_gpu(4, r) for r in range(4)] == [0, 1, 2, 3]
+    assert climseg_tf.choose_gpu(1, 3) == 0  # srun --gpus-per-task=1: each rank sees its own
+    with pytest.raises(ValueError, match="local rank 4 but this node shows 4 GPUs; start at "
+                                         "most 4 ranks per node"):
+        climseg_tf.choose_gpu(4, 4)
+
+
+@pytest.mark.slow
+def test_pin_gpu_is_a_no_op_without_gpus(tmp_path):
+    script = tmp_path / "pin.py"
+    script.write_text(textwrap.dedent("""
+        import climseg_tf
+        import tensorflow as tf
+
+        assert not tf.config.list_physical_devices("GPU")
+        before = tf.config.get_visible_devices()
+        print("PINNED", climseg_tf.pin_gpu(), climseg_tf.local_rank())
+        assert tf.config.get_visible_devices() == before
+        print(float(tf.reduce_sum(tf.ones(3))))  # TensorFlow still runs, on the CPU
+    """))
+    proc = run_python([script], env_overrides={"OMPI_COMM_WORLD_LOCAL_RANK": "1"})
+    assert "PINNED None 1" in proc.stdout and "3.0" in proc.stdout
