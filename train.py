@@ -631,7 +631,8 @@ def main(argv=None):
     ]
     run = _wandb_init(args, config, out) if rank == 0 else None
     if run is not None:
-        cbs += _wandb_callbacks(args, run, val_files, common)
+        cbs += _wandb_callbacks(args, run, val_files, common,
+                                initial_step=initial_epoch * steps + resume_batches)
 
     def train_data(position):
         # The stream of batches from global batch `position` on: fit reads one
@@ -779,26 +780,24 @@ def _wandb_init(args, config, out):
     mode = args.wandb_mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if mode == "disabled":
         return None
-    import wandb
+    from callbacks import wandb_run
 
     id_file = os.path.join(out, "wandb_run_id")
     run_id = open(id_file).read().strip() if os.path.exists(id_file) else uuid.uuid4().hex[:8]
     with open(id_file, "w") as f:
         f.write(run_id)
-    run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, mode=mode,
-                     name=args.wandb_name or os.path.basename(out), dir=out, id=run_id,
-                     resume="allow", config=config,
-                     settings=wandb.Settings(silent=True, init_timeout=60))
-    return run
+    return wandb_run.start_run(mode=mode, directory=out, run_id=run_id,
+                               say=functools.partial(_say, 0), project=args.wandb_project,
+                               entity=args.wandb_entity,
+                               name=args.wandb_name or os.path.basename(out), config=config)
 
 
-def _wandb_callbacks(args, run, val_files, common):
-    from wandb.integration.keras import WandbMetricsLogger
-
+def _wandb_callbacks(args, run, val_files, common, initial_step):
     import callbacks
     import data
+    from callbacks import wandb_run
 
-    cbs = [WandbMetricsLogger(log_freq=1)]
+    cbs = [wandb_run.metrics_logger(initial_step)]
     if val_files and args.wandb_images:
         samples = [data.read_sample(p, channels=common["channels"], label_set="labels_0")
                    for p in val_files[:args.wandb_images]]

@@ -53,6 +53,27 @@ def _epochs(out):
         return json.load(f)["epochs"]
 
 
+# Values of metrics.json that measure the machine, not the training.
+TIMINGS = ("samples_per_second", "samples_per_second_total", "flops_per_second",
+           "parallel_efficiency", "seconds", "epoch_seconds")
+
+
+def _training_record(out):
+    return [{k: v for k, v in e.items() if k not in TIMINGS} for e in _epochs(out)]
+
+
+def _kill_after(cmd, pattern, env):
+    """Starts `cmd`, SIGKILLs it as soon as a file matching `pattern` exists."""
+    proc = subprocess.Popen([sys.executable, *map(str, cmd)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not glob.glob(str(pattern)):
+        assert proc.poll() is None and time.time() < deadline, f"no {pattern}"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 # --------------------------------------------------------------------------- flags
 
 @pytest.mark.parametrize("argv, message", [
@@ -360,3 +381,127 @@ def test_staging_channels_and_bad_files(dataset, tmp_path):
     assert bad_train.name in proc.stdout and "labels" in proc.stdout
     with open(tmp_path / "out" / "config.yaml") as f:
         assert yaml.safe_load(f)["input_shape"] == [64, 96, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [
+    # Tiramisu as the paper ran it: dropout 0.2 (the builder's default).
+    ["--epochs", "3"],
+    # 10 steps per epoch on 6 batches per pass: epochs and passes do not line up.
+    ["--epochs", "3", "--steps-per-epoch", "10", "--model-option", "dropout=0"],
+], ids=["dropout", "epoch-longer-than-a-pass"])
+def test_resume_after_sigkill_is_bit_exact(dataset, tmp_path, extra):
+    tiny = [a for a in TINY if a != "dropout=0"]
+    tiny = [a for i, a in enumerate(tiny) if not (a == "--model-option" and i == len(tiny) - 1)]
+    assert "dropout=0" not in tiny and len(tiny) == len(TINY) - 2
+
+    def args(out):
+        return [TRAIN, *tiny, "--data-train", dataset / "train", "--data-val",
+                dataset / "val", "--output-dir", out, "--wandb-mode", "offline",
+                "--augment", "--label-set", "random", *extra]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_python(args(whole))
+    _kill_after(args(killed), killed / "checkpoints" / "ckpt-e0002-*", worker_env(2))
+    resumed = run_python(args(killed))
+    assert "resuming from" in resumed.stdout
+
+    a, b = _final_weights(whole), _final_weights(killed)
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert _training_record(killed) == _training_record(whole)
+    assert [e["epoch"] for e in _epochs(killed)] == [1, 2, 3]
+
+    # W&B: the resumed run logs from the checkpoint's global step on, each epoch once.
+    step = int(resumed.stdout.split("resuming from")[1].split("step ")[1].split(")")[0])
+    runs = sorted(glob.glob(str(killed / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(runs) == 2
+    _, history = run_contents(runs[-1])
+    steps = [r["_step"] for r in history if "batch/loss" in r]
+    assert steps == list(range(step + 1, steps[-1] + 1)) and steps[-1] == _steps_done(killed)
+    epochs = [r["epoch/epoch"] for r in history if "epoch/epoch" in r]
+    assert epochs == list(range(step // _steps_done(killed, per_epoch=True), 3))
+
+
+def _steps_done(out, per_epoch=False):
+    with open(os.path.join(out, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    return config["steps_per_epoch"] * (1 if per_epoch else config["epochs"])
+
+
+@pytest.mark.slow
+def test_wandb_key_without_network_falls_back_to_offline(dataset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [TRAIN, *TINY, "--data-train", dataset / "train", "--output-dir", out, "--epochs",
+           "1", "--steps-per-epoch", "2"]
+    # A key that cannot be checked, and a server that refuses connections.
+    proc = run_python(cmd, env_overrides={"WANDB_API_KEY": "0" * 40,
+                                          "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert "W&B: cannot log online (127.0.0.1:9 " in proc.stdout
+    assert f"Upload later with: wandb sync {out}/wandb/offline-run-*" in proc.stdout
+    assert len(glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))) == 1
+    assert len(_epochs(out)) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--class-weights", "0,0,0"], "--class-weights: '0,0,0' weighs every class 0"),
+    (["--class-weights", "1,nan,1"], "--class-weights: expected 3 non-negative numbers"),
+])
+def test_class_weights_that_train_nothing_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, dest, value", [
+    ("skip_bad_files: true", "skip_bad_files", True),
+    ("periodic_padding: false", "periodic_padding", False),
+    ("periodic-padding: true", "periodic_padding", True),
+])
+def test_yaml_booleans_are_booleans(tmp_path, text, dest, value):
+    config = tmp_path / "run.yaml"
+    config.write_text(text + "\n")
+    assert getattr(train.parse_args(["--config", str(config)]), dest) is value
+
+
+@pytest.mark.parametrize("text", ['skip_bad_files: "no"', 'periodic_padding: "false"',
+                                  "augment: 1", "larc: yes please"])
+def test_yaml_strings_for_on_off_flags_are_refused(tmp_path, text, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--config", str(config)])
+    assert exit_info.value.code == 2
+    key = text.split(":")[0]
+    assert f"--config {config}: {key}: expected true or false, got" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_gradient_lag_the_run_cannot_apply_is_refused(dataset, tmp_path):
+    cmd = [TRAIN, *TINY, "--data-train", dataset / "train", "--output-dir", tmp_path / "r",
+           "--wandb-mode", "disabled", "--epochs", "2", "--steps-per-epoch", "3"]
+    proc = run_python([*cmd, "--gradient-lag", "6"], check=False)
+    assert proc.returncode != 0
+    assert ("--gradient-lag 6: the run has 6 steps (2 epochs x 3), so no lagged gradient would "
+            "ever be applied") in proc.stderr
+    assert not os.path.exists(tmp_path / "r" / "checkpoints")
+    proc = run_python([*cmd, "--gradient-lag", "2"])
+    assert "gradient lag 2: a buffer of 2 gradients, " in proc.stdout
+
+
+@pytest.mark.slow
+def test_an_init_checkpoint_that_fits_nothing_is_refused(dataset, tmp_path):
+    script = tmp_path / "other.py"
+    script.write_text(
+        "import sys, climseg_tf, tensorflow as tf\n"
+        "m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2, name='x')])\n"
+        "m.save_weights(sys.argv[1])\n")
+    source = tmp_path / "other.h5"
+    run_python([script, source])
+    proc = run_python([TRAIN, *TINY, "--data-train", dataset / "train", "--output-dir",
+                       tmp_path / "ft", "--wandb-mode", "disabled", "--epochs", "1",
+                       "--init-checkpoint", source], check=False)
+    assert proc.returncode != 0
+    assert f"--init-checkpoint: no layer of {source} matches model" in proc.stderr

@@ -214,6 +214,7 @@ def _load_tfm_backbone(model, prefix):
     try:
         status = tf.train.Checkpoint(backbone=backbone).read(prefix).expect_partial()
         status.assert_existing_objects_matched()
+        status.assert_nontrivial_match()  # a checkpoint of something else matches nothing
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise ValueError(f"cannot restore a backbone from {prefix}: "
                          f"{str(e).splitlines()[0]}") from e

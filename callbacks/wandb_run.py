@@ -1,0 +1,119 @@
+"""A W&B run that never stops or stalls training, and a metrics logger keyed by global step.
+
+Compute nodes rarely reach the internet. An online run whose server cannot be
+reached made `wandb.init` wait a minute and then raise; here the server is
+probed for a few seconds first, and any failure to start online falls back to
+an offline run (files under the output directory, uploaded later with
+`wandb sync`), with one line saying so. Only rank 0 calls `start_run`.
+"""
+
+import os
+import socket
+import threading
+import urllib.parse
+
+PROBE_SECONDS = 3.0
+
+
+def _server():
+    """(host, port) of the W&B server this process would talk to."""
+    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def reachable(timeout=PROBE_SECONDS):
+    """None if the W&B server accepts a TCP connection within `timeout` s, else why not.
+
+    Name resolution runs in a thread too, so a resolver that hangs costs no
+    more than `timeout` either.
+    """
+    host, port = _server()
+    result = {}
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result["ok"] = True
+        except OSError as e:
+            result["error"] = e.strerror or type(e).__name__
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if result.get("ok"):
+        return None
+    return f"{host}:{port} {result.get('error', f'did not answer within {timeout:g} s')}"
+
+
+def start_run(*, mode, directory, run_id, say, **init_kwargs):
+    """Starts (or resumes) the W&B run `run_id`; offline when online is not possible.
+
+    Args:
+        mode: "online", "offline" or "disabled".
+        directory: where W&B writes (its `wandb/` folder goes there).
+        run_id: the run's id; the same id resumes the same run.
+        say: a function that prints one line to the user.
+        **init_kwargs: passed on to `wandb.init` (project, entity, name, config).
+
+    Returns:
+        The run, or None when disabled or when not even an offline run starts.
+    """
+    if mode == "disabled":
+        return None
+    import wandb
+
+    def init(mode, timeout):
+        return wandb.init(mode=mode, dir=directory, id=run_id, resume="allow",
+                          settings=wandb.Settings(silent=True, init_timeout=timeout),
+                          **init_kwargs)
+
+    if mode == "online":
+        problem = reachable()
+        if problem is None:
+            try:
+                return init("online", 15)
+            except Exception as e:  # noqa: BLE001  (tracking must not stop training)
+                problem = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        say(f"W&B: cannot log online ({problem}); logging offline instead. Upload later "
+            f"with: wandb sync {os.path.join(directory, 'wandb', 'offline-run-*')}")
+    try:
+        return init("offline", 30)
+    except Exception as e:  # noqa: BLE001
+        say(f"W&B: not logging ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            "training goes on")
+        return None
+
+
+def metrics_logger(initial_step=0):
+    """W&B's `WandbMetricsLogger`, logging every batch and epoch at the global step.
+
+    A resumed run goes on from `initial_step` (the checkpoint's global step),
+    so its history continues the interrupted one: W&B's step is the global
+    step, and `batch/batch_step` too. Call after the run has started.
+    """
+    import wandb
+    from wandb.integration.keras import WandbMetricsLogger
+
+    class GlobalStepLogger(WandbMetricsLogger):
+        def __init__(self):
+            super().__init__(log_freq=1, initial_global_step=initial_step)
+            self.global_batch = initial_step
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.global_step += 1
+            logs = {f"batch/{k}": v for k, v in (logs or {}).items()}
+            logs["batch/batch_step"] = self.global_step
+            lr = self._get_lr()
+            if lr is not None:
+                logs["batch/learning_rate"] = lr
+            wandb.log(logs, step=self.global_step)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {f"epoch/{k}": v for k, v in (logs or {}).items()}
+            logs["epoch/epoch"] = epoch
+            lr = self._get_lr()
+            if lr is not None:
+                logs["epoch/learning_rate"] = lr
+            wandb.log(logs, step=self.global_step)
+
+    return GlobalStepLogger()
