@@ -485,8 +485,9 @@ def main(argv=None):
                                        progress=rank == 0)
         num_shards, shard_index = 1, 0
     channels = data.channel_indices(args.channels)
-    try:
-        height, width = data.inspect_file(train_files[0])[1:3]
+    try:  # the grid of most files, not of whichever sorts first
+        height, width = data.dataset_grid(train_files, skip_bad_files=args.skip_bad_files,
+                                          bad_files=bad_files)
     except data.DataFileError as e:
         raise SystemExit(f"train.py: error: --data-train: {e}") from None
     # Batches in one pass over this rank's files; an epoch (--steps-per-epoch)
@@ -502,7 +503,7 @@ def main(argv=None):
                          "no full batch")
     common = dict(stats=stats, normalization=args.normalization, channels=channels,
                   label_set=args.label_set, skip_bad_files=args.skip_bad_files,
-                  bad_files=bad_files, seed=args.seed)
+                  bad_files=bad_files, seed=args.seed, grid=(height, width))
 
     # ---- model, loss, optimizer.
     model_kwargs = {"input_shape": (height, width, len(channels)), "num_classes": 3,

@@ -14,7 +14,8 @@ def equalize_batches(dataset, have, want):
     """Adds per-pixel sample weights and `want - have` zero-weight padding batches.
 
     Args:
-        dataset: batches of `(inputs, labels)`, inputs (B, H, W, C).
+        dataset: batches of `(inputs, labels)`, inputs (B, H, W, C), or of
+            `(inputs, labels, weights)` whose weights are kept.
         have: the number of batches `dataset` yields (e.g. `num_batches` of
             this shard).
         want: the number every rank must yield (e.g. `num_batches` of shard 0,
@@ -29,12 +30,15 @@ def equalize_batches(dataset, have, want):
     if not 0 < have <= want:
         raise ValueError(f"equalize_batches: expected 0 < have <= want, got have={have}, "
                          f"want={want}")
-    spec_x, spec_y = dataset.element_spec
+    spec_x, spec_y = dataset.element_spec[:2]
     shape_x, shape_y = spec_x.shape[1:], spec_y.shape[1:]
     if not (shape_x.is_fully_defined() and shape_y.is_fully_defined()):
         raise ValueError(f"equalize_batches needs a fixed sample shape, got inputs {spec_x.shape}"
                          f" and labels {spec_y.shape}")
-    weighted = dataset.map(lambda x, y: (x, y, tf.ones(tf.shape(y), tf.float32)))
+    if len(dataset.element_spec) == 3:
+        weighted = dataset
+    else:
+        weighted = dataset.map(lambda x, y: (x, y, tf.ones(tf.shape(y), tf.float32)))
     if have == want:
         return weighted
     pad = tf.data.Dataset.from_tensors((

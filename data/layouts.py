@@ -97,27 +97,55 @@ def inspect_file(path):
         return _detect(f, path)
 
 
-def first_grid(files, *, skip_bad_files=False, bad_files=None):
-    """(H, W) of the first usable file, which all files of a data set must share.
+def dataset_grid(files, *, skip_bad_files=False, bad_files=None, workers=8):
+    """(H, W) that a data set's files share: the grid of most of them.
+
+    Reads every file's metadata (in `workers` threads), so that one odd file,
+    wherever it sorts, neither decides the grid nor gets the good files
+    blamed. Ties go to the grid of the file listed first.
 
     Args:
         files: paths, in a fixed order.
-        skip_bad_files: pass over unusable files, recording them in `bad_files`.
+        skip_bad_files: record unusable files and files of another grid in
+            `bad_files` instead of raising.
         bad_files: a `BadFileLog`, required when skipping.
+        workers: files inspected at once. Defaults to `8`.
 
     Raises:
-        DataFileError: the first file is unusable (or, when skipping, all are).
+        DataFileError: (when not skipping) a file is unusable, or has another
+            grid than most (the message names it, its grid and theirs); (when
+            skipping) no file is usable.
     """
-    for path in files:
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    def grid(path):
         try:
             info = inspect_file(path)
-            return info.height, info.width
+            return (info.height, info.width), None
         except DataFileError as err:
+            return None, err
+
+    with ThreadPoolExecutor(max(1, min(workers, len(files)))) as pool:
+        found = list(pool.map(grid, files))
+    for _, err in found:
+        if err is not None:
             if not skip_bad_files:
-                raise
+                raise err
             bad_files.add(err.path, err.problem)
-    raise DataFileError(files[0] if len(files) == 1 else f"{files[0]} ... {files[-1]}",
-                        f"none of the {len(files)} files is usable")
+    counts = collections.Counter(shape for shape, _ in found if shape is not None)
+    if not counts:
+        raise DataFileError(files[0] if len(files) == 1 else f"{files[0]} ... {files[-1]}",
+                            f"none of the {len(files)} files is usable")
+    common = max(counts, key=counts.get)  # Counter keeps first-seen order among ties
+    for path, (shape, _) in zip(files, found, strict=True):
+        if shape is not None and shape != common:
+            problem = (f"grid is {shape[0]}x{shape[1]}, but the other files' is "
+                       f"{common[0]}x{common[1]} ({counts[common]} of {len(files)} files)")
+            if not skip_bad_files:
+                raise DataFileError(path, problem)
+            bad_files.add(path, problem)
+    return common
 
 
 def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected_shape=None,

@@ -16,7 +16,7 @@ from data.layouts import (
     LABEL_SETS,
     aligned_empty,
     channel_indices,
-    first_grid,
+    dataset_grid,
     read_sample,
     read_sample_into,
 )
@@ -29,7 +29,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
                  channels=None, label_set="labels_0", num_shards=1, shard_index=0, seed=0,
                  initial_epoch=0, initial_batch=0, augment=False, skip_bad_files=False,
                  bad_files=None,
-                 num_parallel_reads=None, prefetch=None, validate=True):
+                 num_parallel_reads=None, prefetch=None, validate=True, grid=None):
     """Builds the input pipeline of one shard (Horovod rank).
 
     Files are read in parallel by reader threads, each sample straight into
@@ -49,6 +49,9 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     shard_index + num_shards, ...` in order, last batch possibly smaller, so
     the shards together read every sample exactly once. Shards may differ by
     one batch; sum metrics over ranks (e.g. confusion matrices) at the end.
+    With `skip_bad_files`, validation batches are `(inputs, labels,
+    weights)`: a skipped sample is all zeros with weight 0, so the number of
+    batches never changes (Horovod ranks stay in step).
 
     Args:
         paths: a directory, glob, file or list of them (see `list_files`).
@@ -86,15 +89,20 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         prefetch: batches prepared ahead. Defaults to tf.data's autotuning.
         validate: check every sample for NaN/Inf and labels outside the
             classes. Defaults to True.
+        grid: (H, W) of the samples, if already known (e.g. from
+            `dataset_grid`). Defaults to None: found with `dataset_grid`, which
+            reads every file's metadata.
 
     Returns:
         A `tf.data.Dataset` of `(inputs, labels)`: float32 (B, H, W, C) and
-        int32 (B, H, W).
+        int32 (B, H, W); for validation with `skip_bad_files`, `(inputs,
+        labels, weights)` with float32 (B, H, W) per-pixel weights.
 
     Raises:
-        DataFileError: no files, or (when not skipping) an unusable first
-            file. A bad file met while iterating stops iteration with a
-            TensorFlow error whose message holds this error's text.
+        DataFileError: no files, or (when not skipping) a file that cannot be
+            opened or has another grid than most. A bad file met while
+            iterating stops iteration with a TensorFlow error whose message
+            holds this error's text.
 
     Example:
 
@@ -116,7 +124,8 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     indices = channel_indices(channels)
     offset, scale = (None, None) if stats is None else normalizer(stats, normalization, indices)
     bad_files = bad_files if bad_files is not None else BadFileLog()
-    height, width = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
+    height, width = grid or dataset_grid(files, skip_bad_files=skip_bad_files,
+                                         bad_files=bad_files)
     shape = (height, width, len(indices))
     skipped = set()  # This dataset's bad files: when all are bad, an endless one must stop.
     transform = None if offset is None else row_normalizer(offset, scale, width)
@@ -141,6 +150,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         except DataFileError as err:
             if not skip_bad_files:
                 raise
+            data[...], labels[...] = 0, 0  # a clean zero-weight sample, not stale memory
             bad_files.add(err.path, err.problem)
             skipped.add(int(index))
             if len(skipped) == len(files):
@@ -196,11 +206,18 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     in_flight = max(2, -(-workers // batch_size) + 1)
     dataset = elements.batch(batch_size, drop_remainder=training and not skip_bad_files)
     dataset = dataset.map(read_op, num_parallel_calls=in_flight, deterministic=True)
-    if skip_bad_files:  # Whole batches again, of the good samples only: one more copy.
+    if skip_bad_files and training:  # Whole batches of the good samples only: one more copy.
         dataset = dataset.unbatch().filter(lambda data, labels, ok: ok)
-        dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(lambda data, labels, ok: (data, labels))
-    if not training and not skip_bad_files:
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    if skip_bad_files and not training:
+        # Validation keeps its batch count whatever it skips (Horovod's metric
+        # collectives pair up step by step): a bad sample gets weight 0.
+        dataset = dataset.map(lambda data, labels, ok: (
+            data, labels, tf.broadcast_to(tf.cast(ok, tf.float32)[:, None, None],
+                                          tf.shape(labels))))
+    else:
+        dataset = dataset.map(lambda data, labels, ok: (data, labels))
+    if not training:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(prefetch or tf.data.AUTOTUNE)
 
@@ -272,7 +289,7 @@ def usable_files(paths, *, channels=None, label_set="labels_0", bad_files=None, 
     files = list_files(paths)
     bad_files = bad_files if bad_files is not None else BadFileLog()
     indices = channel_indices(channels)
-    height, width = first_grid(files, skip_bad_files=True, bad_files=bad_files)
+    height, width = dataset_grid(files, skip_bad_files=True, bad_files=bad_files)
 
     def check(path):
         try:

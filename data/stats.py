@@ -21,7 +21,7 @@ import numpy as np
 
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files
-from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, first_grid, read_sample
+from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, dataset_grid, read_sample
 from data.progress import Progress
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -235,7 +235,7 @@ def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
     """
     files = list_files(paths)
     bad_files = bad_files if bad_files is not None else BadFileLog()
-    shape = first_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
+    shape = dataset_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
     meter = Progress(len(files), "climseg-stats", enabled=progress)
     total = None
 

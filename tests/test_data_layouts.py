@@ -10,7 +10,7 @@ from data.layouts import (
     CHANNELS,
     aligned_empty,
     channel_indices,
-    first_grid,
+    dataset_grid,
     inspect_file,
     read_sample,
 )
@@ -191,18 +191,33 @@ def test_file_of_another_grid_size(tmp_path):
         read_sample(path, expected_shape=(32, 48))
 
 
-def test_first_grid_skips_bad_files_when_asked(tmp_path):
+def test_dataset_grid_skips_bad_files_when_asked(tmp_path):
     from data.errors import BadFileLog
 
     junk = tmp_path / "a.h5"
     junk.write_bytes(b"junk")
     good = _write_deepcam(tmp_path / "b.h5", *_sample())
     with pytest.raises(DataFileError, match="a.h5"):
-        first_grid([junk, good])
+        dataset_grid([junk, good])
     bad = BadFileLog()
-    assert first_grid([junk, good], skip_bad_files=True, bad_files=bad) == (H, W)
+    assert dataset_grid([junk, good], skip_bad_files=True, bad_files=bad) == (H, W)
     assert [path for path, _ in bad.items()] == [str(junk)]
     assert bad.report().startswith("skipped 1 bad file:\n  ")
+
+
+def test_the_grid_of_a_data_set_is_that_of_most_of_its_files(tmp_path):
+    from data.errors import BadFileLog
+
+    fields, labels = _sample()
+    odd = _write_deepcam(tmp_path / "a-small.h5", fields[:-2], labels[:, :-2])  # sorts first
+    good = [_write_deepcam(tmp_path / f"b{i}.h5", fields, labels) for i in range(3)]
+    with pytest.raises(DataFileError) as err:
+        dataset_grid([odd, *good])
+    assert str(err.value) == (f"{odd}: grid is {H - 2}x{W}, but the other files' is {H}x{W} "
+                              "(3 of 4 files)")
+    bad = BadFileLog()
+    assert dataset_grid([odd, *good], skip_bad_files=True, bad_files=bad) == (H, W)
+    assert [path for path, _ in bad.items()] == [str(odd)]
 
 
 def test_files_without_labels_read_only_when_labels_are_not_required(tmp_path):

@@ -163,7 +163,16 @@ def test_skip_bad_files_skips_counts_and_reports_each_kind(tmp_path):
         f["fields"] = np.zeros(3)
     bad = BadFileLog()
     dataset = make_dataset(tmp_path, 2, training=False, skip_bad_files=True, bad_files=bad)
-    assert sorted(sum(_ids(dataset), [])) == [0, 6, 7]
+    # Validation keeps all 4 batches (ranks stay in step); skipped samples are zeros of weight 0.
+    batches = [(x.numpy(), y.numpy(), w.numpy()) for x, y, w in dataset]
+    assert len(batches) == 4 == int(dataset.cardinality())
+    weights = np.concatenate([w[:, 0, 0] for _, _, w in batches])
+    np.testing.assert_array_equal(weights, [1, 0, 0, 0, 0, 0, 1, 1])
+    ids = np.concatenate([x[:, 0, 0, 0] for x, _, _ in batches])
+    assert ids[weights == 1].tolist() == [0, 6, 7]
+    for x, y, w in batches:
+        assert np.all(x[w[:, 0, 0] == 0] == 0) and np.all(y[w[:, 0, 0] == 0] == 0)
+        assert np.all(w == w[:, :1, :1])  # one weight per sample
     problems = dict(bad.items())
     assert sorted(problems) == paths[1:6]
     assert "NaN/Inf" in problems[paths[1]]
@@ -180,8 +189,9 @@ def test_shape_mismatch_and_empty_directory_without_skipping(tmp_path):
     with h5py.File(paths[1], "w") as f:
         f["climate/data"] = np.zeros((H + 2, W, 16), np.float32)
         f["climate/labels_0"] = np.zeros((H + 2, W), np.int32)
-    with pytest.raises(tf.errors.OpError, match=rf"{paths[1]}: grid is 10x12"):
-        list(make_dataset(tmp_path, 1, training=False))
+    with pytest.raises(DataFileError, match=rf"{paths[1]}: grid is 10x12, but the other files' "
+                                            r"is 8x12 \(1 of 2 files\)"):
+        make_dataset(tmp_path, 1, training=False)  # before any reading
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFileError, match="empty: directory holds no sample files"):
         make_dataset(tmp_path / "empty", 1, training=True)
