@@ -505,3 +505,41 @@ def test_an_init_checkpoint_that_fits_nothing_is_refused(dataset, tmp_path):
                        "--init-checkpoint", source], check=False)
     assert proc.returncode != 0
     assert f"--init-checkpoint: no layer of {source} matches model" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_two_ranks_skip_a_file_deleted_mid_run_and_an_odd_grid_without_hanging(dataset,
+                                                                              tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    # A smaller grid that sorts first: it must not decide the grid for the eight good ones.
+    fields, labels = data.read_sample(str(sorted((copy / "train").glob("*.h5"))[0]))
+    odd = copy / "train" / "a-small.h5"
+    with h5py.File(odd, "w") as f:
+        f["climate/data"] = fields[:32]
+        f["climate/labels_0"] = labels[:32]
+    doomed = sorted((copy / "val").glob("*.h5"))[1]  # validation file 1: rank 1's share
+    out = tmp_path / "out"
+    cmd = [str(os.path.join(os.path.dirname(sys.executable), "horovodrun")), "-np", "2",
+           "-H", "localhost:2", "--gloo", sys.executable,
+           *map(str, _args(copy, out, "--epochs", "3", "--skip-bad-files"))]
+    job = subprocess.Popen(cmd, env=worker_env(1), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not glob.glob(str(out / "checkpoints" / "ckpt-e0001-*")):
+        assert job.poll() is None and time.time() < deadline, "no checkpoint of epoch 1"
+        time.sleep(0.1)
+    doomed.unlink()
+    try:
+        output, _ = job.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job hung after a validation file was deleted")
+    assert job.returncode == 0, output[-3000:]
+    assert "skipped 2 bad files" in output
+    assert f"{odd}: grid is 32x96, but the other files' is 64x96 (12 of 13 files)" in output
+    assert str(doomed) in output  # skipped on rank 1, reported by rank 0
+    with open(out / "config.yaml") as f:
+        assert yaml.safe_load(f)["input_shape"] == [64, 96, 16]
+    assert [e["epoch"] for e in _epochs(out)] == [1, 2, 3]
