@@ -359,6 +359,9 @@ def test_mixed_precision_trains(dataset, tmp_path, precision, note):
     proc = run_python(_args(dataset, tmp_path / precision, "--epochs", "1",
                             "--steps-per-epoch", "2", "--precision", precision))
     assert note in proc.stdout
+    # No GPU here: float16 is emulated on a CPU, and the user is told once.
+    slow = "note: mixed_float16 on a CPU is about 150x slower than fp32"
+    assert proc.stdout.count(slow) == (precision == "mixed_float16")
     record = _epochs(tmp_path / precision)[-1]
     assert np.isfinite(record["loss"]) and 0 <= record["val_mean_iou"] <= 1
 
@@ -543,3 +546,47 @@ def test_two_ranks_skip_a_file_deleted_mid_run_and_an_odd_grid_without_hanging(d
     with open(out / "config.yaml") as f:
         assert yaml.safe_load(f)["input_shape"] == [64, 96, 16]
     assert [e["epoch"] for e in _epochs(out)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_moved_elsewhere_predicts_the_same(dataset, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    out = tmp_path / "run"
+    run_python(_args(copy, out, "--epochs", "1"))
+    best = out / "checkpoints" / "best"
+    assert (best / "stats.h5").read_bytes() == (copy / "train" / "stats.h5").read_bytes()
+    with open(best / "meta.json") as f:
+        meta = json.load(f)
+    assert meta["stats"] == "stats.h5" and meta["channel_names"][:2] == ["TMQ", "U850"]
+    here = tmp_path / "pred-here"
+    run_python([TRAIN, "predict", "--checkpoint", best, "--input", copy / "val",
+                "--output-dir", here, "--no-maps"])
+    moved = tmp_path / "elsewhere" / "best"
+    shutil.move(best, moved)
+    shutil.rmtree(copy / "train")  # the stats.h5 the run was trained with is gone too
+    there = tmp_path / "pred-there"
+    run_python([TRAIN, "predict", "--checkpoint", moved, "--input", copy / "val",
+                "--output-dir", there, "--no-maps"])
+    names = sorted(os.listdir(here))
+    assert names == sorted(os.listdir(there)) and len(names) == 5
+    for name in names:
+        with h5py.File(here / name) as a, h5py.File(there / name) as b:
+            np.testing.assert_array_equal(a["climate/prediction"][...],
+                                          b["climate/prediction"][...])
+
+
+@pytest.mark.slow
+def test_a_tf_checkpoint_of_something_else_is_refused_as_a_backbone(dataset, tmp_path):
+    script = tmp_path / "other.py"
+    script.write_text("import sys, climseg_tf, tensorflow as tf\n"
+                      "tf.train.Checkpoint(x=tf.Variable([1.0, 2.0])).write(sys.argv[1])\n")
+    prefix = tmp_path / "other" / "ckpt"
+    run_python([script, prefix])
+    proc = run_python([TRAIN, "--model", "deeplabv3plus_tfm", "--output-stride", "16",
+                       "--data-train", dataset / "train", "--output-dir", tmp_path / "ft",
+                       "--wandb-mode", "disabled", "--epochs", "1", "--init-checkpoint",
+                       prefix], check=False)
+    assert proc.returncode != 0
+    assert f"--init-checkpoint: cannot restore a backbone from {prefix}" in proc.stderr
+    assert not os.path.exists(tmp_path / "ft" / "checkpoints")
