@@ -567,10 +567,16 @@ def main(argv=None):
         _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
                    f"step {meta['step']})")
     elif args.init_checkpoint:
+        # A climseg checkpoint names its input channels: the filters of the
+        # channels both runs use are copied, only the others are new.
+        source_names = callbacks.checkpoint.checkpoint_channel_names(args.init_checkpoint)
+        target_names = [data.CHANNELS[c] for c in channels] if source_names else None
         try:
             report = zoo.load_matching_weights(model, args.init_checkpoint,
-                                               modules=args.init_modules, model_name=args.model)
-        except ValueError as e:
+                                               modules=args.init_modules, model_name=args.model,
+                                               source_channels=source_names,
+                                               target_channels=target_names)
+        except (ValueError, callbacks.CheckpointError) as e:
             raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
         if not report["loaded"] and not report["adapted"]:
             raise SystemExit(f"train.py: error: --init-checkpoint {args.init_checkpoint}: no "
@@ -579,6 +585,11 @@ def main(argv=None):
         _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
                    + (f", adapted input channels of {', '.join(report['adapted'])}"
                       if report["adapted"] else ""))
+        for name in report["adapted"]:
+            copied, new = report["copied_channels"][name], report["new_channels"][name]
+            _say(rank, f"  {name}: {len(copied)} input channel(s) copied by name, {len(new)} new"
+                       + (f" ({', '.join(map(str, new))})" if source_names and new else "")
+                       + ("" if source_names else " (mean filter: the source names no channels)"))
         for name, why in report["skipped"]:
             _say(rank, f"  not loaded: {name} ({why})")
 
@@ -764,10 +775,10 @@ def _summary(out, seconds, ckpt_dir):
     last = epochs[-1] if epochs else {}
     keys = ("loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_background", "val_iou_tc",
             "val_iou_ar", "samples_per_second_total")
-    shown = ", ".join(f"{k} {last[k]:.4f}" for k in keys if k in last)
+    shown = ", ".join(f"{k} {_number(last[k])}" for k in keys if k in last)
     print(f"climseg: done in {seconds:.0f} s. Epoch {last.get('epoch')}: {shown}", flush=True)
     iou = last.get("val_mean_iou", last.get("mean_iou"))
-    if iou is not None:
+    if iou is not None and math.isfinite(iou):
         print(f"climseg: mean IoU {iou:.3f} (all-background prediction scores about "
               f"0.33)", flush=True)
     print(f"climseg: checkpoints in {ckpt_dir}; metrics.json and curves.png in {out}",
@@ -775,6 +786,11 @@ def _summary(out, seconds, ckpt_dir):
 
 
 # --------------------------------------------------------------------------- W&B
+
+def _number(value):
+    """4 decimals, or "-" for an undefined value (None or NaN: e.g. the IoU of an absent class)."""
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
 
 def _wandb_init(args, config, out):
     """Rank 0 only: starts (or resumes) the W&B run; offline without an API key."""
@@ -906,8 +922,13 @@ def predict_main(argv):
         print(line, flush=True)
     if float(tf.reduce_sum(ious[0].total_cm)):
         mean, background, tc, ar = (float(metric.result()) for metric in ious)
-        print(f"IoU background {background:.3f}, tropical cyclone {tc:.3f}, atmospheric "
-              f"river {ar:.3f}; mean {mean:.3f}", flush=True)
+
+        def shown(value):  # "-": the class is in neither the labels nor the masks
+            return "-" if math.isnan(value) else f"{value:.3f}"
+
+        print(f"IoU background {shown(background)}, tropical cyclone {shown(tc)}, atmospheric "
+              f"river {shown(ar)}; mean {shown(mean)} (-: class absent from labels and "
+              "masks)", flush=True)
     return 0
 
 

@@ -334,7 +334,8 @@ class Checkpointer(tf.keras.callbacks.Callback):
             print(f"climseg: not writing a checkpoint at epoch {epoch}: the weights hold "
                   "NaN or Inf", flush=True)
             return
-        metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+        metrics = {k: float(v) if _finite(v) else None for k, v in (logs or {}).items()
+                   if _is_number(v)}
         path = write_checkpoint(self.directory, self.model, self.model.optimizer, epoch,
                                 self._step(), dict(self.meta, metrics=metrics), self.files)
         self.last_path = path
@@ -364,6 +365,27 @@ class Checkpointer(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
             self._save(epoch + 1, logs)
+
+
+def checkpoint_channel_names(path):
+    """The input channels' names a climseg checkpoint was trained on, or None.
+
+    Args:
+        path: a checkpoint directory, or its `model-weights.h5`; anything else
+            (a bare weights file, a TF checkpoint) gives None.
+    """
+    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    if not (os.path.isdir(path) or os.path.basename(path) == WEIGHTS) \
+            or not os.path.isfile(os.path.join(directory, META)):
+        return None
+    meta = read_meta(directory)
+    if meta.get("channel_names"):
+        return list(meta["channel_names"])
+    if meta.get("channels") is not None:  # older checkpoints: indices of the 16 CAM5 channels
+        from data.layouts import CHANNELS
+
+        return [CHANNELS[i] for i in meta["channels"]]
+    return None
 
 
 def _is_number(value):

@@ -51,9 +51,12 @@ class TrainingReport(tf.keras.callbacks.Callback):
         record = {"epoch": epoch + 1}
         for key, value in (logs or {}).items():
             try:
-                record[key] = float(value)
+                value = float(value)
             except (TypeError, ValueError):
                 continue
+            # JSON null for an undefined value (e.g. the IoU of a class absent
+            # from truth and prediction): NaN is not JSON.
+            record[key] = value if math.isfinite(value) else None
         self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1] + [record]
         if self.writer:
             self.write()
@@ -78,7 +81,7 @@ def plot_curves(epochs, path):
     for ax, group, label in ((axes[0], losses, "loss"), (axes[1], ious, "IoU")):
         for key in group:
             points = [(e["epoch"], e[key]) for e in epochs
-                      if key in e and math.isfinite(e[key])]
+                      if e.get(key) is not None and math.isfinite(e[key])]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=key)
         ax.set_xlabel("epoch")

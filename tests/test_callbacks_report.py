@@ -34,3 +34,16 @@ def test_writes_every_epoch_and_appends_on_resume(tmp_path):
     assert record["epochs"][0]["loss"] == first_loss
     image = matplotlib.image.imread(tmp_path / "curves.png")
     assert image.shape[0] > 100 and image.shape[1] > 300
+
+
+def test_an_undefined_value_is_json_null(tmp_path):
+    report = TrainingReport(str(tmp_path))
+    report.on_train_begin()
+    report.on_epoch_end(0, {"loss": 0.5, "val_iou_tc": float("nan"), "val_iou_ar": 0.25})
+    text = (tmp_path / "metrics.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    record = json.loads(text, parse_constant=refuse)["epochs"][0]  # strict JSON: no NaN
+    assert record == {"epoch": 1, "loss": 0.5, "val_iou_tc": None, "val_iou_ar": 0.25}

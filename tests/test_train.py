@@ -238,8 +238,8 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(dataset, tmp_pat
         confusion += np.bincount(3 * labels.ravel() + mask.ravel(), minlength=9).reshape(3, 3)
     tp = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), 0)
-    assert f"mean {iou.mean():.3f}" in proc.stdout
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)  # absent: no IoU
+    assert f"mean {np.nanmean(iou):.3f}" in proc.stdout
 
 
 @pytest.mark.slow
@@ -590,3 +590,21 @@ def test_a_tf_checkpoint_of_something_else_is_refused_as_a_backbone(dataset, tmp
     assert proc.returncode != 0
     assert f"--init-checkpoint: cannot restore a backbone from {prefix}" in proc.stderr
     assert not os.path.exists(tmp_path / "ft" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_fine_tuning_copies_the_filters_of_channels_both_runs_use(dataset, tmp_path):
+    source = tmp_path / "source"
+    run_python(_args(dataset, source, "--epochs", "1", "--steps-per-epoch", "2", "--channels",
+                     "TMQ,U850,V850,PSL"))
+    best = source / "checkpoints" / "best"
+    proc = run_python(_args(dataset, tmp_path / "ft", "--epochs", "1", "--steps-per-epoch", "1",
+                            "--lr", "1e-12", "--channels", "U850,PSL,TS", "--init-checkpoint",
+                            best))
+    assert "stem_conv: 2 input channel(s) copied by name, 1 new (TS)" in proc.stdout
+    with h5py.File(best / "model-weights.h5") as f:
+        old = f["stem_conv/stem_conv/kernel:0"][...]
+    new = _final_weights(tmp_path / "ft")["stem_conv/stem_conv/kernel:0"]
+    # lr 1e-12 leaves them as loaded (to float32 precision): U850 and PSL copied.
+    np.testing.assert_allclose(new[:, :, :2], old[:, :, [1, 3]], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(new[:, :, 2], old[:, :, [0, 2]].sum(axis=2), rtol=1e-5, atol=1e-8)

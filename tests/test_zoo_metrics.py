@@ -21,11 +21,13 @@ def _data(seed=0, n=4):
 
 
 def numpy_iou(y, logits, num_classes=3):
+    """IoU per class from a numpy confusion matrix; NaN for a class in neither."""
     pred = logits.argmax(-1).ravel()
     cm = np.zeros((num_classes, num_classes))
     np.add.at(cm, (y.ravel(), pred), 1)
     tp = np.diag(cm)
-    return tp / (cm.sum(0) + cm.sum(1) - tp)
+    union = cm.sum(0) + cm.sum(1) - tp
+    return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
 def numpy_deepcam_iou(y, logits, num_classes=3):
@@ -60,6 +62,67 @@ def test_absent_class_is_left_out_of_the_mean():
     m = ConfusionMatrixIoU(3)
     m.update_state(y, logits)
     np.testing.assert_allclose(m.result(), (3 / 4 + 0) / 2)
+
+
+def _results(metrics):
+    return {m.name: float(m.result()) for m in metrics}
+
+
+def test_class_in_neither_truth_nor_prediction_has_no_iou():
+    y = np.zeros((2, 4, 6), np.int32)  # All background, and predicted so.
+    logits = np.zeros((2, 4, 6, 3), np.float32)
+    logits[..., 0] = 1.0
+    metrics = zoo.iou_metrics(3, ("bg", "tc", "ar"))
+    for m in metrics:
+        m.update_state(y, logits)
+    results = _results(metrics)
+    assert np.isnan(results["iou_tc"]) and np.isnan(results["iou_ar"])
+    assert results["iou_bg"] == 1.0 and results["mean_iou"] == results["iou_bg"]
+
+    logits[0, 0, :2, 0] = 0.0
+    logits[0, 0, :2, 1] = 2.0  # Two pixels predicted TC, none is.
+    for m in metrics:
+        m.reset_state()
+        m.update_state(y, logits)
+    results = _results(metrics)
+    assert results["iou_tc"] == 0.0  # Defined: the model was wrong.
+    assert np.isnan(results["iou_ar"])
+    assert results["iou_bg"] == 46 / 48
+    assert results["mean_iou"] == (46 / 48 + 0.0) / 2
+
+
+def test_iou_with_an_absent_class_matches_numpy_and_evaluate():
+    rng = np.random.default_rng(3)
+    y = rng.choice(2, size=(4, 8, 12), p=[0.8, 0.2]).astype(np.int32)
+    logits = rng.standard_normal((4, 8, 12, 3)).astype(np.float32)
+    logits[..., 2] = -10.0  # AR neither in truth nor predicted.
+    expected = numpy_iou(y, logits)
+    assert np.isnan(expected[2]) and np.isfinite(expected[:2]).all()
+    metrics = zoo.iou_metrics(3, ("bg", "tc", "ar"))
+    for m in metrics:
+        m.update_state(y[:1], logits[:1])
+        m.update_state(y[1:], logits[1:])
+    results = _results(metrics)
+    np.testing.assert_allclose([results[f"iou_{c}"] for c in ("bg", "tc", "ar")], expected,
+                               rtol=1e-12)  # NaN == NaN here
+    np.testing.assert_allclose(results["mean_iou"], np.nanmean(expected), rtol=1e-12)
+
+    inputs = tf.keras.Input((8, 12, 3))
+    model = tf.keras.Model(inputs, tf.keras.layers.Activation("linear")(inputs))
+    model.compile(loss=zoo.get_loss("weighted_ce"), metrics=zoo.iou_metrics(3, ("bg", "tc", "ar")))
+    logs = model.evaluate(logits, y, batch_size=3, verbose=0, return_dict=True)
+    assert np.isnan(logs["iou_ar"])
+    np.testing.assert_allclose(logs["iou_tc"], expected[1], rtol=1e-6)
+    np.testing.assert_allclose(logs["mean_iou"], np.nanmean(expected), rtol=1e-6)
+
+
+def test_nothing_counted_is_nan_not_zero():
+    for m in [*zoo.iou_metrics(3), DeepCAMIoU(3)]:
+        assert np.isnan(float(m.result())), m.name
+    y, logits = _data()
+    m = DeepCAMIoU(3)  # Zero-weight (padding) samples only: still nothing seen.
+    m.update_state(y, logits, sample_weight=np.zeros(len(y)))
+    assert np.isnan(float(m.result()))
 
 
 def test_deepcam_iou_matches_numpy_and_differs_from_global_iou():

@@ -44,6 +44,12 @@ class ConfusionMatrixIoU(tf.keras.metrics.IoU):
     `target_class_ids` that occur in truth or prediction (tf-keras' rule). Give
     one class id for the IoU of that class, all ids for the mean IoU.
 
+    A class that occurs in neither truth nor prediction (of all batches seen,
+    on all ranks) has no IoU: the result for it alone is NaN, not 0, and the
+    mean leaves it out. The mean is NaN only when no target class occurs at
+    all (nothing counted yet). A class predicted but absent from the truth
+    scores 0: the model was wrong.
+
     Args:
         num_classes: number of classes. Defaults to `3`.
         target_class_ids: classes to average over. Defaults to all classes.
@@ -79,9 +85,12 @@ class ConfusionMatrixIoU(tf.keras.metrics.IoU):
         union = tf.reduce_sum(cm, axis=0) + tf.reduce_sum(cm, axis=1) - true_positives
         ids = tf.constant(self.target_class_ids, tf.int32)
         union = tf.gather(union, ids)
-        iou = tf.math.divide_no_nan(tf.gather(true_positives, ids), union)
-        present = tf.reduce_sum(tf.cast(union > 0, self._dtype))
-        return tf.math.divide_no_nan(tf.reduce_sum(iou), present)
+        present = union > 0
+        # An absent class has no IoU (0 / 0): it is left out of the sum, and
+        # the mean over no class at all is NaN, not a score of 0.
+        iou = tf.where(present, tf.gather(true_positives, ids)
+                       / tf.where(present, union, tf.ones_like(union)), tf.zeros_like(union))
+        return tf.reduce_sum(iou) / tf.reduce_sum(tf.cast(present, self._dtype))
 
     def get_config(self):
         return {**super().get_config(), "allreduce": self.allreduce}
@@ -119,7 +128,9 @@ class DeepCAMIoU(tf.keras.metrics.Metric):
     both prediction and truth counting as 1; the sample's score is the mean over
     classes, and the result the mean over all samples of all Horovod ranks
     (MLPerf HPC DeepCAM's quality metric; it differs from the global
-    confusion-matrix IoU of `ConfusionMatrixIoU`).
+    confusion-matrix IoU of `ConfusionMatrixIoU`). Counting an absent class
+    as 1 is DeepCAM's definition, kept; the result is NaN only before any
+    sample of non-zero weight was seen on any rank.
 
     Args:
         num_classes: number of classes. Defaults to `3`.
@@ -168,7 +179,8 @@ class DeepCAMIoU(tf.keras.metrics.Metric):
 
     def result(self):
         total_count = _sum_over_ranks(tf.stack([self.total, self.count]), self.allreduce)
-        return tf.cast(tf.math.divide_no_nan(total_count[0], total_count[1]), self.dtype)
+        # No sample (of non-zero weight) on any rank: no score, NaN rather than 0.
+        return tf.cast(total_count[0] / total_count[1], self.dtype)
 
     def reset_state(self):
         self.total.assign(0.0)
