@@ -167,6 +167,8 @@ def unsaved_random_layers(model):
     names = []
     for layer in model.submodules:
         rng = getattr(layer, "_random_generator", None)
+        if getattr(layer, "rate", None) == 0:  # e.g. tf-models-official's ASPP dropout 0
+            continue  # draws nothing
         if rng is not None and getattr(rng, "_rng_type", None) == "legacy_stateful":
             names.append(layer.name)
     return names
