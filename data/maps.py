@@ -1,13 +1,11 @@
 """Maps of events: TMQ as the background, TC and AR masks as coloured outlines."""
 
-import matplotlib
+import matplotlib.lines
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display on a cluster node
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from data.layouts import CLASSES  # noqa: E402
+from data.layouts import CLASSES
 
 # Outline colour per event class (index into data.CLASSES).
 COLORS = {1: "#d62728", 2: "#1f77b4"}  # tropical cyclone red, atmospheric river blue
@@ -48,7 +46,11 @@ def plot_events(path, tmq, prediction, truth=None, title=None):
         if mask is not None and np.shape(mask) != tmq.shape:
             raise ValueError(f"{name} has shape {np.shape(mask)}, expected {tmq.shape} like tmq")
     panels = [("prediction", prediction)] + ([("truth", truth)] if truth is not None else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    # A Figure of its own drawn by Agg: no pyplot, so the process's backend
+    # (a notebook's, say) is left alone and no display is needed.
+    fig = Figure(figsize=(7 * len(panels), 4.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, mask) in zip(axes[0], panels, strict=True):
         image = _panel(ax, tmq, np.asarray(mask), name)
     fig.subplots_adjust(left=0.07, right=0.89, bottom=0.22, top=0.85, wspace=0.2)
@@ -59,5 +61,4 @@ def plot_events(path, tmq, prediction, truth=None, title=None):
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
