@@ -2,7 +2,7 @@
 
 SC18 and DeepCAM copied each node's share of the files from the parallel file
 system to node-local NVMe or /dev/shm, so that training reads locally (see
-../shared/DOMAIN.md). `stage_files` does that for one shard (rank or node):
+docs/DATA.md). `stage_files` does that for one shard (rank or node):
 
 - the shard is a window of a seeded permutation of all files; windows of
   different shards do not overlap with `oversample=1`, and each holds

@@ -1,6 +1,6 @@
 """Normalization statistics: reading, computing and writing `stats.h5`.
 
-Two forms were published (see ../shared/DOMAIN.md):
+Two forms were published (see docs/DATA.md):
 
 - DeepCAM: `climate/minval` and `climate/maxval`, 16 values each.
 - SC18: `climate/stats` (16, 4) with columns mean, max, min, std, and class

@@ -29,7 +29,7 @@ def test_sc18_weights_are_normalised_inverse_sqrt():
     w = zoo.class_weights([0.982, 0.0007, 0.017], "sc18")
     expected = 1 / np.sqrt([0.982, 0.0007, 0.017])
     np.testing.assert_allclose(w, expected / expected.sum(), rtol=1e-6)
-    np.testing.assert_allclose(w, [0.022, 0.813, 0.165], atol=1e-3)  # DOMAIN.md's figures
+    np.testing.assert_allclose(w, [0.022, 0.813, 0.165], atol=1e-3)  # docs/DATA.md's figures
     assert w.dtype == np.float32
 
 

@@ -20,7 +20,7 @@ def _batch_norm_params(model):
 def test_deeplabv3plus_has_the_paper_code_parameter_count():
     model = zoo.deeplabv3plus()
     assert model.input_shape == (None, 768, 1152, 16)
-    # 43,669,251 computed from the paper's code without batch norm (DOMAIN.md).
+    # 43,669,251 computed from the paper's code without batch norm (docs/DATA.md).
     assert model.count_params() - _batch_norm_params(model) == 43_669_251
     assert model.count_params() == 43_760_323
     assert abs(model.count_params() / 43.7e6 - 1) < 0.05
