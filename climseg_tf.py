@@ -116,3 +116,98 @@ def pin_gpu(rank_on_node=None):
         tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.set_visible_devices(gpus[index], "GPU")
     return gpus[index].name
+
+
+# --------------------------------------------------------------------------- Horovod
+# The one way climseg's pieces reach the Horovod job. Each works in a single
+# process too (rank 0 of 1), and none imports Horovod: a process that never
+# imported and initialized it is not part of a job.
+
+def horovod():
+    """`horovod.tensorflow` if this process imported and initialized it, else None."""
+    hvd = sys.modules.get("horovod.tensorflow")
+    if hvd is None:
+        return None
+    try:
+        return hvd if hvd.is_initialized() else None
+    except ValueError:  # "Horovod has not been initialized"
+        return None
+
+
+def rank_and_size():
+    """(rank, size) of the Horovod job; (0, 1) for a lone process."""
+    hvd = horovod()
+    return (hvd.rank(), hvd.size()) if hvd else (0, 1)
+
+
+def allreduce(values, op, name):
+    """Reduces a list of numbers over ranks with `op`: "mean", "sum", "min" or "max" (float64)."""
+    hvd = horovod()
+    if hvd is None or hvd.size() == 1:
+        return [float(v) for v in values]
+    import tensorflow as tf
+
+    ops = {"mean": hvd.Average, "sum": hvd.Sum, "min": hvd.Min, "max": hvd.Max}
+    reduced = hvd.allreduce(tf.constant(values, dtype=tf.float64), op=ops[op], name=name)
+    return [float(v) for v in reduced.numpy()]
+
+
+def allreduce_tensor(tensor, op, name=None):
+    """Reduces a tensor over ranks (inside a graph too) with `op` ("sum" or "mean")."""
+    hvd = horovod()
+    if hvd is None or hvd.size() == 1:
+        return tensor
+    return hvd.allreduce(tensor, op=hvd.Sum if op == "sum" else hvd.Average, name=name)
+
+
+def allgather_object(obj, name):
+    """Every rank's `obj`, in rank order; `[obj]` for a lone process."""
+    hvd = horovod()
+    if hvd is None or hvd.size() == 1:
+        return [obj]
+    return hvd.allgather_object(obj, name=name)
+
+
+def broadcast_object(obj, name):
+    """Rank 0's `obj` on every rank (also a barrier); `obj` for a lone process."""
+    hvd = horovod()
+    if hvd is None or hvd.size() == 1:
+        return obj
+    return hvd.broadcast_object(obj, root_rank=0, name=name)
+
+
+# --------------------------------------------------------------------------- packages
+
+def lazy_exports(package, exports):
+    """A package's `__getattr__` that imports each name's module on first use.
+
+    `zoo`, `data` and `callbacks` export names this way, so that importing
+    them (and `--help` of every command) does not import TensorFlow until
+    something that needs it is used. Submodules are found too
+    (`callbacks.checkpoint`).
+
+    Args:
+        package: the package's `__name__`.
+        exports: `{name: module}` of the names the package exports.
+
+    Returns:
+        The `__getattr__` function for the package's module namespace.
+    """
+    import importlib
+
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name):
+        module = exports.get(name)
+        if module is None:
+            try:
+                return importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{package}.{name}":
+                    raise
+                raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__

@@ -19,14 +19,11 @@ import math
 import os
 import sys
 import time
-import uuid
 
 import yaml
 
 import climseg_tf  # first: selects Keras 2 before TensorFlow loads
 
-DEFAULT_DATA = {"height": 64, "width": 96, "train": 48, "val": 16, "seed": 2018}
-OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -55,6 +52,7 @@ def _positive_float(text):
 
 def build_parser():
     """The training flags, grouped by topic (`python train.py --help`)."""
+    import callbacks
     import zoo
 
     parser = argparse.ArgumentParser(
@@ -103,7 +101,7 @@ def build_parser():
         help="where the default synthetic data set is generated")
 
     g = parser.add_argument_group("optimization")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    g.add_argument("--optimizer", choices=callbacks.OPTIMIZERS, default="adam")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (one rank)")
     g.add_argument("--lr-stages", help="multi-stage schedule: the learning rate times M from "
                                        "position P on (in --lr-unit), as 'piece:P1:M1:P2:M2' "
@@ -219,6 +217,7 @@ def _load_config(parser, path):
 
 def parse_args(argv=None):
     """Parses flags (over a YAML --config) and checks their combinations."""
+    import callbacks
     import zoo
 
     parser = build_parser()
@@ -277,7 +276,7 @@ def parse_args(argv=None):
     args.lr_stage_list = []
     if args.lr_stages:
         try:
-            args.lr_stage_list = _lr_stages_flag(args.lr_stages)
+            args.lr_stage_list = callbacks.parse_stages(args.lr_stages)
         except ValueError as e:
             parser.error(f"--lr-stages: {e}")
     return args
@@ -291,23 +290,6 @@ def _config_flag(argv):
         if item.startswith("--config="):
             return item.split("=", 1)[1]
     return None
-
-
-def _lr_stages_flag(text):
-    """`piece:P1:M1:P2:M2` (SC18) or `P1:M1,P2:M2`: (position, multiplier) pairs."""
-    if text.startswith("piece:"):
-        import callbacks
-
-        return callbacks.parse_stages(text)
-    stages = []
-    for item in text.split(","):
-        position, sep, multiplier = item.partition(":")
-        try:
-            stages.append((float(position), float(multiplier)))
-        except ValueError:
-            raise ValueError(f"{item!r} is not POSITION:MULTIPLIER; expected e.g. "
-                             "'piece:20:0.1:40:0.01' or '20:0.1,40:0.01'") from None
-    return stages
 
 
 def _class_weights_flag(text):
@@ -325,68 +307,306 @@ def _class_weights_flag(text):
     return values
 
 
-# --------------------------------------------------------------------------- pieces
+# --------------------------------------------------------------------------- training
+
+def main(argv=None):
+    """Runs training (or `predict ...`); returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "predict":
+        return predict_main(argv[1:])
+    args = parse_args(argv)
+    job = start_job(args)
+    train_set = prepare_data(args, job)
+    model, compile_args, details = build_model(args, job, train_set)
+    start = resume_or_initialise(args, job, model, compile_args, train_set)
+    config = record_config(args, job, train_set, details)
+    callback_list, stop, run = make_callbacks(args, job, train_set, model, compile_args, details,
+                                              config, start)
+    seconds, history = fit(args, job, train_set, model, compile_args, callback_list, stop, start)
+    return finish(args, job, train_set, stop, run, seconds, history)
+
+
+class Job:
+    """This process's place in the run: rank, ranks, output and checkpoint directories."""
+
+    def __init__(self, rank, size, out):
+        self.rank, self.size, self.out = rank, size, out
+        self.ckpt_dir = os.path.join(out, "checkpoints")
+
+    def say(self, *parts):
+        """Prints a line as climseg (rank 0 only)."""
+        _say(self.rank, *parts)
+
+
+def start_job(args):
+    """Horovod, one GPU per rank, the output directory, the seed and the precision policy."""
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    hvd.init()
+    gpu = climseg_tf.pin_gpu()  # one GPU per rank, before anything touches a GPU
+    job = Job(hvd.rank(), hvd.size(), _output_dir(args, hvd.rank()))
+    if gpu:
+        job.say(f"one GPU per rank, by local rank (rank 0: {gpu}, memory growth)")
+    tf.keras.utils.set_random_seed(args.seed)  # the same on every rank
+    if args.precision != "fp32":
+        tf.keras.mixed_precision.set_global_policy(args.precision)
+        job.say(f"{args.precision}: float32 weights and logits"
+                + (", dynamic loss scaling" if args.precision == "mixed_float16" else ""))
+    if args.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        job.say("note: mixed_float16 on a CPU is about 150x slower than fp32 (CPUs have no "
+                "float16 arithmetic); use --precision mixed_bfloat16 or fp32 here")
+    return job
+
+
+def prepare_data(args, job):
+    """The run's files, statistics, grid and steps (a `TrainingSet`); each rank reads its shard."""
+    from data.synthetic import default_dataset
+    from data.training_set import TrainingSetError, prepare_training_set
+
+    if args.data_train:
+        train_paths, val_paths = args.data_train, args.data_val
+    else:
+        train_dir, val_dir = default_dataset(args.cache_dir, job.rank, say=job.say)
+        train_paths, val_paths = [train_dir], [val_dir]
+    try:
+        return prepare_training_set(
+            train_paths, val_paths, batch_size=args.batch_size, stats_path=args.stats,
+            normalization=args.normalization, channels=args.channels, label_set=args.label_set,
+            skip_bad_files=args.skip_bad_files, augment=args.augment, stage_dir=args.stage_dir,
+            stage_oversample=args.stage_oversample, steps_per_epoch=args.steps_per_epoch,
+            seed=args.seed, rank=job.rank, size=job.size, say=job.say)
+    except TrainingSetError as e:
+        flag = {"train": "--data-train", "validation": "--data-val", "stats": "--stats",
+                "batch_size": f"--batch-size {args.batch_size}"}[e.source]
+        raise SystemExit(f"train.py: error: {flag}: {e}") from None
+
+
+def build_model(args, job, train_set):
+    """The model; its optimizer, loss and metrics (`compile` keywords); its builder's kwargs and
+    the class weights."""
+    import callbacks
+    import data
+    import zoo
+
+    kwargs = {"input_shape": train_set.input_shape, "num_classes": data.NUM_CLASSES,
+              "periodic_padding": args.periodic_padding}
+    if args.output_stride:
+        kwargs["output_stride"] = args.output_stride
+    if args.decoder:
+        kwargs["decoder"] = args.decoder
+    kwargs.update(args.model_options)
+    try:
+        model = zoo.get_model(args.model, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
+    frequencies = None if train_set.stats is None else data.class_frequencies(train_set.stats)
+    loss, class_weights = zoo.training_loss(args.loss, args.class_weight_values, frequencies,
+                                            gamma=args.focal_gamma)
+    optimizer = callbacks.build_optimizer(
+        args.optimizer, args.lr, weight_decay=args.weight_decay, larc=args.larc,
+        larc_eta=args.larc_eta, larc_mode=args.larc_mode, gradient_lag=args.gradient_lag,
+        precision=args.precision)
+    if args.gradient_lag:
+        try:
+            size = callbacks.gradient_lag_bytes(args.gradient_lag, args.epochs, train_set.steps,
+                                                model)
+        except ValueError as e:
+            raise SystemExit(f"train.py: error: --gradient-lag {args.gradient_lag}: {e}") \
+                from None
+        job.say(f"gradient lag {args.gradient_lag}: a buffer of {args.gradient_lag} gradients, "
+                f"{size / 1e6:.1f} MB per rank and in every checkpoint")
+    # Weighted, so that the zero-weight padding of validation shards counts for nothing.
+    metrics = zoo.iou_metrics(data.NUM_CLASSES, class_names=data.CLASS_KEYS)
+    return (model, dict(optimizer=optimizer, loss=loss, weighted_metrics=metrics),
+            {"model_kwargs": kwargs, "class_weights": class_weights})
+
+
+def resume_or_initialise(args, job, model, compile_args, train_set):
+    """Restores the newest checkpoint, or loads --init-checkpoint; then every rank has rank 0's.
+
+    Returns:
+        `(epoch, batch)`: where training starts (the epoch, and batches of it done).
+    """
+    import horovod.tensorflow as hvd
+
+    import callbacks
+
+    try:  # rank 0 decides, so that all ranks start at the same point
+        resume_from = callbacks.resume_point(job.ckpt_dir, args.resume) if job.rank == 0 else None
+    except callbacks.CheckpointError as e:
+        raise SystemExit(f"train.py: error: {e}") from None
+    resume_from = climseg_tf.broadcast_object(resume_from, "climseg.resume")
+    start = (0, 0)
+    if resume_from:
+        model.compile(**compile_args)
+        try:
+            meta = callbacks.restore_checkpoint(resume_from, model, compile_args["optimizer"],
+                                                expect_model=args.model)
+        except callbacks.CheckpointError as e:
+            raise SystemExit(f"train.py: error: {e}") from None
+        epoch, batch, note = callbacks.resume_position(meta, train_set.steps)
+        if note:
+            job.say(f"note: {note}")
+        start = (epoch, batch)
+        job.say(f"resuming from {resume_from} (epoch {epoch}, step {meta['step']})")
+    elif args.init_checkpoint:
+        _initialise_from(args, job, model, train_set)
+    # Horovod: every rank starts from rank 0's weights and optimizer state. Done
+    # here, not with BroadcastGlobalVariablesCallback: that one broadcasts the
+    # optimizer's variables after the first step, which would overwrite each
+    # rank's own gradient in a gradient-lag buffer with rank 0's.
+    hvd.broadcast_variables(model.variables, root_rank=0)
+    if compile_args["optimizer"].variables():
+        hvd.broadcast_variables(compile_args["optimizer"].variables(), root_rank=0)
+    return start
+
+
+def _initialise_from(args, job, model, train_set):
+    """--init-checkpoint: weights by layer name, input convolutions adapted (by channel name)."""
+    import callbacks
+    import data
+    import zoo
+
+    # A climseg checkpoint names its input channels: the filters of the
+    # channels both runs use are copied, only the others are new.
+    source_names = callbacks.checkpoint_channel_names(args.init_checkpoint)
+    target_names = [data.CHANNELS[c] for c in train_set.channels] if source_names else None
+    try:
+        report = zoo.load_matching_weights(model, args.init_checkpoint, modules=args.init_modules,
+                                           model_name=args.model, source_channels=source_names,
+                                           target_channels=target_names)
+    except (ValueError, callbacks.CheckpointError) as e:
+        raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
+    if not report["loaded"] and not report["adapted"]:
+        raise SystemExit(f"train.py: error: --init-checkpoint {args.init_checkpoint}: no "
+                         f"layer of it fits model {args.model} (by name and shape); "
+                         "nothing would be initialised from it")
+    job.say(f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
+            + (f", adapted input channels of {', '.join(report['adapted'])}"
+               if report["adapted"] else ""))
+    for name in report["adapted"]:
+        copied, new = report["copied_channels"][name], report["new_channels"][name]
+        job.say(f"  {name}: {len(copied)} input channel(s) copied by name, {len(new)} new"
+                + (f" ({', '.join(map(str, new))})" if source_names and new else "")
+                + ("" if source_names else " (mean filter: the source names no channels)"))
+    for name, why in report["skipped"]:
+        job.say(f"  not loaded: {name} ({why})")
+
+
+def record_config(args, job, train_set, details):
+    """The effective configuration: in config.yaml (rank 0), metrics.json and W&B."""
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("class_weight_values", "model_options", "lr_stage_list")}
+    config.update(ranks=job.size, global_batch_size=args.batch_size * job.size,
+                  steps_per_epoch=train_set.steps, input_shape=list(train_set.input_shape),
+                  class_weights=details["class_weights"], stats_path=train_set.stats_path)
+    if job.rank == 0:
+        with open(os.path.join(job.out, "config.yaml"), "w") as f:
+            yaml.safe_dump(config, f, sort_keys=True)
+    return config
+
+
+def make_callbacks(args, job, train_set, model, compile_args, details, config, start):
+    """The callbacks in their order (averaged metrics first, writers after), and W&B's run.
+
+    Returns:
+        `(callbacks, stop, run)`: the list, the non-finite-loss guard in it,
+        and the W&B run (None on ranks other than 0 or when disabled).
+    """
+    import callbacks
+    import data
+    import zoo
+
+    steps = train_set.steps
+    stop = callbacks.StopOnNonFinite()
+    ckpt_meta = {"model": args.model, "model_kwargs": details["model_kwargs"],
+                 "channels": train_set.channels,
+                 "channel_names": [data.CHANNELS[c] for c in train_set.channels],
+                 "normalization": args.normalization,
+                 # A copy inside each checkpoint: it can move anywhere.
+                 "stats": callbacks.checkpoint.STATS if train_set.stats_path else None}
+    callback_list = [
+        callbacks.MetricAverage(),  # first: the callbacks after it see global values
+        stop,
+        callbacks.MultiStageLearningRate(
+            args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
+            warmup_start=args.warmup_start,
+            decay=None if args.lr_decay == "none" else args.lr_decay,
+            decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
+            scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps),
+        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, job.rank),
+                             single_rank_rate=args.single_rank_rate),
+        # metrics.json before the checkpoint: killed between the two, a resumed
+        # run redoes the epoch and replaces its record; the other way round,
+        # it would resume after an epoch that metrics.json never recorded.
+        callbacks.TrainingReport(job.out, writer=job.rank == 0, extra=config),
+        callbacks.Checkpointer(
+            job.ckpt_dir, every_epochs=args.checkpoint_every,
+            every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
+            monitor="val_mean_iou" if train_set.val_files else "mean_iou", meta=ckpt_meta,
+            files={callbacks.checkpoint.STATS: train_set.stats_path}
+            if train_set.stats_path else None,
+            writer=job.rank == 0,
+            before_save=functools.partial(callbacks.average_lag_buffers,
+                                          compile_args["optimizer"])),
+    ]
+    run = _wandb_start(args, config, job.out, job.say) if job.rank == 0 else None
+    if run is not None:
+        callback_list += _wandb_callbacks(args, train_set, initial_step=start[0] * steps
+                                          + start[1])
+    return callback_list, stop, run
+
+
+def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
+    """Trains the remaining epochs (encoder frozen first, if asked); returns (seconds, History)."""
+    import callbacks
+    import zoo
+
+    job.say(f"{args.model}: {model.count_params():,} parameters; {job.size} rank(s) x batch "
+            f"{args.batch_size}; {len(train_set.train_files)} training files, "
+            f"{train_set.steps} steps per epoch; {len(train_set.val_files)} validation files; "
+            f"output in {job.out}")
+    began = time.perf_counter()
+    history = callbacks.fit_run(
+        model, compile_args, train_set.train_dataset, start[0], args.epochs, start[1],
+        train_set.steps, frozen_epochs=args.freeze_backbone,
+        set_backbone_trainable=functools.partial(_set_backbone_trainable, zoo, args.model),
+        stop=stop, say=job.say, validation_data=train_set.validation_dataset(),
+        verbose=2 if job.rank == 0 else 0, callbacks=callback_list)
+    return time.perf_counter() - began, history
+
+
+def _set_backbone_trainable(zoo, model_name, model, trainable):
+    zoo.set_backbone_trainable(model, model_name, trainable)
+
+
+def finish(args, job, train_set, stop, run, seconds, history):
+    """Reports skipped files, a stop on a non-finite loss, or the run's summary; the exit status."""
+    if args.skip_bad_files:  # every rank's skips, in rank 0's report
+        bad = train_set.all_bad_files()
+        if len(bad):
+            job.say(bad.report())
+    if stop.stopped:
+        job.say(f"error: {stop.message}. The last good checkpoint in {job.ckpt_dir} is "
+                "intact; resume from it with a lower --lr or other settings.")
+        if run is not None:
+            run.finish(exit_code=1)
+        return 1
+    if job.rank == 0:
+        if history is None:
+            job.say(f"nothing to do: {args.epochs} epochs were already trained in {job.out}")
+        _summary(job.out, seconds, job.ckpt_dir)
+        if run is not None:
+            from callbacks import wandb_run
+
+            wandb_run.finish_run(run, job.ckpt_dir)
+    return 0
+
 
 def _say(rank, *parts):
     if rank == 0:  # only rank 0 prints
         print("climseg:", *parts, flush=True)
-
-
-def _default_data(args, hvd, rank):
-    """Generates the embedded synthetic data set once (rank 0) and returns its dirs."""
-    import data
-
-    d = DEFAULT_DATA
-    root = os.path.join(args.cache_dir, f"synthetic-{d['height']}x{d['width']}-seed{d['seed']}")
-    dirs = {split: os.path.join(root, split) for split in ("train", "val")}
-    if rank == 0:
-        for offset, split in enumerate(("train", "val")):
-            marker = os.path.join(dirs[split], ".complete")
-            if not os.path.exists(marker):
-                _say(0, f"generating the default synthetic data set ({d[split]} {split} files, "
-                        f"{d['height']}x{d['width']}x16) in {dirs[split]}")
-                data.generate(dirs[split], d[split], d["height"], d["width"],
-                              seed=d["seed"] + 1000 * offset, workers=2, progress=True)
-                open(marker, "w").close()
-            else:
-                _say(0, f"using the synthetic data set in {dirs[split]}")
-    _broadcast(hvd, None)  # the others wait for rank 0's files
-    return [dirs["train"]], [dirs["val"]]
-
-
-def _broadcast(hvd, value):
-    """Rank 0's `value` on every rank (also a barrier)."""
-    if hvd.size() == 1:
-        return value
-    import horovod.tensorflow as hvd_tf
-
-    return hvd_tf.broadcast_object(value, root_rank=0, name="climseg_broadcast")
-
-
-def _build_optimizer(args):
-    """Inner optimizer -> LARC -> GradientLag; Horovod wraps the result outermost."""
-    import tensorflow as tf
-
-    import callbacks
-
-    if args.optimizer == "sgd":
-        opt = tf.keras.optimizers.SGD(args.lr, momentum=0.9)
-    elif args.optimizer == "adam":
-        opt = tf.keras.optimizers.Adam(args.lr)
-    elif args.optimizer == "adamw":
-        opt = tf.keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay)
-    else:
-        from official.modeling.optimization.lamb import LAMB
-
-        opt = LAMB(args.lr, weight_decay_rate=args.weight_decay)
-    if args.larc:
-        # AdamW and LAMB decay the weights themselves; LARC adds the decay
-        # (to the gradient and its trust ratio) for the others, not twice.
-        decay = 0.0 if args.optimizer in ("adamw", "lamb") else args.weight_decay
-        opt = callbacks.LARC(opt, eta=args.larc_eta, mode=args.larc_mode, weight_decay=decay)
-    if args.gradient_lag:
-        opt = callbacks.GradientLag(opt, lag=args.gradient_lag)
-    return opt
 
 
 def _output_dir(args, rank):
@@ -403,355 +623,6 @@ def _output_dir(args, rank):
             raise SystemExit(f"train.py: error: --output-dir {args.output_dir}: cannot write "
                              f"there ({e.strerror})") from None
     return path
-
-
-def _resume_point(args, ckpt_dir):
-    import callbacks
-
-    latest = callbacks.latest_checkpoint(ckpt_dir)
-    if args.resume == "never":
-        if latest:
-            raise SystemExit(f"train.py: error: --resume never: {ckpt_dir} already holds "
-                             f"checkpoints ({os.path.basename(latest)}); choose another "
-                             "--output-dir")
-        return None
-    if args.resume == "auto":
-        return latest
-    if not os.path.isdir(args.resume):
-        raise SystemExit(f"train.py: error: --resume {args.resume}: no such checkpoint "
-                         "directory")
-    return args.resume
-
-
-def main(argv=None):
-    """Runs training (or `predict ...`); returns the process exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "predict":
-        return predict_main(argv[1:])
-    args = parse_args(argv)
-
-    import horovod.tensorflow as hvd_tf
-    import horovod.tensorflow.keras as hvd
-    import tensorflow as tf
-
-    import callbacks
-    import data
-    import zoo
-
-    hvd.init()
-    gpu = climseg_tf.pin_gpu()  # one GPU per rank, before anything touches a GPU
-    rank, size = hvd.rank(), hvd.size()
-    if gpu:
-        _say(rank, f"one GPU per rank, by local rank (rank 0: {gpu}, memory growth)")
-    out = _output_dir(args, rank)
-    ckpt_dir = os.path.join(out, "checkpoints")
-    tf.keras.utils.set_random_seed(args.seed)  # the same on every rank
-    if args.precision != "fp32":
-        tf.keras.mixed_precision.set_global_policy(args.precision)
-
-    # ---- data: every rank reads its own shard.
-    if args.data_train:
-        train_paths, val_paths = args.data_train, args.data_val
-    else:
-        train_paths, val_paths = _default_data(args, hvd, rank)
-    try:
-        train_files = data.list_files(train_paths)
-    except data.DataFileError as e:
-        raise SystemExit(f"train.py: error: --data-train: {e}") from None
-    try:
-        val_files = data.list_files(val_paths) if val_paths else []
-    except data.DataFileError as e:
-        raise SystemExit(f"train.py: error: --data-val: {e}") from None
-    bad_files = data.BadFileLog()
-    if args.skip_bad_files and val_files:
-        # Known-good validation files keep every rank's step count known.
-        if rank == 0:
-            val_files = data.usable_files(val_files, channels=args.channels,
-                                          label_set=args.label_set, bad_files=bad_files)
-        val_files = _broadcast(hvd, val_files)
-    stats_path = args.stats or _stats_next_to(train_paths)
-    try:
-        stats = data.read_stats(stats_path) if stats_path else None
-    except data.DataFileError as e:
-        raise SystemExit(f"train.py: error: --stats: {e}") from None
-    if stats is None:
-        _say(rank, "no stats.h5 found: inputs are not normalized (give --stats)")
-    num_shards, shard_index = size, rank
-    if args.stage_dir:
-        # Each rank copies only its share; reading then stays node-local.
-        train_files = data.stage_files(train_files, os.path.join(args.stage_dir, f"rank{rank}"),
-                                       num_shards=size, shard_index=rank,
-                                       oversample=args.stage_oversample, seed=args.seed,
-                                       progress=rank == 0)
-        num_shards, shard_index = 1, 0
-    channels = data.channel_indices(args.channels)
-    try:  # the grid of most files, not of whichever sorts first
-        height, width = data.dataset_grid(train_files, skip_bad_files=args.skip_bad_files,
-                                          bad_files=bad_files)
-    except data.DataFileError as e:
-        raise SystemExit(f"train.py: error: --data-train: {e}") from None
-    # Batches in one pass over this rank's files; an epoch (--steps-per-epoch)
-    # may be more or less than one pass.
-    pass_batches = data.num_batches(len(train_files), args.batch_size, training=True,
-                                    num_shards=num_shards, shard_index=shard_index)
-    steps = args.steps_per_epoch or pass_batches
-    if args.stage_dir and size > 1:  # staged shards may differ: all ranks take the least
-        steps = int(hvd_tf.allreduce(tf.constant(steps), op=hvd_tf.Min, name="climseg_steps"))
-    if steps < 1 or pass_batches < 1:
-        raise SystemExit(f"train.py: error: --batch-size {args.batch_size}: "
-                         f"{len(train_files)} training files over {num_shards} rank(s) give "
-                         "no full batch")
-    common = dict(stats=stats, normalization=args.normalization, channels=channels,
-                  label_set=args.label_set, skip_bad_files=args.skip_bad_files,
-                  bad_files=bad_files, seed=args.seed, grid=(height, width))
-
-    # ---- model, loss, optimizer.
-    model_kwargs = {"input_shape": (height, width, len(channels)), "num_classes": 3,
-                    "periodic_padding": args.periodic_padding}
-    if args.output_stride:
-        model_kwargs["output_stride"] = args.output_stride
-    if args.decoder:
-        model_kwargs["decoder"] = args.decoder
-    model_kwargs.update(args.model_options)
-    try:
-        model = zoo.get_model(args.model, **model_kwargs)
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
-    weights = None
-    if args.class_weight_values in ("sc18", "deepcam"):
-        if stats is not None and args.loss != "jaccard":
-            weights = zoo.class_weights(data.class_frequencies(stats),
-                                        scheme=args.class_weight_values)
-    elif args.class_weight_values != "none":
-        weights = args.class_weight_values
-    loss_kwargs = {"gamma": args.focal_gamma} if args.loss == "focal" else {}
-    loss = zoo.get_loss(args.loss, class_weights=weights if args.loss != "jaccard" else None,
-                        **loss_kwargs)
-    optimizer = _build_optimizer(args)
-    # Horovod: average gradients over ranks.
-    optimizer = hvd.DistributedOptimizer(optimizer)
-    if args.precision == "mixed_float16":
-        # Dynamic loss scaling, outermost: a step whose (averaged) gradients
-        # overflow is skipped on every rank and the scale lowered.
-        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-    if args.precision != "fp32":
-        _say(rank, f"{args.precision}: float32 weights and logits"
-                   + (", dynamic loss scaling" if args.precision == "mixed_float16" else ""))
-    if args.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
-        _say(rank, "note: mixed_float16 on a CPU is about 150x slower than fp32 (CPUs have no "
-                   "float16 arithmetic); use --precision mixed_bfloat16 or fp32 here")
-    _check_gradient_lag(args, steps, model, rank)
-    # Weighted, so that the zero-weight padding of validation shards counts for nothing.
-    metrics = zoo.iou_metrics(3, class_names=("background", "tc", "ar"))
-
-    # ---- resume, or start from pretrained weights.
-    # Rank 0 decides, so that all ranks start at the same point.
-    resume_from = _broadcast(hvd, _resume_point(args, ckpt_dir) if rank == 0 else None)
-    initial_epoch = resume_batches = 0
-    if resume_from:
-        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
-        try:
-            meta = callbacks.restore_checkpoint(resume_from, model, optimizer,
-                                                expect_model=args.model)
-        except callbacks.CheckpointError as e:
-            raise SystemExit(f"train.py: error: {e}") from None
-        initial_epoch = int(meta["epoch"])
-        # A checkpoint written mid-epoch (--checkpoint-every-steps): continue
-        # that epoch after the batches it had done.
-        resume_batches = int(meta["step"]) - initial_epoch * steps
-        if not 0 <= resume_batches < steps:
-            _say(rank, f"note: checkpoint step {meta['step']} does not fall in epoch "
-                       f"{initial_epoch + 1} at {steps} steps per epoch (other batch size?); "
-                       "starting that epoch from its beginning")
-            resume_batches = 0
-        _say(rank, f"resuming from {resume_from} (epoch {initial_epoch}, "
-                   f"step {meta['step']})")
-    elif args.init_checkpoint:
-        # A climseg checkpoint names its input channels: the filters of the
-        # channels both runs use are copied, only the others are new.
-        source_names = callbacks.checkpoint.checkpoint_channel_names(args.init_checkpoint)
-        target_names = [data.CHANNELS[c] for c in channels] if source_names else None
-        try:
-            report = zoo.load_matching_weights(model, args.init_checkpoint,
-                                               modules=args.init_modules, model_name=args.model,
-                                               source_channels=source_names,
-                                               target_channels=target_names)
-        except (ValueError, callbacks.CheckpointError) as e:
-            raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
-        if not report["loaded"] and not report["adapted"]:
-            raise SystemExit(f"train.py: error: --init-checkpoint {args.init_checkpoint}: no "
-                             f"layer of it fits model {args.model} (by name and shape); "
-                             "nothing would be initialised from it")
-        _say(rank, f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
-                   + (f", adapted input channels of {', '.join(report['adapted'])}"
-                      if report["adapted"] else ""))
-        for name in report["adapted"]:
-            copied, new = report["copied_channels"][name], report["new_channels"][name]
-            _say(rank, f"  {name}: {len(copied)} input channel(s) copied by name, {len(new)} new"
-                       + (f" ({', '.join(map(str, new))})" if source_names and new else "")
-                       + ("" if source_names else " (mean filter: the source names no channels)"))
-        for name, why in report["skipped"]:
-            _say(rank, f"  not loaded: {name} ({why})")
-
-    # Horovod: every rank starts from rank 0's weights and optimizer state. Done
-    # here, not with BroadcastGlobalVariablesCallback: that one broadcasts the
-    # optimizer's variables after the first step, which would overwrite each
-    # rank's own gradient in a gradient-lag buffer with rank 0's.
-    hvd_tf.broadcast_variables(model.variables, root_rank=0)
-    if optimizer.variables():
-        hvd_tf.broadcast_variables(optimizer.variables(), root_rank=0)
-
-    # ---- callbacks: order matters (averaged metrics first; writers after).
-    config = {k: v for k, v in vars(args).items()
-              if k not in ("class_weight_values", "model_options", "lr_stage_list")}
-    config.update(ranks=size, global_batch_size=args.batch_size * size,
-                  steps_per_epoch=steps, input_shape=list(model_kwargs["input_shape"]),
-                  class_weights=None if weights is None else [float(w) for w in weights],
-                  stats_path=stats_path)
-    if rank == 0:
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            yaml.safe_dump(config, f, sort_keys=True)
-    lr_callback = callbacks.MultiStageLearningRate(
-        args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
-        warmup_start=args.warmup_start,
-        decay=None if args.lr_decay == "none" else args.lr_decay,
-        decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
-        scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
-    guard = callbacks.StopOnNonFinite()
-    cbs = [
-        callbacks.MetricAverage(),  # first: the callbacks after it see global values
-        guard,
-        lr_callback,
-        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, rank),
-                             single_rank_rate=args.single_rank_rate),
-        # metrics.json before the checkpoint: killed between the two, a resumed
-        # run redoes the epoch and replaces its record; the other way round,
-        # it would resume after an epoch that metrics.json never recorded.
-        callbacks.TrainingReport(out, writer=rank == 0, extra=config),
-        callbacks.Checkpointer(ckpt_dir, every_epochs=args.checkpoint_every,
-                     every_steps=args.checkpoint_every_steps, keep=args.keep_checkpoints,
-                     monitor="val_mean_iou" if val_files else "mean_iou",
-                     meta={"model": args.model, "model_kwargs": model_kwargs,
-                           "channels": channels,
-                           "channel_names": [data.CHANNELS[c] for c in channels],
-                           "normalization": args.normalization,
-                           # A copy inside each checkpoint: it can move anywhere.
-                           "stats": callbacks.checkpoint.STATS if stats_path else None},
-                     files={callbacks.checkpoint.STATS: stats_path} if stats_path else None,
-                     writer=rank == 0,
-                     before_save=functools.partial(callbacks.average_lag_buffers, optimizer)),
-    ]
-    run = _wandb_init(args, config, out) if rank == 0 else None
-    if run is not None:
-        cbs += _wandb_callbacks(args, run, val_files, common,
-                                initial_step=initial_epoch * steps + resume_batches)
-
-    def train_data(position):
-        # The stream of batches from global batch `position` on: fit reads one
-        # stream without breaks, whose pass p is shuffled by (seed, p) only, so
-        # a resumed run reads the same batches as an uninterrupted one.
-        return data.make_dataset(train_files, args.batch_size, training=True,
-                                 num_shards=num_shards, shard_index=shard_index,
-                                 initial_epoch=position // pass_batches,
-                                 initial_batch=position % pass_batches, augment=args.augment,
-                                 **common)
-
-    val_ds = None
-    if val_files:
-        val_ds = data.make_dataset(val_files, args.batch_size, training=False,
-                                   num_shards=size, shard_index=rank, **common)
-        # Horovod: IoU metrics allreduce at every step, so all ranks need as many
-        # batches; the shorter shards get zero-weight padding.
-        count = functools.partial(data.num_batches, len(val_files), args.batch_size,
-                                  training=False, num_shards=size)
-        val_ds = data.equalize_batches(val_ds, count(shard_index=rank), count(shard_index=0))
-
-    _say(rank, f"{args.model}: {model.count_params():,} parameters; {size} rank(s) x batch "
-               f"{args.batch_size}; {len(train_files)} training files, {steps} steps per "
-               f"epoch; {len(val_files)} validation files; output in {out}")
-    start = time.perf_counter()
-    fit = dict(validation_data=val_ds, verbose=2 if rank == 0 else 0, callbacks=cbs)
-    history = None
-    if args.freeze_backbone and initial_epoch < args.freeze_backbone:
-        # The optimizer must know every variable before some are frozen.
-        optimizer.build(model.trainable_variables)
-        zoo.set_backbone_trainable(model, args.model, False)
-        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
-        _say(rank, f"encoder frozen for epochs 1-{args.freeze_backbone}")
-        history = _fit_epochs(model, train_data, initial_epoch, args.freeze_backbone,
-                              resume_batches, steps, guard, **fit)
-        initial_epoch, resume_batches = args.freeze_backbone, 0
-        zoo.set_backbone_trainable(model, args.model, True)
-    if not guard.stopped and initial_epoch < args.epochs:
-        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
-        history = _fit_epochs(model, train_data, initial_epoch, args.epochs, resume_batches,
-                              steps, guard, **fit)
-    seconds = time.perf_counter() - start
-
-    if args.skip_bad_files:  # every rank's skips, in rank 0's report
-        all_bad = data.BadFileLog()
-        for items in callbacks._horovod.allgather_object(bad_files.items(), "climseg_bad"):
-            for path, problem in items:
-                all_bad.add(path, problem, warn=False)
-        if len(all_bad):
-            _say(rank, all_bad.report())
-    if guard.stopped:
-        _say(rank, f"error: {guard.message}. The last good checkpoint in {ckpt_dir} is "
-                   "intact; resume from it with a lower --lr or other settings.")
-        if run is not None:
-            run.finish(exit_code=1)
-        return 1
-    if rank == 0:
-        if history is None:
-            _say(0, f"nothing to do: {args.epochs} epochs were already trained in {out}")
-        _summary(out, seconds, ckpt_dir)
-        if run is not None:
-            _wandb_finish(run, ckpt_dir)
-    return 0
-
-
-def _fit_epochs(model, train_data, first, last, skip, steps, guard, **fit):
-    """Trains epochs [first, last), the first from its batch `skip` on.
-
-    `train_data(n)` is the stream of batches from global batch n on. An
-    interrupted epoch runs as a fit of its own over its remaining batches
-    (Keras' steps per epoch is fixed within one fit). Returns the last History.
-    """
-    history = None
-    if skip:
-        history = model.fit(train_data(first * steps + skip), epochs=first + 1,
-                            initial_epoch=first, steps_per_epoch=steps - skip, **fit)
-        first += 1
-    if first < last and not guard.stopped:
-        history = model.fit(train_data(first * steps), epochs=last, initial_epoch=first,
-                            steps_per_epoch=steps, **fit)
-    return history
-
-
-def _check_gradient_lag(args, steps, model, rank):
-    """Refuses a lag that applies no gradient in the run; says what the buffer costs."""
-    if not args.gradient_lag:
-        return
-    total = args.epochs * steps
-    if args.gradient_lag >= total:
-        raise SystemExit(f"train.py: error: --gradient-lag {args.gradient_lag}: the run has "
-                         f"{total} steps ({args.epochs} epochs x {steps}), so no lagged gradient "
-                         f"would ever be applied; expected a lag below {total} (the paper "
-                         "used 1)")
-    size = sum(int(v.shape.num_elements()) * v.dtype.size for v in model.trainable_variables)
-    _say(rank, f"gradient lag {args.gradient_lag}: a buffer of {args.gradient_lag} gradients, "
-               f"{args.gradient_lag * size / 1e6:.1f} MB per rank and in every checkpoint")
-
-
-def _stats_next_to(paths):
-    from data.files import STATS_NAME
-
-    for path in paths:
-        candidate = os.path.join(path if os.path.isdir(path) else os.path.dirname(path),
-                                 STATS_NAME)
-        if os.path.isfile(candidate):
-            return candidate
-    return None
 
 
 def _flops(zoo, model, rank):
@@ -785,56 +656,39 @@ def _summary(out, seconds, ckpt_dir):
           flush=True)
 
 
-# --------------------------------------------------------------------------- W&B
-
 def _number(value):
     """4 decimals, or "-" for an undefined value (None or NaN: e.g. the IoU of an absent class)."""
     return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def _wandb_init(args, config, out):
-    """Rank 0 only: starts (or resumes) the W&B run; offline without an API key."""
+# --------------------------------------------------------------------------- W&B
+
+def _wandb_start(args, config, out, say):
+    """Rank 0 only: starts (or resumes) the W&B run; offline without an API key or network."""
     mode = args.wandb_mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if mode == "disabled":
         return None
     from callbacks import wandb_run
 
-    id_file = os.path.join(out, "wandb_run_id")
-    run_id = open(id_file).read().strip() if os.path.exists(id_file) else uuid.uuid4().hex[:8]
-    with open(id_file, "w") as f:
-        f.write(run_id)
-    return wandb_run.start_run(mode=mode, directory=out, run_id=run_id,
-                               say=functools.partial(_say, 0), project=args.wandb_project,
-                               entity=args.wandb_entity,
+    return wandb_run.start_run(mode=mode, directory=out, run_id=wandb_run.run_id(out), say=say,
+                               project=args.wandb_project, entity=args.wandb_entity,
                                name=args.wandb_name or os.path.basename(out), config=config)
 
 
-def _wandb_callbacks(args, run, val_files, common, initial_step):
+def _wandb_callbacks(args, train_set, initial_step):
     import callbacks
     import data
     from callbacks import wandb_run
 
     cbs = [wandb_run.metrics_logger(initial_step)]
-    if val_files and args.wandb_images:
-        samples = [data.read_sample(p, channels=common["channels"], label_set="labels_0")
-                   for p in val_files[:args.wandb_images]]
-        norm = data.normalizer(common["stats"], common["normalization"], common["channels"]) \
-            if common["stats"] is not None else None
+    if train_set.val_files and args.wandb_images:
+        samples = [data.read_sample(p, channels=train_set.channels, label_set="labels_0")
+                   for p in train_set.val_files[:args.wandb_images]]
+        norm = data.normalizer(train_set.stats, args.normalization, train_set.channels) \
+            if train_set.stats is not None else None
         cbs.append(callbacks.WandbValidationImages(samples, normalize=norm,
-                                                   channels=common["channels"]))
+                                                   channels=train_set.channels))
     return cbs
-
-
-def _wandb_finish(run, ckpt_dir):
-    import wandb
-
-    best = os.path.join(ckpt_dir, "best")
-    if os.path.isdir(best):
-        artifact = wandb.Artifact(f"{run.name}-best", type="model",
-                                  metadata=json.load(open(os.path.join(best, "meta.json"))))
-        artifact.add_dir(best)
-        run.log_artifact(artifact)
-    run.finish()
 
 
 # --------------------------------------------------------------------------- predict
@@ -901,7 +755,7 @@ def predict_main(argv):
     os.makedirs(args.output_dir, exist_ok=True)
     tmq = channels.index(0) if 0 in channels else 0
     # The training metrics, on this process only: the same IoU rule as val_mean_iou.
-    ious = zoo.iou_metrics(3, class_names=("background", "tc", "ar"), allreduce=False)
+    ious = zoo.iou_metrics(data.NUM_CLASSES, class_names=data.CLASS_KEYS, allreduce=False)
     for i, path in enumerate(files):
         fields, labels = data.read_sample(path, channels=channels, labels_required=False)
         inputs = fields if norm is None else data.normalize(fields.copy(), *norm)

@@ -1,7 +1,8 @@
 """Pieces for `model.fit` at scale with Horovod: LARC, gradient lag, learning rate, metrics.
 
 Optimizer wrappers (they change the weight update, so they live in the
-optimizer, wrapping the one that applies the gradients):
+optimizer, wrapping the one that applies the gradients; `build_optimizer`
+puts them in this order):
 
     opt = tf.keras.optimizers.Adam(lr)
     opt = LARC(opt, eta=0.002, mode="clip")   # layer-wise trust ratio
@@ -11,40 +12,27 @@ optimizer, wrapping the one that applies the gradients):
 Callbacks (`MetricAverage` first in the list):
 
     callbacks = [MetricAverage(), MultiStageLearningRate(lr, ...), Throughput(batch_size)]
+
+Names are imported on first use: `import callbacks` does not load TensorFlow.
 """
 
-import climseg_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from callbacks.checkpoint import (
-    Checkpointer,
-    CheckpointError,
-    latest_checkpoint,
-    read_meta,
-    restore_checkpoint,
-)
-from callbacks.gradient_lag import GradientLag, average_lag_buffers
-from callbacks.larc import LARC
-from callbacks.learning_rate import MultiStageLearningRate, parse_stages
-from callbacks.metric_average import MetricAverage
-from callbacks.nan_guard import StopOnNonFinite
-from callbacks.report import TrainingReport
-from callbacks.throughput import Throughput, format_flops
-from callbacks.wandb_images import WandbValidationImages
+import climseg_tf
 
-__all__ = [
-    "CheckpointError",
-    "Checkpointer",
-    "GradientLag",
-    "LARC",
-    "MetricAverage",
-    "MultiStageLearningRate",
-    "StopOnNonFinite",
-    "Throughput",
-    "TrainingReport",
-    "WandbValidationImages",
-    "average_lag_buffers",
-    "format_flops",
-    "latest_checkpoint",
-    "parse_stages",
-    "read_meta",
-    "restore_checkpoint",
-]
+_EXPORTS = {
+    **dict.fromkeys(("Checkpointer", "CheckpointError", "checkpoint_channel_names",
+                     "latest_checkpoint", "read_meta", "restore_checkpoint", "resume_point",
+                     "resume_position"), "callbacks.checkpoint"),
+    **dict.fromkeys(("fit_epochs", "fit_run"), "callbacks.fitting"),
+    **dict.fromkeys(("GradientLag", "average_lag_buffers"), "callbacks.gradient_lag"),
+    "LARC": "callbacks.larc",
+    **dict.fromkeys(("MultiStageLearningRate", "parse_stages"), "callbacks.learning_rate"),
+    "MetricAverage": "callbacks.metric_average",
+    **dict.fromkeys(("OPTIMIZERS", "build_optimizer", "gradient_lag_bytes"),
+                    "callbacks.optimizers"),
+    "StopOnNonFinite": "callbacks.nan_guard",
+    "TrainingReport": "callbacks.report",
+    **dict.fromkeys(("Throughput", "format_flops"), "callbacks.throughput"),
+    "WandbValidationImages": "callbacks.wandb_images",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = climseg_tf.lazy_exports(__name__, _EXPORTS)

@@ -82,6 +82,50 @@ def read_meta(path):
         raise CheckpointError(f"cannot read checkpoint metadata {meta_path}: {e}") from e
 
 
+def resume_point(directory, resume="auto"):
+    """The checkpoint a run resumes from, or None to start afresh.
+
+    Args:
+        directory: the run's checkpoint directory.
+        resume: "auto" (the newest checkpoint in `directory`, if any),
+            "never" (refuse a directory that holds checkpoints) or a
+            checkpoint directory.
+
+    Raises:
+        CheckpointError: "never" with checkpoints there, or a path that is
+            not a directory.
+    """
+    latest = latest_checkpoint(directory)
+    if resume == "never":
+        if latest:
+            raise CheckpointError(f"--resume never: {directory} already holds checkpoints "
+                                  f"({os.path.basename(latest)}); choose another --output-dir")
+        return None
+    if resume == "auto":
+        return latest
+    if not os.path.isdir(resume):
+        raise CheckpointError(f"--resume {resume}: no such checkpoint directory")
+    return resume
+
+
+def resume_position(meta, steps_per_epoch):
+    """Where a run resumes: `(epoch, batches of that epoch done, note or None)`.
+
+    A checkpoint written at an epoch's end resumes at the next epoch's first
+    batch; one written mid-epoch (`every_steps`) after the batches that epoch
+    had done. A step that does not fall in the epoch at this many steps per
+    epoch (another batch size) starts the epoch from its beginning, with a
+    note saying so.
+    """
+    epoch = int(meta["epoch"])
+    done = int(meta["step"]) - epoch * steps_per_epoch
+    if 0 <= done < steps_per_epoch:
+        return epoch, done, None
+    return epoch, 0, (f"checkpoint step {meta['step']} does not fall in epoch {epoch + 1} at "
+                      f"{steps_per_epoch} steps per epoch (other batch size?); starting that "
+                      "epoch from its beginning")
+
+
 def restore_checkpoint(path, model, optimizer=None, expect_model=None):
     """Restores model (and optimizer) state from the checkpoint directory `path`.
 
@@ -337,7 +381,7 @@ class Checkpointer(tf.keras.callbacks.Callback):
                   "NaN or Inf", flush=True)
             return
         metrics = {k: float(v) if _finite(v) else None for k, v in (logs or {}).items()
-                   if _is_number(v)}
+                   if _loggable_number(v)}
         path = write_checkpoint(self.directory, self.model, self.model.optimizer, epoch,
                                 self._step(), dict(self.meta, metrics=metrics), self.files)
         self.last_path = path
@@ -390,7 +434,8 @@ def checkpoint_channel_names(path):
     return None
 
 
-def _is_number(value):
+def _loggable_number(value):
+    """Whether a log value reads as a number (a numpy scalar, a 0-d tensor, a float)."""
     try:
         float(value)
     except (TypeError, ValueError):

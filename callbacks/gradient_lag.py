@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+import climseg_tf
 from callbacks._wrapper import OptimizerWrapper
 
 
@@ -164,15 +165,11 @@ class GradientLag(OptimizerWrapper):
         """
         if self.lag == 0 or not getattr(self, "_built", False):
             return
-        try:
-            import horovod.tensorflow as hvd
-        except ImportError:
-            return
-        if not hvd.is_initialized() or hvd.size() == 1:
+        if climseg_tf.rank_and_size()[1] == 1:
             return
         for i, buffer in enumerate(self._buffers):
-            buffer.assign(hvd.allreduce(tf.convert_to_tensor(buffer), op=hvd.Average,
-                                        name=f"climseg.gradient_lag.{i}"))
+            buffer.assign(climseg_tf.allreduce_tensor(tf.convert_to_tensor(buffer), "mean",
+                                                      name=f"climseg.gradient_lag.{i}"))
 
     def get_config(self):
         return self._config_with_inner({"lag": self.lag})

@@ -10,7 +10,7 @@ from callbacks._wrapper import OptimizerWrapper
 _MODES = ("clip", "scale")
 
 
-def _is_number(value):
+def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -82,13 +82,13 @@ class LARC(OptimizerWrapper):
 
     def __init__(self, inner_optimizer, eta=0.002, mode="clip", epsilon=1e-8,
                  weight_decay=0.0, exclude=None, name="LARC", **kwargs):
-        if not _is_number(eta) or eta <= 0:
+        if not _is_real(eta) or eta <= 0:
             raise ValueError(f"LARC eta must be a number > 0; received eta={eta!r}.")
         if mode not in _MODES:
             raise ValueError(f"LARC mode must be one of {_MODES}; received mode={mode!r}.")
-        if not _is_number(epsilon) or epsilon < 0:
+        if not _is_real(epsilon) or epsilon < 0:
             raise ValueError(f"LARC epsilon must be a number >= 0; received epsilon={epsilon!r}.")
-        if not _is_number(weight_decay) or weight_decay < 0:
+        if not _is_real(weight_decay) or weight_decay < 0:
             raise ValueError(
                 f"LARC weight_decay must be a number >= 0; received weight_decay={weight_decay!r}."
             )

@@ -5,7 +5,7 @@ import numbers
 
 import tensorflow as tf
 
-from callbacks import _horovod
+import climseg_tf
 
 _UNITS = ("epoch", "step")
 _VALUES = ("multiplier", "absolute")
@@ -13,21 +13,33 @@ _DECAYS = (None, "cosine", "poly")
 
 
 def parse_stages(text):
-    """Parses the SC18 learning-rate string `"piece:e1:s1:e2:s2:..."`.
+    """Parses learning-rate stages: SC18's `"piece:e1:s1:e2:s2:..."` or `"p1:s1,p2:s2"`.
 
     In the SC18 code the learning rate is the base rate times `s_i` from
     epoch `e_i` on (each `s_i` multiplies the base rate, not the previous
-    stage's rate).
+    stage's rate). The second form gives the same pairs, positions in any
+    unit (epochs or steps, as the schedule's `unit` says).
 
     Args:
-      text: a string such as `"piece:20:0.5:40:0.1"`.
+      text: a string such as `"piece:20:0.5:40:0.1"` or `"4096:0.1,8192:0.01"`.
 
     Returns:
-      A list of `(epoch, multiplier)` pairs, e.g. `[(20, 0.5), (40, 0.1)]`.
+      A list of `(position, multiplier)` pairs, e.g. `[(20, 0.5), (40, 0.1)]`
+      (SC18's epochs as ints, the other form's positions as floats).
 
     Raises:
-      ValueError: if `text` is not of that form.
+      ValueError: if `text` is of neither form.
     """
+    if isinstance(text, str) and text[:1].isdigit():
+        stages = []
+        for item in text.split(","):
+            position, _, multiplier = item.partition(":")
+            try:
+                stages.append((float(position), float(multiplier)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not POSITION:MULTIPLIER; expected e.g. "
+                                 "'piece:20:0.1:40:0.01' or '20:0.1,40:0.01'") from None
+        return stages
     expected = "expected 'piece:EPOCH:MULTIPLIER[:EPOCH:MULTIPLIER...]', e.g. 'piece:20:0.5:40:0.1'"
     parts = text.split(":") if isinstance(text, str) else []
     if len(parts) < 3 or parts[0] != "piece" or len(parts) % 2 != 1:
@@ -141,7 +153,7 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
             raise ValueError(f"MultiStageLearningRate values must be one of {_VALUES}; "
                              f"received values={values!r}.")
         if isinstance(stages, str):
-            if unit != "epoch" or values != "multiplier":
+            if stages.startswith("piece") and (unit != "epoch" or values != "multiplier"):
                 raise ValueError(
                     f"MultiStageLearningRate stages={stages!r} is an SC18 string, in epochs and "
                     f"multipliers; received unit={unit!r}, values={values!r}."
@@ -218,7 +230,7 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
                 "MultiStageLearningRate has positions in epochs but does not know the number "
                 "of steps per epoch: pass steps_per_epoch= to it (or to model.fit)."
             )
-        _, size = _horovod.rank_and_size()
+        _, size = climseg_tf.rank_and_size()
         plan = {
             "scale": size if self.scale_by_ranks else 1,
             "stages": [(self._steps(s, self.unit, steps_per_epoch), v) for s, v in self.stages],
@@ -260,7 +272,7 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
         self.model.optimizer.learning_rate = self._current
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.verbose and _horovod.rank_and_size()[0] == 0:  # only rank 0 prints
+        if self.verbose and climseg_tf.rank_and_size()[0] == 0:  # only rank 0 prints
             step = int(tf.keras.backend.get_value(self.model.optimizer.iterations))
             print(f"\nEpoch {epoch + 1}: MultiStageLearningRate: learning rate "
                   f"{self.learning_rate_at(step):.6g} at global step {step}.")

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from callbacks import _horovod
+import climseg_tf
 
 
 def _is_scalar(value):
@@ -63,13 +63,13 @@ class MetricAverage(tf.keras.callbacks.Callback):
         self._average(logs, "evaluation")
 
     def _average(self, logs, when):
-        rank, size = _horovod.rank_and_size()
+        rank, size = climseg_tf.rank_and_size()
         if logs is None or size == 1:
             return
         keys = sorted(k for k, v in logs.items() if _is_scalar(v))
         if tuple(keys) not in self._checked_keys:
             # Horovod: all ranks must reduce the same values in the same order.
-            everyone = _horovod.allgather_object(keys, name="climseg.metric_average.keys")
+            everyone = climseg_tf.allgather_object(keys, name="climseg.metric_average.keys")
             different = {r: k for r, k in enumerate(everyone) if k != everyone[0]}
             if different:
                 raise ValueError(
@@ -80,7 +80,7 @@ class MetricAverage(tf.keras.callbacks.Callback):
         if not keys:
             return
         # Horovod: average the scalar logs over all ranks.
-        means = _horovod.allreduce([float(logs[k]) for k in keys], "mean",
+        means = climseg_tf.allreduce([float(logs[k]) for k in keys], "mean",
                                    name="climseg.metric_average")
         logs.update(zip(keys, means, strict=True))
         if self.verbose and rank == 0:  # only rank 0 prints

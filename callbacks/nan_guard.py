@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from callbacks import _horovod
+import climseg_tf
 
 
 class StopOnNonFinite(tf.keras.callbacks.Callback):
@@ -35,9 +35,9 @@ class StopOnNonFinite(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         bad = 0.0 if loss is None or math.isfinite(float(loss)) else 1.0
-        rank, _ = _horovod.rank_and_size()
+        rank, _ = climseg_tf.rank_and_size()
         # Horovod: every rank takes part, so all agree on stopping.
-        (bad,) = _horovod.allreduce([bad], "sum", name="climseg.nonfinite")
+        (bad,) = climseg_tf.allreduce([bad], "sum", name="climseg.nonfinite")
         if bad:
             step = int(tf.keras.backend.get_value(self.model.optimizer.iterations))
             self.stopped = True

@@ -5,7 +5,7 @@ import time
 
 import tensorflow as tf
 
-from callbacks import _horovod
+import climseg_tf
 
 
 def format_flops(flops_per_second):
@@ -105,14 +105,14 @@ class Throughput(tf.keras.callbacks.Callback):
             self._timed_batches += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        rank, size = _horovod.rank_and_size()
+        rank, size = climseg_tf.rank_and_size()
         timed = self._timed_batches > 0 and self._end > self._start
         rate = self._timed_batches * self.batch_size / (self._end - self._start) if timed else 0.0
         # Horovod: the same steps on every rank; the job took the longest rank's time.
-        samples, ranks_timed = _horovod.allreduce(
+        samples, ranks_timed = climseg_tf.allreduce(
             [self._timed_batches * self.batch_size, float(timed)], "sum",
             name="climseg.throughput")
-        (longest,) = _horovod.allreduce([self._end - self._start if timed else 0.0], "max",
+        (longest,) = climseg_tf.allreduce([self._end - self._start if timed else 0.0], "max",
                                         name="climseg.throughput_time")
         if ranks_timed < size:
             if self.verbose and rank == 0:

@@ -3,7 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-CLASS_LABELS = {0: "background", 1: "tropical cyclone", 2: "atmospheric river"}
+from data.layouts import CLASSES
+
+CLASS_LABELS = {class_id: name.replace("_", " ") for class_id, name in enumerate(CLASSES)}
 
 
 class WandbValidationImages(tf.keras.callbacks.Callback):

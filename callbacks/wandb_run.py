@@ -117,3 +117,33 @@ def metrics_logger(initial_step=0):
             wandb.log(logs, step=self.global_step)
 
     return GlobalStepLogger()
+
+
+def run_id(directory):
+    """The W&B run id of the run in `directory`: kept in a file, so a resume continues it."""
+    import uuid
+
+    path = os.path.join(directory, "wandb_run_id")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    value = uuid.uuid4().hex[:8]
+    with open(path, "w") as f:
+        f.write(value)
+    return value
+
+
+def finish_run(run, checkpoint_dir):
+    """Logs the best checkpoint as a model artifact and closes the run."""
+    import json
+
+    import wandb
+
+    best = os.path.join(checkpoint_dir, "best")
+    if os.path.isdir(best):
+        with open(os.path.join(best, "meta.json")) as f:
+            metadata = json.load(f)
+        artifact = wandb.Artifact(f"{run.name}-best", type="model", metadata=metadata)
+        artifact.add_dir(best)
+        run.log_artifact(artifact)
+    run.finish()

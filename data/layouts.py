@@ -1,6 +1,6 @@
 """Reading one climate sample from a file, in any of the published layouts.
 
-Three layouts are found in the wild (see ../shared/DOMAIN.md):
+Three layouts are found in the wild (see docs/DATA.md):
 
 - DeepCAM: HDF5, `climate/data` (H, W, 16) channels last, labels in
   `climate/labels_0` (H, W) and sometimes `climate/labels_1`.
@@ -25,6 +25,9 @@ CHANNELS = ("TMQ", "U850", "V850", "UBOT", "VBOT", "QREFHT", "PS", "PSL",
 """The 16 CAM5 variables, in the published channel order."""
 
 CLASSES = ("background", "tropical_cyclone", "atmospheric_river")
+"""The classes of the labels, by class id."""
+CLASS_KEYS = ("background", "tc", "ar")
+"""Short class names, as in metric keys (`iou_tc`, `val_iou_ar`)."""
 NUM_CLASSES = len(CLASSES)
 LABEL_SETS = ("labels_0", "labels_1", "random")
 

@@ -1,7 +1,7 @@
 """Synthetic CAM5-like samples: fields with cyclones and rivers, labels by threshold rules.
 
 Real CAM5 data (~55 MB a sample, terabytes in all) cannot be downloaded here.
-This generator writes files in the DeepCAM layout (see ../shared/DOMAIN.md)
+This generator writes files in the DeepCAM layout (see docs/DATA.md)
 whose 16 channels have plausible ranges and smooth large-scale structure
 (zonal-mean climatology plus smooth noise), with two kinds of events added:
 
@@ -353,3 +353,35 @@ def _derive(f):
     f["PS"] = f["PSL"] - 150.0 - 100.0 * noise
     f["Z1000"] = (f["PSL"] - 100000.0) / _AIR_DENSITY_G
     f["ZBOT"] = 62.0 + 0.21 * (f["TREFHT"] - 288.0)
+
+
+DEFAULT_SET = {"height": 64, "width": 96, "train": 48, "val": 16, "seed": 2018}
+"""The small data set training uses when given no files: its grid, file counts and seed."""
+
+
+def default_dataset(cache_dir, rank=0, say=print):
+    """The default synthetic data set: generated once (by rank 0) into `cache_dir`.
+
+    Every rank calls it; the others wait until rank 0's files are there.
+
+    Returns:
+        `(train_dir, val_dir)`.
+    """
+    import climseg_tf
+
+    d = DEFAULT_SET
+    root = os.path.join(cache_dir, f"synthetic-{d['height']}x{d['width']}-seed{d['seed']}")
+    dirs = {split: os.path.join(root, split) for split in ("train", "val")}
+    if rank == 0:
+        for offset, split in enumerate(("train", "val")):
+            marker = os.path.join(dirs[split], ".complete")
+            if os.path.exists(marker):
+                say(f"using the synthetic data set in {dirs[split]}")
+                continue
+            say(f"generating the default synthetic data set ({d[split]} {split} files, "
+                f"{d['height']}x{d['width']}x16) in {dirs[split]}")
+            generate(dirs[split], d[split], d["height"], d["width"],
+                     seed=d["seed"] + 1000 * offset, workers=2, progress=True)
+            open(marker, "w").close()
+    climseg_tf.broadcast_object(None, "climseg.default_data")  # the others wait for rank 0
+    return dirs["train"], dirs["val"]

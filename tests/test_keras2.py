@@ -70,3 +70,25 @@ def test_pin_gpu_is_a_no_op_without_gpus(tmp_path):
     """))
     proc = run_python([script], env_overrides={"OMPI_COMM_WORLD_LOCAL_RANK": "1"})
     assert "PINNED None 1" in proc.stdout and "3.0" in proc.stdout
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("train", ["--help"]),
+    ("train", ["predict", "--help"]),
+    ("data.synthetic", ["--help"]),
+    ("data.stats", ["--help"]),
+    ("data.staging", ["--help"]),
+])
+def test_help_answers_without_importing_tensorflow(tmp_path, module, argv):
+    script = tmp_path / "help.py"
+    script.write_text(textwrap.dedent(f"""
+        import importlib, sys
+        sys.argv = ["cmd", *{argv!r}]
+        try:
+            importlib.import_module({module!r}).main()
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        print("TENSORFLOW", "tensorflow" in sys.modules)
+    """))
+    proc = run_python([script])
+    assert "usage:" in proc.stdout and "TENSORFLOW False" in proc.stdout

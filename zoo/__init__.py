@@ -3,34 +3,29 @@
 `MODELS` maps a name to a builder; `get_model(name, **kwargs)` builds one.
 Every builder returns an uncompiled tf-keras `Model` from (batch, H, W, C)
 inputs to (batch, H, W, num_classes) float32 logits.
+
+Names are imported on first use: `import zoo` (and listing `zoo.MODELS`)
+does not load TensorFlow.
 """
 
-import climseg_tf  # noqa: F401  (must come first: selects Keras 2 before TensorFlow loads)
-from zoo.deeplabv3plus import deeplabv3plus
-from zoo.deeplabv3plus_tfm import deeplabv3plus_tfm
-from zoo.flops import count_flops, training_flops_per_sample
-from zoo.losses import LOSSES, FocalLoss, JaccardLoss, WeightedCrossEntropy, class_weights, get_loss
-from zoo.metrics import ConfusionMatrixIoU, DeepCAMIoU, iou_metrics
-from zoo.periodic import (
-    BilinearUpsampling2D,
-    LongitudePadding2D,
-    SubpixelConv2DTranspose,
-    wrap_longitude,
-)
-from zoo.tiramisu import tiramisu
-from zoo.transfer import (
-    BACKBONE_PATTERNS,
-    adapt_input_channels,
-    load_matching_weights,
-    set_backbone_trainable,
-    weights_file,
-)
+import climseg_tf
+from zoo.catalog import BACKBONE_PATTERNS, MODELS
 
-MODELS = {
-    "deeplabv3plus": deeplabv3plus,
-    "tiramisu": tiramisu,
-    "deeplabv3plus_tfm": deeplabv3plus_tfm,
+_EXPORTS = {
+    "deeplabv3plus": "zoo.deeplabv3plus",
+    "deeplabv3plus_tfm": "zoo.deeplabv3plus_tfm",
+    "tiramisu": "zoo.tiramisu",
+    **dict.fromkeys(("count_flops", "training_flops_per_sample"), "zoo.flops"),
+    **dict.fromkeys(("LOSSES", "FocalLoss", "JaccardLoss", "WeightedCrossEntropy",
+                     "class_weights", "get_loss", "training_loss"), "zoo.losses"),
+    **dict.fromkeys(("ConfusionMatrixIoU", "DeepCAMIoU", "iou_metrics"), "zoo.metrics"),
+    **dict.fromkeys(("BilinearUpsampling2D", "LongitudePadding2D", "SubpixelConv2DTranspose",
+                     "wrap_longitude"), "zoo.periodic"),
+    **dict.fromkeys(("adapt_input_channels", "load_matching_weights", "set_backbone_trainable",
+                     "weights_file"), "zoo.transfer"),
 }
+__all__ = ["BACKBONE_PATTERNS", "MODELS", "get_model", *sorted(_EXPORTS)]
+__getattr__ = climseg_tf.lazy_exports(__name__, _EXPORTS)
 
 
 def get_model(name, **kwargs):
@@ -50,32 +45,3 @@ def get_model(name, **kwargs):
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
     return MODELS[name](**kwargs)
-
-
-__all__ = [
-    "BACKBONE_PATTERNS",
-    "adapt_input_channels",
-    "load_matching_weights",
-    "set_backbone_trainable",
-    "weights_file",
-    "LOSSES",
-    "MODELS",
-    "ConfusionMatrixIoU",
-    "DeepCAMIoU",
-    "FocalLoss",
-    "JaccardLoss",
-    "WeightedCrossEntropy",
-    "class_weights",
-    "count_flops",
-    "get_loss",
-    "iou_metrics",
-    "training_flops_per_sample",
-    "BilinearUpsampling2D",
-    "LongitudePadding2D",
-    "SubpixelConv2DTranspose",
-    "deeplabv3plus",
-    "deeplabv3plus_tfm",
-    "get_model",
-    "tiramisu",
-    "wrap_longitude",
-]

@@ -185,3 +185,31 @@ def get_loss(name, class_weights=None, **kwargs):
             raise ValueError("The jaccard loss takes no class_weights; received some.")
         return JaccardLoss(**kwargs)
     return LOSSES[name](class_weights=class_weights, **kwargs)
+
+
+def training_loss(name, weighting="sc18", frequencies=None, gamma=2.0):
+    """The loss of a training run, with its class-weight policy applied.
+
+    Args:
+        name: "weighted_ce", "focal" or "jaccard".
+        weighting: "sc18" or "deepcam" (a scheme of `class_weights()`,
+            applied to `frequencies`), "none", or one weight per class.
+            Defaults to `"sc18"`.
+        frequencies: pixel frequency (or count) of each class, e.g.
+            `data.class_frequencies(stats)`; None when no statistics are known,
+            which leaves a scheme unweighted. Defaults to None.
+        gamma: the focal loss' focusing parameter. Defaults to `2.0`.
+
+    Returns:
+        `(loss, weights)`: the `keras.losses.Loss` and the weights it applies
+        (a list of floats), or None when unweighted. "jaccard" is never weighted.
+    """
+    weights = None
+    if name != "jaccard":
+        if weighting in WEIGHT_SCHEMES:
+            if frequencies is not None:
+                weights = [float(w) for w in class_weights(frequencies, scheme=weighting)]
+        elif weighting != "none":
+            weights = [float(w) for w in weighting]
+    kwargs = {"gamma": gamma} if name == "focal" else {}
+    return get_loss(name, class_weights=weights, **kwargs), weights

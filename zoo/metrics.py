@@ -10,30 +10,16 @@ Under Horovod, `result()` is a collective: every rank must call it the same
 number of times (Keras does, at each step of fit/evaluate on every rank).
 """
 
-import sys
-
 import tensorflow as tf
+
+import climseg_tf
 
 _PACKAGE = "climseg"
 
 
-def _horovod():
-    """horovod.tensorflow if it was imported and runs more than one rank, else None."""
-    hvd = sys.modules.get("horovod.tensorflow")
-    if hvd is None:
-        return None
-    try:
-        return hvd if hvd.is_initialized() and hvd.size() > 1 else None
-    except ValueError:  # "Horovod has not been initialized"
-        return None
-
-
 def _sum_over_ranks(tensor, enabled):
-    hvd = _horovod() if enabled else None
-    if hvd is None:
-        return tensor
     # Horovod: sum, not average, the per-rank counts.
-    return hvd.allreduce(tensor, op=hvd.Sum)
+    return climseg_tf.allreduce_tensor(tensor, "sum") if enabled else tensor
 
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)

@@ -50,13 +50,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-# Layers that belong to the encoder ("backbone") of each zoo model, by name.
-BACKBONE_PATTERNS = {
-    "deeplabv3plus": r"^(conv[1-5]_|pool1_|post_)",
-    "tiramisu": r"^(stem|down\d+)_",
-}
-# deeplabv3plus_tfm is one Keras layer around tf-models-official's model: its
-# encoder loads from a tfm backbone checkpoint (see `load_matching_weights`).
+from zoo.catalog import BACKBONE_PATTERNS
 
 
 def adapt_input_channels(kernel, channels, source_channels=None, target_channels=None):
@@ -146,12 +140,14 @@ def _read_h5_weights(path):
 
 
 def weights_file(path):
-    """The weights to load for `path`: a checkpoint directory's `model-weights.h5`, or `path`."""
+    """The weights to load for `path`: a checkpoint directory's weights file, or `path`."""
+    from callbacks.checkpoint import WEIGHTS  # the checkpoint layout's one home
+
     if os.path.isdir(path):
-        candidate = os.path.join(path, "model-weights.h5")
+        candidate = os.path.join(path, WEIGHTS)
         if os.path.isfile(candidate):
             return candidate
-        raise ValueError(f"{path} is a directory without model-weights.h5 (not a climseg "
+        raise ValueError(f"{path} is a directory without {WEIGHTS} (not a climseg "
                          "checkpoint)")
     if not os.path.exists(path) and not tf.io.gfile.exists(path + ".index"):
         raise ValueError(f"checkpoint {path} does not exist")
