@@ -400,7 +400,8 @@ def build_model(args, job, train_set):
         model = zoo.get_model(args.model, **kwargs)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
-    frequencies = None if train_set.stats is None else data.class_frequencies(train_set.stats)
+    frequencies = None if train_set.stats is None \
+        else data.class_frequencies(train_set.stats, args.label_set)
     loss, class_weights = zoo.training_loss(args.loss, args.class_weight_values, frequencies,
                                             gamma=args.focal_gamma)
     optimizer = callbacks.build_optimizer(

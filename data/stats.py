@@ -27,17 +27,28 @@ from data.progress import Progress
 NORMALIZATIONS = ("minmax", "zscore")
 
 Stats = collections.namedtuple(
-    "Stats", ["minval", "maxval", "mean", "std", "class_counts", "path"],
-    defaults=(None, None, None, None))
+    "Stats", ["minval", "maxval", "mean", "std", "class_counts", "path", "count"],
+    defaults=(None, None, None, None, None))
 Stats.__doc__ = """Per-channel statistics of a data set, for the 16 channels in order.
 
 `minval`, `maxval`, `mean`, `std` are float64 arrays of 16 (mean and std are
-None for a DeepCAM-form file); `class_counts` holds the pixels of each class
-(None when unknown); `path` is the file read, for error messages."""
+None for a file that holds only a range); `class_counts` holds the pixels of
+each class, (3,), or one row per label set, (2, 3), as the paper's
+`summarize_stats.py` writes them (None when unknown); `path` is the file
+read, for error messages; `count` the pixels the statistics are over (None
+when unknown)."""
 
 
 def read_stats(path):
-    """Reads a `stats.h5` in the DeepCAM or the SC18 form.
+    """Reads a `stats.h5` in any of the forms the peers write.
+
+    - climseg's (`climseg-stats`, `climseg-synth`): both forms below at once.
+    - DeepCAM's: `climate/minval`, `climate/maxval`, and (MLPerf DeepCAM's
+      own) `climate/count`, `climate/mean`, `climate/sqmean`, from which the
+      standard deviation follows, so z-score works too.
+    - SC18's: `climate/stats` (16, 4), columns mean, max, min, std; and
+      `climate/labels_stats` of (3,) or, as the paper's `summarize_stats.py`
+      merges it, (2, 3): one row per label set.
 
     Args:
         path: the statistics file.
@@ -65,18 +76,30 @@ def read_stats(path):
         if "climate/minval" in f or "climate/maxval" in f:
             fields.update(minval=_array(f, path, "climate/minval", (len(CHANNELS),)),
                           maxval=_array(f, path, "climate/maxval", (len(CHANNELS),)))
+        if "std" not in fields and "climate/mean" in f and "climate/sqmean" in f:
+            mean = _array(f, path, "climate/mean", (len(CHANNELS),))
+            variance = _array(f, path, "climate/sqmean", (len(CHANNELS),)) - mean ** 2
+            # float32 rounding can leave a constant channel's variance just below 0.
+            fields.update(mean=mean, std=np.sqrt(np.maximum(variance, 0.0)))
         if not fields:
             found = ", ".join(_names(f)) or "no datasets"
             raise DataFileError(path, f"holds no statistics: found {found}; expected "
                                       "climate/minval + climate/maxval (DeepCAM) or "
                                       "climate/stats (16, 4) (SC18)")
         if "climate/labels_stats" in f:
-            fields["class_counts"] = _array(f, path, "climate/labels_stats", (NUM_CLASSES,))
+            shape = f["climate/labels_stats"].shape
+            expected = shape if len(shape) == 2 and shape[-1] == NUM_CLASSES \
+                else (NUM_CLASSES,)
+            fields["class_counts"] = _array(f, path, "climate/labels_stats", expected)
     return Stats(path=str(path), **fields)
 
 
 def write_stats(path, stats):
-    """Writes `stats` in both published forms; atomically (temp file, then rename).
+    """Writes `stats` in all the published forms; atomically (temp file, then rename).
+
+    DeepCAM's loader reads `climate/minval` and `maxval` (and MLPerf
+    DeepCAM's, `count`, `mean` and `sqmean` too); SC18's `climate/stats` and
+    `climate/labels_stats`: a file written here serves either unchanged.
 
     Args:
         path: the file to write.
@@ -89,6 +112,9 @@ def write_stats(path, stats):
         f["climate/stats"] = np.stack([stats.mean, stats.maxval, stats.minval, stats.std],
                                       axis=1).astype(np.float32)
         f["climate/stats"].attrs["columns"] = "mean,max,min,std"
+        f["climate/mean"] = np.asarray(stats.mean, np.float32)
+        f["climate/sqmean"] = (np.square(stats.std) + np.square(stats.mean)).astype(np.float32)
+        f["climate/count"] = np.int64(stats.count or 0)
         f["climate"].attrs["channels"] = ",".join(CHANNELS)
         if stats.class_counts is not None:
             f["climate/labels_stats"] = np.asarray(stats.class_counts, np.int64)
@@ -186,7 +212,7 @@ def row_normalizer(offset, scale, width):
     return apply
 
 
-def class_frequencies(stats):
+def class_frequencies(stats, label_set="labels_0"):
     """Fraction of pixels in each class, from the counts in the statistics.
 
     The loss weights of the paper derive from these: SC18 used
@@ -194,6 +220,9 @@ def class_frequencies(stats):
 
     Args:
         stats: a `Stats` or the path of a `stats.h5`.
+        label_set: with counts per label set (the paper's (2, 3) form), the
+            row of `"labels_0"` or `"labels_1"`, or their mean for
+            `"random"`. Defaults to `"labels_0"`.
 
     Returns:
         float64 array of NUM_CLASSES values summing to 1.
@@ -207,6 +236,12 @@ def class_frequencies(stats):
         raise DataFileError(stats.path, "holds no class counts (climate/labels_stats); "
                                         "recompute it with `climseg-stats`")
     counts = np.asarray(stats.class_counts, np.float64)
+    if counts.ndim == 2:  # one row per label set
+        rows = {"labels_0": counts[:1], "labels_1": counts[1:2], "random": counts}
+        if label_set not in rows or not len(rows[label_set]):
+            raise DataFileError(stats.path, f"climate/labels_stats has {len(counts)} label "
+                                            f"set(s); no counts for {label_set}")
+        counts = rows[label_set].mean(axis=0)
     return counts / counts.sum()
 
 
@@ -259,7 +294,7 @@ def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
         raise DataFileError(os.path.commonpath(files), f"none of the {len(files)} files is usable")
     count, mean, m2, low, high, classes = total
     return Stats(minval=low, maxval=high, mean=mean, std=np.sqrt(m2 / count),
-                 class_counts=classes)
+                 class_counts=classes, count=int(count))
 
 
 def main(argv=None):

@@ -184,16 +184,47 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--no-stats", action="store_true", help="do not write stats.h5")
+    parser.add_argument("--validation", type=int, metavar="M",
+                        help="DeepCAM's directory layout: N files in OUT_DIR/train, M in "
+                             "OUT_DIR/validation and the training files' OUT_DIR/stats.h5, "
+                             "as DeepCAM's own loader expects")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    if args.validation is not None and args.validation < 1:
+        parser.error(f"--validation {args.validation}: expected a number of files >= 1")
     try:
-        paths = generate(args.out_dir, args.num_files, args.height, args.width, args.seed,
-                         stats=not args.no_stats, workers=args.workers,
-                         progress=not args.quiet)
+        if args.validation is None:
+            paths = generate(args.out_dir, args.num_files, args.height, args.width, args.seed,
+                             stats=not args.no_stats, workers=args.workers,
+                             progress=not args.quiet)
+        else:
+            paths = generate_deepcam_layout(args.out_dir, args.num_files, args.validation,
+                                            args.height, args.width, args.seed,
+                                            stats=not args.no_stats, workers=args.workers,
+                                            progress=not args.quiet)
     except ValueError as err:
         parser.error(str(err))
     print(f"climseg-synth: wrote {len(paths)} files to {args.out_dir}", file=sys.stderr)
     return 0
+
+
+def generate_deepcam_layout(root, num_train, num_validation, height=FULL_SIZE[0],
+                            width=FULL_SIZE[1], seed=0, stats=True, workers=1, progress=False):
+    """Writes a data set in DeepCAM's layout: `root/train`, `root/validation`, `root/stats.h5`.
+
+    The statistics are the training files'; training and validation files
+    are drawn from different seeds.
+
+    Returns:
+        The paths written, training files first.
+    """
+    train = generate(os.path.join(root, "train"), num_train, height, width, seed, stats=False,
+                     workers=workers, progress=progress)
+    validation = generate(os.path.join(root, "validation"), num_validation, height, width,
+                          seed + 1_000_003, stats=False, workers=workers, progress=progress)
+    if stats:
+        write_stats(os.path.join(root, "stats.h5"), compute_stats(train, workers=workers))
+    return train + validation
 
 
 def _smooth_noise(rng, count, lat, lon, cells=(6, 9)):

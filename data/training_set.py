@@ -99,12 +99,16 @@ class TrainingSet:
 
 
 def stats_next_to(paths):
-    """The `stats.h5` in (or next to) the first of `paths` that has one, or None."""
+    """The `stats.h5` beside the first of `paths` that has one, or in its parent; or None.
+
+    The parent is where DeepCAM's layout keeps it (`ROOT/train`, `ROOT/stats.h5`).
+    """
     for path in paths:
-        candidate = os.path.join(path if os.path.isdir(path) else os.path.dirname(path),
-                                 STATS_NAME)
-        if os.path.isfile(candidate):
-            return candidate
+        directory = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
+        for candidate in (os.path.join(directory, STATS_NAME),
+                          os.path.join(os.path.dirname(directory), STATS_NAME)):
+            if os.path.isfile(candidate):
+                return candidate
     return None
 
 

@@ -84,6 +84,44 @@ def test_sc18_form_zscore(tmp_path):
     np.testing.assert_allclose(class_frequencies(path), [0.9, 0.01, 0.09])
 
 
+def test_mlperf_deepcam_form_allows_zscore(tmp_path):
+    # As MLPerf HPC DeepCAM's own statistics: count, mean, sqmean, minval, maxval.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 16)) * np.arange(1, 17) + np.arange(16) * 10
+    path = tmp_path / "stats.h5"
+    with h5py.File(path, "w") as f:
+        f["climate/count"] = np.int64(len(x))
+        f["climate/mean"] = x.mean(0).astype(np.float32)
+        f["climate/sqmean"] = (x ** 2).mean(0).astype(np.float32)
+        f["climate/minval"] = x.min(0).astype(np.float32)
+        f["climate/maxval"] = x.max(0).astype(np.float32)
+    offset, scale = normalizer(path, "zscore", channels="TMQ,PSL")
+    np.testing.assert_allclose(offset, x.mean(0)[[0, 7]], rtol=1e-6)
+    np.testing.assert_allclose(scale, 1 / x.std(0)[[0, 7]], rtol=1e-3)
+    offset, scale = normalizer(path, "minmax")
+    np.testing.assert_allclose(offset, x.min(0), rtol=1e-6)
+
+
+def test_paper_summarize_stats_form_with_counts_per_label_set(tmp_path):
+    # The paper's summarize_stats.py: climate/stats (16, 4) and a (2, 3) float32
+    # labels_stats, one row per label set (mean pixels per file of each class).
+    path = tmp_path / "stats.h5"
+    table = np.stack([np.zeros(16), np.full(16, 9.0), np.full(16, -9.0), np.ones(16)], 1)
+    with h5py.File(path, "w") as f:
+        f["climate/stats"] = table.astype(np.float32)
+        f["climate/labels_stats"] = np.array([[80, 5, 15], [60, 10, 30]], np.float32)
+    stats = read_stats(path)
+    assert stats.class_counts.shape == (2, 3)
+    np.testing.assert_allclose(class_frequencies(stats), [0.8, 0.05, 0.15])
+    np.testing.assert_allclose(class_frequencies(stats, "labels_1"), [0.6, 0.1, 0.3])
+    np.testing.assert_allclose(class_frequencies(stats, "random"), [0.7, 0.075, 0.225])
+    with h5py.File(path, "r+") as f:
+        del f["climate/labels_stats"]
+        f["climate/labels_stats"] = np.ones((2, 4), np.float32)
+    with pytest.raises(DataFileError, match=r"labels_stats has shape \(2, 4\); expected \(3,\)"):
+        read_stats(path)
+
+
 def test_missing_and_malformed_stats_files(tmp_path):
     with pytest.raises(DataFileError, match="nope.h5: statistics file not found"):
         read_stats(tmp_path / "nope.h5")

@@ -117,6 +117,32 @@ def test_command_writes_files_and_stats(tmp_path, capsys):
     assert read_sample(tmp_path / "data-2106-01-01-03-1.h5")[0].shape == (32, 48, 16)
 
 
+def test_command_writes_deepcams_layout_which_climseg_reads_back(tmp_path):
+    from data.training_set import prepare_training_set
+
+    assert main([str(tmp_path), "-n", "3", "--validation", "2", "--height", "16", "--width",
+                 "24", "-q"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["stats.h5", "train", "validation"]
+    # DeepCAM's loader takes every *.h5 of train/ and validation/: no stats.h5 among them.
+    assert [len(os.listdir(tmp_path / d)) for d in ("train", "validation")] == [3, 2]
+    with h5py.File(tmp_path / "stats.h5") as f:  # what DeepCAM's loader reads
+        for name in ("mean", "sqmean", "minval", "maxval"):
+            assert f[f"climate/{name}"].shape == (16,) and f[f"climate/{name}"].dtype == "f4"
+        assert f["climate/count"].shape == () and f["climate/count"][()] == 3 * 16 * 24
+        mean, sqmean = f["climate/mean"][...], f["climate/sqmean"][...]
+    fields = np.stack([read_sample(p)[0] for p in sorted((tmp_path / "train").iterdir())])
+    np.testing.assert_allclose(mean, fields.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(sqmean - mean.astype(np.float64) ** 2),
+                               fields.std(axis=(0, 1, 2)), rtol=2e-3)
+    assert read_stats(tmp_path / "stats.h5").std is not None
+    train_set = prepare_training_set([str(tmp_path / "train")], [str(tmp_path / "validation")],
+                                     batch_size=1)
+    assert train_set.stats_path == os.path.abspath(tmp_path / "stats.h5")
+    assert (len(train_set.train_files), len(train_set.val_files)) == (3, 2)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "x"), "-n", "1", "--validation", "0"])
+
+
 @pytest.mark.slow
 def test_a_small_network_learns_the_labels(tmp_path):
     generate(tmp_path / "train", 32, H, W, seed=0)
