@@ -5,6 +5,7 @@
     horovodrun -np 4 -H localhost:4 --gloo python train.py ...   # data-parallel
     python train.py --config run.yaml --lr 0.001          # YAML, flags override
     python train.py predict --checkpoint runs/x/checkpoints/best --input files/*.h5
+                                                          # = climseg-predict ...
 
 Every rank runs this file; only rank 0 prints, writes files and talks to W&B.
 The pieces live in `zoo/` (models, losses, IoU), `callbacks/` (LARC, gradient
@@ -312,8 +313,10 @@ def _class_weights_flag(text):
 def main(argv=None):
     """Runs training (or `predict ...`); returns the process exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "predict":
-        return predict_main(argv[1:])
+    if argv and argv[0] == "predict":  # the same as climseg-predict
+        from inference.predict import main as predict
+
+        return predict(argv[1:], prog="train.py predict")
     args = parse_args(argv)
     job = start_job(args)
     train_set = prepare_data(args, job)
@@ -690,101 +693,6 @@ def _wandb_callbacks(args, train_set, initial_step):
         cbs.append(callbacks.WandbValidationImages(samples, normalize=norm,
                                                    channels=train_set.channels))
     return cbs
-
-
-# --------------------------------------------------------------------------- predict
-
-def build_predict_parser():
-    parser = argparse.ArgumentParser(
-        prog="train.py predict",
-        description="Predict TC/AR masks for climate files with a trained checkpoint; write "
-                    "masks (HDF5, or netCDF next to netCDF inputs) and PNG maps.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="a checkpoint directory (e.g. runs/x/checkpoints/best)")
-    parser.add_argument("--input", nargs="+", required=True,
-                        help="files, directories or globs to predict")
-    parser.add_argument("--output-dir", default="predictions")
-    parser.add_argument("--stats", help="stats.h5 (default: the one the checkpoint used)")
-    parser.add_argument("--batch-size", type=_positive_int, default=1)
-    parser.add_argument("--no-maps", action="store_true", help="masks only, no PNG maps")
-    return parser
-
-
-def predict_main(argv):
-    """`python train.py predict`: masks and maps for files, with IoU where labels exist."""
-    parser = build_predict_parser()
-    args = parser.parse_args(argv)
-
-    import numpy as np
-    import tensorflow as tf
-
-    import callbacks
-    import data
-    import zoo
-
-    climseg_tf.pin_gpu()  # under a launcher: this rank's GPU only
-    try:
-        meta = callbacks.read_meta(args.checkpoint)
-        weights = zoo.weights_file(args.checkpoint)
-    except (callbacks.CheckpointError, ValueError) as e:
-        parser.error(f"--checkpoint: {e}")
-    try:
-        files = data.list_files(args.input)
-    except data.DataFileError as e:
-        parser.error(f"--input: {e}")
-    stats_path = args.stats
-    if not stats_path and meta.get("stats"):
-        # The checkpoint's own copy (a name inside it); older ones hold a path.
-        stats_path = os.path.join(args.checkpoint, meta["stats"])
-        if not os.path.isfile(stats_path):
-            parser.error(f"--checkpoint: {args.checkpoint} names statistics {meta['stats']} "
-                         "that are not there; give --stats")
-    if stats_path and not os.path.isfile(stats_path):
-        parser.error(f"--stats: {stats_path} does not exist")
-    try:
-        stats = data.read_stats(stats_path) if stats_path else None
-    except data.DataFileError as e:
-        raise SystemExit(f"train.py: error: --stats: {e}") from None
-    channels = meta["channels"]
-    kwargs = dict(meta["model_kwargs"])
-    kwargs["input_shape"] = tuple(kwargs["input_shape"])
-    model = zoo.get_model(meta["model"], **kwargs)
-    model.load_weights(weights)
-    norm = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
-        if stats is not None else None
-    os.makedirs(args.output_dir, exist_ok=True)
-    tmq = channels.index(0) if 0 in channels else 0
-    # The training metrics, on this process only: the same IoU rule as val_mean_iou.
-    ious = zoo.iou_metrics(data.NUM_CLASSES, class_names=data.CLASS_KEYS, allreduce=False)
-    for i, path in enumerate(files):
-        fields, labels = data.read_sample(path, channels=channels, labels_required=False)
-        inputs = fields if norm is None else data.normalize(fields.copy(), *norm)
-        logits = model.predict_on_batch(inputs[None])
-        mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
-        out = data.write_mask(path, args.output_dir, mask,
-                              attrs={"checkpoint": os.path.abspath(args.checkpoint),
-                                     "model": meta["model"]})
-        line = f"[{i + 1}/{len(files)}] {path} -> {out}"
-        if labels is not None:
-            for metric in ious:
-                metric.update_state(labels[None], logits)
-        if not args.no_maps:
-            png = os.path.splitext(out)[0] + ".png"
-            data.plot_events(png, fields[..., tmq], mask, labels,
-                             title=os.path.basename(path))
-            line += f", {os.path.basename(png)}"
-        print(line, flush=True)
-    if float(tf.reduce_sum(ious[0].total_cm)):
-        mean, background, tc, ar = (float(metric.result()) for metric in ious)
-
-        def shown(value):  # "-": the class is in neither the labels nor the masks
-            return "-" if math.isnan(value) else f"{value:.3f}"
-
-        print(f"IoU background {shown(background)}, tropical cyclone {shown(tc)}, atmospheric "
-              f"river {shown(ar)}; mean {shown(mean)} (-: class absent from labels and "
-              "masks)", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,4 @@
+"""Inference over archives of climate-model output with a trained climseg checkpoint.
+
+`climseg-predict` (`inference.predict.main`) writes one mask file per input.
+"""

@@ -1,0 +1,115 @@
+"""climseg-predict: batches, ranks, resuming, other grids, and its alias `train.py predict`."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from conftest import TESTS_DIR, run_horovod, run_python, worker_env
+
+import data
+
+TRAIN = str(TESTS_DIR.parent / "train.py")
+PREDICT = str(TESTS_DIR.parent / "inference" / "predict.py")
+TINY = ["--model", "tiramisu", "--model-option", "blocks=[1,1,2]", "--model-option",
+        "growth_rate=4", "--model-option", "initial_filters=8", "--model-option", "kernel_size=3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data.generate(root / "train", 8, 64, 96, seed=1)
+    data.generate(root / "val", 5, 64, 96, seed=2)
+    run_python([TRAIN, *TINY, "--data-train", root / "train", "--output-dir", root / "run",
+                "--epochs", "1", "--wandb-mode", "disabled"])
+    return root, root / "run" / "checkpoints" / "best"
+
+
+def _masks(directory):
+    out = {}
+    for path in sorted(glob.glob(str(directory / "*.mask.h5"))):
+        with h5py.File(path) as f:
+            out[os.path.basename(path)] = f["climate/prediction"][...]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_path):
+    root, best = trained
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
+                       one, "--batch-size", "1"])
+    assert "5 files on 1 rank(s), batch 1" in proc.stdout
+    assert "predicted 5/5 samples" in proc.stdout and "samples/s" in proc.stdout
+    proc = run_horovod([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
+                        two, "--batch-size", "2", "--no-maps"])
+    assert "5 files on 2 rank(s), batch 2" in proc.stdout
+    assert proc.stdout.count("climseg-predict: masks in") == 1  # rank 0 only
+    names = sorted(os.listdir(two))
+    assert len(names) == 5 and all(n.endswith(".mask.h5") for n in names)
+    for name in names:  # byte for byte
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert len(glob.glob(str(one / "*.mask.png"))) == 5
+    # The IoU of all ranks, as numpy computes it from the masks and labels.
+    confusion = np.zeros((3, 3), np.int64)
+    for name, mask in _masks(two).items():
+        _, labels = data.read_sample(str(root / "val" / name.replace(".mask.h5", ".h5")))
+        confusion += np.bincount(3 * labels.ravel() + mask.ravel(), minlength=9).reshape(3, 3)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    assert f"mean {np.nanmean(iou):.3f}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_rerun_after_sigkill_finishes_the_rest(trained, tmp_path):
+    root, best = trained
+    many = tmp_path / "many"
+    data.generate(many, 24, 64, 96, seed=5, stats=False)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    args = ["--checkpoint", best, "--input", many, "--batch-size", "1"]
+    run_python([PREDICT, *args, "--output-dir", whole])
+    proc = subprocess.Popen([sys.executable, PREDICT, *map(str, args), "--output-dir",
+                             str(killed)], env=worker_env(2), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(glob.glob(str(killed / "*.mask.h5"))) < 3:
+        assert proc.poll() is None and time.time() < deadline, "no masks written"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(glob.glob(str(killed / "*.mask.h5")))
+    assert 3 <= len(done) < 24
+    before = {p: os.path.getmtime(p) for p in done}
+    rerun = run_python([PREDICT, *args, "--output-dir", killed])
+    assert f"{len(done)} already done in {killed}" in rerun.stdout
+    assert {p: os.path.getmtime(p) for p in done} == before  # not predicted again
+    assert not [n for n in os.listdir(killed) if ".tmp-" in n]
+    assert sorted(os.listdir(killed)) == sorted(os.listdir(whole))
+    for name in os.listdir(whole):
+        if name.endswith(".mask.h5"):
+            assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_other_grids_and_the_alias(trained, tmp_path):
+    root, best = trained
+    data.generate(tmp_path / "small", 2, 32, 48, seed=3, stats=False)
+    proc = run_python([TRAIN, "predict", "--checkpoint", best, "--input", tmp_path / "small",
+                       "--output-dir", tmp_path / "out", "--no-maps"])
+    assert "tiramisu at 32x48" in proc.stdout
+    assert {m.shape for m in _masks(tmp_path / "out").values()} == {(32, 48)}
+    data.generate(tmp_path / "odd", 1, 30, 44, seed=4, stats=False)
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", tmp_path / "odd",
+                       "--output-dir", tmp_path / "bad"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert (f"climseg-predict: error: --input: {tmp_path / 'odd'}/data-2106-01-01-00-1.h5 has a "
+            "30x44 grid; the checkpoint's tiramisu was trained at 64x96 and cannot be built at "
+            "30x44") in proc.stderr
+    assert not os.path.exists(tmp_path / "bad")  # nothing written
