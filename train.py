@@ -24,31 +24,18 @@ import time
 import yaml
 
 import climseg_tf  # first: selects Keras 2 before TensorFlow loads
+from data import flag_types
 
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 
 
 # --------------------------------------------------------------------------- flags
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _nonnegative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
+_positive_int = flag_types.integer(minimum=1)
+_nonnegative_int = flag_types.integer(minimum=0)
+_positive_float = flag_types.number(above=0)
+_nonnegative_float = flag_types.number(minimum=0)
+_finite_float = flag_types.number()
 
 
 def build_parser():
@@ -91,7 +78,7 @@ def build_parser():
                    default="labels_0")
     g.add_argument("--stage-dir", help="copy each rank's share of the training files here "
                                        "(e.g. /dev/shm or a node-local disk) before training")
-    g.add_argument("--stage-oversample", type=float, default=1.0,
+    g.add_argument("--stage-oversample", type=_finite_float, default=1.0,
                    help="each rank stages this many times its share")
     g.add_argument("--skip-bad-files", action="store_true",
                    help="skip unreadable or invalid files and report them at the end")
@@ -109,15 +96,15 @@ def build_parser():
                                        "(SC18) or 'P1:M1,P2:M2'")
     g.add_argument("--lr-unit", choices=("epoch", "step"), default="epoch",
                    help="unit of --lr-stages and --warmup")
-    g.add_argument("--warmup", type=float, default=0.0,
+    g.add_argument("--warmup", type=_nonnegative_float, default=0.0,
                    help="linear warmup length, in --lr-unit")
-    g.add_argument("--warmup-start", type=float, default=0.0,
+    g.add_argument("--warmup-start", type=_nonnegative_float, default=0.0,
                    help="learning-rate factor at the start of the warmup")
     g.add_argument("--lr-decay", choices=("none", "cosine", "poly"), default="none",
                    help="decay over the last stage down to 0 at the end of training")
     g.add_argument("--lr-scaling", choices=("none", "linear"), default="none",
                    help="'linear': multiply the learning rate by the number of ranks")
-    g.add_argument("--weight-decay", type=float, default=0.0,
+    g.add_argument("--weight-decay", type=_nonnegative_float, default=0.0,
                    help="weight decay (adamw, lamb, and LARC's trust ratio)")
     g.add_argument("--larc", action="store_true", help="wrap the optimizer in LARC")
     g.add_argument("--larc-eta", type=_positive_float, default=0.002)
@@ -134,7 +121,7 @@ def build_parser():
     g.add_argument("--class-weights", default="sc18",
                    help="'sc18' (1/sqrt(frequency), normalised), 'deepcam' (frequency^-0.125), "
                         "'none', or 3 comma-separated numbers")
-    g.add_argument("--focal-gamma", type=float, default=2.0)
+    g.add_argument("--focal-gamma", type=_nonnegative_float, default=2.0)
 
     g = parser.add_argument_group("precision")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -156,7 +143,7 @@ def build_parser():
                    help="'auto': continue from the newest checkpoint in --output-dir if "
                         "there is one; 'never': refuse a directory holding checkpoints; or a "
                         "checkpoint directory")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_nonnegative_int, default=0)
 
     g = parser.add_argument_group("fine-tuning")
     g.add_argument("--init-checkpoint",
@@ -181,10 +168,13 @@ def build_parser():
 def _load_config(parser, path):
     """Reads a YAML config (safe loader) into parser defaults; unknown keys are errors."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f) or {}
     except OSError as e:
         parser.error(f"--config {path}: {e.strerror}")
+    except UnicodeDecodeError as e:
+        parser.error(f"--config {path}: not UTF-8 text (byte {e.start}: {e.reason}); save it "
+                     "as UTF-8")
     except yaml.YAMLError as e:
         parser.error(f"--config {path}: not valid YAML: {e}")
     if not isinstance(values, dict):
@@ -211,8 +201,9 @@ def _load_config(parser, path):
         if action.choices and any(v not in action.choices for v in converted):
             parser.error(f"--config {path}: {key}: {value!r} is not one of "
                          f"{', '.join(map(str, action.choices))}")
-        defaults[dest] = converted if isinstance(value, list) or action.nargs in ("+", "*") \
-            else converted[0]
+        many = isinstance(value, list) or action.nargs in ("+", "*") \
+            or isinstance(action, argparse._AppendAction)  # --model-option: one or a list
+        defaults[dest] = converted if many else converted[0]
     parser.set_defaults(**defaults)
 
 
@@ -267,7 +258,7 @@ def parse_args(argv=None):
         parser.error(f"--class-weights: {e}")
     if args.loss == "jaccard" and args.class_weights not in ("none", "sc18"):
         parser.error("--class-weights does not apply to --loss jaccard; use 'none'")
-    if args.channels:
+    if args.channels is not None:
         import data
 
         try:
@@ -277,7 +268,8 @@ def parse_args(argv=None):
     args.lr_stage_list = []
     if args.lr_stages:
         try:
-            args.lr_stage_list = callbacks.parse_stages(args.lr_stages)
+            args.lr_stage_list = callbacks.check_stages(callbacks.parse_stages(args.lr_stages),
+                                                        args.lr_unit)
         except ValueError as e:
             parser.error(f"--lr-stages: {e}")
     return args

@@ -56,12 +56,40 @@ def parse_stages(text):
     return stages
 
 
+def check_stages(stages, unit="epoch"):
+    """Checks `(start, value)` stages: finite, starts >= 0 and increasing, values >= 0.
+
+    Returns:
+        The stages as a list of `(start, float(value))`.
+
+    Raises:
+        ValueError: naming the stage at fault.
+    """
+    checked = []
+    for stage in stages:
+        try:
+            start, value = stage
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"MultiStageLearningRate stages must be (start, value) pairs; "
+                             f"received the stage {stage!r}.") from err
+        _number(start, "stage start")
+        _number(value, "stage value")
+        if unit == "step" and int(start) != start:
+            raise ValueError(f"MultiStageLearningRate stage start {start!r} must be a whole "
+                             "number of steps with unit='step'.")
+        if checked and start <= checked[-1][0]:
+            raise ValueError("MultiStageLearningRate stage starts must increase; received "
+                             f"{[s for s, _ in checked] + [start]}.")
+        checked.append((start, float(value)))
+    return checked
+
+
 def _number(value, name, minimum=0.0, strict=False):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or (
-            value <= minimum if strict else value < minimum):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) \
+            or not math.isfinite(value) or (value <= minimum if strict else value < minimum):
         relation = ">" if strict else ">="
-        raise ValueError(f"MultiStageLearningRate {name} must be a number {relation} {minimum}; "
-                         f"received {name}={value!r}.")
+        raise ValueError(f"MultiStageLearningRate {name} must be a finite number {relation} "
+                         f"{minimum}; received {name}={value!r}.")
     return value
 
 
@@ -159,7 +187,7 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
                     f"multipliers; received unit={unit!r}, values={values!r}."
                 )
             stages = parse_stages(stages)
-        self.stages = self._check_stages(stages, unit)
+        self.stages = check_stages(stages, unit)
         self.unit = unit
         self.values = values
         self.warmup_unit = unit if warmup_unit is None else warmup_unit
@@ -196,25 +224,6 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
         self._plan = None
         self._current = None
 
-    @staticmethod
-    def _check_stages(stages, unit):
-        checked = []
-        for stage in stages:
-            try:
-                start, value = stage
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"MultiStageLearningRate stages must be (start, value) pairs; "
-                                 f"received the stage {stage!r}.") from err
-            _number(start, "stage start")
-            _number(value, "stage value")
-            if unit == "step" and int(start) != start:
-                raise ValueError(f"MultiStageLearningRate stage start {start!r} must be a whole "
-                                 "number of steps with unit='step'.")
-            if checked and start <= checked[-1][0]:
-                raise ValueError("MultiStageLearningRate stage starts must increase; received "
-                                 f"{[s for s, _ in checked] + [start]}.")
-            checked.append((start, float(value)))
-        return checked
 
     def _steps(self, position, unit, steps_per_epoch):
         if unit == "step":

@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 
 from data.files import STATS_NAME, list_files
+from data.flag_types import integer, number
 from data.progress import Progress
 
 _CHUNK = 8 << 20
@@ -130,14 +131,14 @@ def main(argv=None):
                     "rank variables (Horovod, Open MPI, Slurm).")
     parser.add_argument("paths", nargs="+", help="shared directory, glob or files")
     parser.add_argument("--to", required=True, dest="stage_dir", help="local directory")
-    parser.add_argument("--num-shards", type=int,
+    parser.add_argument("--num-shards", type=integer(minimum=1),
                         default=_env_int("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"))
-    parser.add_argument("--shard-index", type=int,
+    parser.add_argument("--shard-index", type=integer(minimum=0),
                         default=_env_int("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID",
                                          default=0))
-    parser.add_argument("--oversample", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--oversample", type=number(minimum=1), default=1.0)
+    parser.add_argument("--seed", type=integer(minimum=0), default=0)
+    parser.add_argument("--workers", type=integer(minimum=1), default=4)
     parser.add_argument("--no-verify", action="store_true", help="skip checksums")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ import numpy as np
 
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files
+from data.flag_types import integer
 from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, dataset_grid, read_sample
 from data.progress import Progress
 
@@ -307,7 +308,7 @@ def main(argv=None):
     parser.add_argument("-o", "--output", help="file to write; defaults to DIR/stats.h5")
     parser.add_argument("--label-set", default="labels_0", choices=("labels_0", "labels_1"),
                         help="labels whose classes are counted (default labels_0)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=integer(minimum=1), default=min(8, os.cpu_count() or 1),
                         help="files read in parallel (default: CPU count, at most 8)")
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="skip unusable files and list them at the end")

@@ -34,6 +34,7 @@ import sys
 import h5py
 import numpy as np
 
+from data.flag_types import integer
 from data.layouts import CHANNELS
 from data.progress import Progress
 from data.stats import compute_stats, write_stats
@@ -176,22 +177,20 @@ def main(argv=None):
         description="Write synthetic CAM5-like samples (DeepCAM layout, with tropical "
                     "cyclones and atmospheric rivers) and their stats.h5.")
     parser.add_argument("out_dir")
-    parser.add_argument("-n", "--num-files", type=int, required=True)
-    parser.add_argument("--height", type=int, default=FULL_SIZE[0],
+    parser.add_argument("-n", "--num-files", type=integer(minimum=1), required=True)
+    parser.add_argument("--height", type=integer(minimum=1), default=FULL_SIZE[0],
                         help=f"latitudes (default {FULL_SIZE[0]}; e.g. 96 for a small set)")
-    parser.add_argument("--width", type=int, default=FULL_SIZE[1],
+    parser.add_argument("--width", type=integer(minimum=1), default=FULL_SIZE[1],
                         help=f"longitudes (default {FULL_SIZE[1]}; e.g. 144)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--seed", type=integer(minimum=0), default=0)
+    parser.add_argument("--workers", type=integer(minimum=1), default=min(4, os.cpu_count() or 1))
     parser.add_argument("--no-stats", action="store_true", help="do not write stats.h5")
-    parser.add_argument("--validation", type=int, metavar="M",
+    parser.add_argument("--validation", type=integer(minimum=1), metavar="M",
                         help="DeepCAM's directory layout: N files in OUT_DIR/train, M in "
                              "OUT_DIR/validation and the training files' OUT_DIR/stats.h5, "
                              "as DeepCAM's own loader expects")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
-    if args.validation is not None and args.validation < 1:
-        parser.error(f"--validation {args.validation}: expected a number of files >= 1")
     try:
         if args.validation is None:
             paths = generate(args.out_dir, args.num_files, args.height, args.width, args.seed,

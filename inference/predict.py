@@ -18,18 +18,9 @@ import sys
 import time
 
 import climseg_tf
+from data.flag_types import integer
 
 PRECISIONS = ("fp32", "mixed_bfloat16")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
 
 
 def build_parser(prog="climseg-predict"):
@@ -42,7 +33,7 @@ def build_parser(prog="climseg-predict"):
                         help="files, directories or globs to predict")
     parser.add_argument("--output-dir", default="predictions")
     parser.add_argument("--stats", help="stats.h5 (default: the checkpoint's own copy)")
-    parser.add_argument("--batch-size", type=_positive_int, default=1,
+    parser.add_argument("--batch-size", type=integer(minimum=1), default=1,
                         help="samples per forward pass, per rank")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="mixed_bfloat16: bfloat16 arithmetic, float32 logits")

@@ -158,3 +158,17 @@ def test_real_full_disk_refused_up_front_then_enospc_mid_copy(tmp_path, small_di
     assert len(staged) == 2
     for path in staged:
         assert open(path, "rb").read() == (src / os.path.basename(path)).read_bytes()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-shards", "0"], "argument --num-shards: expected an integer >= 1, got 0"),
+    (["--oversample", "nan"], "argument --oversample: expected a finite number, got nan"),
+    (["--shard-index", "-1"], "argument --shard-index: expected an integer >= 0, got -1"),
+])
+def test_stage_numbers_are_checked_where_parsed(tmp_path, argv, message, capsys):
+    from data.staging import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--to", str(tmp_path / "stage"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -106,6 +106,23 @@ def _kill_after(cmd, pattern, env):
     # Weights that train nothing (the loss is exactly 0) or NaN.
     (["--class-weights", "0,0,0"], "--class-weights: '0,0,0' weighs every class 0"),
     (["--class-weights", "1,nan,1"], "--class-weights: expected 3 non-negative numbers"),
+    # Every number checked where it is parsed: finite and in range.
+    (["--lr", "inf"], "argument --lr: expected a finite number, got inf"),
+    (["--lr", "1e400"], "argument --lr: expected a finite number, got 1e400"),
+    (["--lr", "-1"], "argument --lr: expected a number > 0, got -1"),
+    (["--warmup", "-5"], "argument --warmup: expected a number >= 0, got -5"),
+    (["--warmup", "nan"], "argument --warmup: expected a finite number, got nan"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0, got -1"),
+    (["--focal-gamma", "nan"], "argument --focal-gamma: expected a finite number, got nan"),
+    (["--channels", ""], "--channels: unknown channel '' in channels=''"),
+    (["--lr-stages", "5:0.1,2:0.5"], "--lr-stages: MultiStageLearningRate stage starts must "
+                                     "increase; received [5.0, 2.0]"),
+    (["--lr-stages", "5:-0.1"], "--lr-stages: MultiStageLearningRate stage value must be a "
+                                "finite number >= 0.0; received stage value=-0.1"),
+    (["--lr-stages", "0:nan"], "stage value must be a finite number >= 0.0; received stage "
+                               "value=nan"),
+    (["--lr-stages", "piece:5:nan"], "stage value must be a finite number"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -453,6 +470,31 @@ def test_wandb_key_without_network_falls_back_to_offline(dataset, tmp_path):
     assert f"Upload later with: wandb sync {out}/wandb/offline-run-*" in proc.stdout
     assert len(glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))) == 1
     assert len(_epochs(out)) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: .inf", "lr: expected a finite number, got inf"),
+    ("seed: -3", "seed: expected an integer >= 0, got -3"),
+    ("model_option: blocks=[1,1,2]", None),  # one KEY=VALUE, not a list: still an option
+])
+def test_numbers_and_options_in_a_config_are_checked_as_flags(tmp_path, text, message, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text + "\n")
+    if message is None:
+        assert train.parse_args(["--config", str(config)]).model_options == {"blocks": [1, 1, 2]}
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--config", str(config)])
+    assert exit_info.value.code == 2
+    assert f"--config {config}: {message}" in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"lr: 0.1  # caf\xe9\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(config)])
+    assert f"--config {config}: not UTF-8 text (byte 14" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, dest, value", [
