@@ -184,7 +184,8 @@ def lazy_exports(package, exports):
     `zoo`, `data` and `callbacks` export names this way, so that importing
     them (and `--help` of every command) does not import TensorFlow until
     something that needs it is used. Submodules are found too
-    (`callbacks.checkpoint`).
+    (`callbacks.checkpoint`); where a function shares its module's name
+    (`zoo.tiramisu`), the package's name stays the function.
 
     Args:
         package: the package's `__name__`.
@@ -194,8 +195,19 @@ def lazy_exports(package, exports):
         The `__getattr__` function for the package's module namespace.
     """
     import importlib
+    import types
 
     namespace = sys.modules[package].__dict__
+
+    class Package(types.ModuleType):
+        def __setattr__(self, name, value):
+            # Importing submodule `zoo.tiramisu` sets the package's `tiramisu` to
+            # the module; the package exports the function of that name instead.
+            if isinstance(value, types.ModuleType) and exports.get(name) == value.__name__:
+                value = getattr(value, name)
+            super().__setattr__(name, value)
+
+    sys.modules[package].__class__ = Package
 
     def __getattr__(name):
         module = exports.get(name)
