@@ -75,3 +75,82 @@ def _write_netcdf(path, source, mask, meta):
         var[0] = mask
         var.attrs["description"] = "predicted class per pixel: " + meta["classes"]
         f.attrs.update(meta)
+
+
+def write_cf_masks(source, out_dir, masks, attrs=None):
+    """Writes the masks of every time step of a model-output file as CF netCDF, atomically.
+
+    The file holds `mask` (time, lat, lon) as bytes with CF `flag_values` and
+    `flag_meanings`, compressed and chunked by time step; the input's time
+    coordinate as it was (values, units, calendar); latitude and longitude
+    (ascending, 0..360) with their units, so xarray, CDO, NCO, ncview and
+    Panoply open it as it is. Global attributes name the source file,
+    the checkpoint and the model.
+
+    Args:
+        source: the `data.model_output.ModelOutput` the masks were predicted from.
+        out_dir: the output directory (must exist).
+        masks: (T, H, W) class ids on the source's canonical grid.
+        attrs: extra global attributes (e.g. the checkpoint used).
+
+    Returns:
+        The path written (`<out_dir>/<name>.mask.nc`).
+    """
+    import xarray as xr
+
+    from data.layouts import CLASSES
+
+    masks = np.asarray(masks).astype(np.int8)
+    if masks.shape != (source.num_times, *source.grid):
+        raise ValueError(f"masks for {source.path} have shape {masks.shape}; expected "
+                         f"{(source.num_times, *source.grid)}")
+    path = mask_path(source.path, out_dir)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    mask_attrs = {
+        "long_name": "predicted extreme-weather class",
+        "flag_values": np.arange(len(CLASSES), dtype=np.int8),
+        "flag_meanings": " ".join(CLASSES),
+        "valid_range": np.array([0, len(CLASSES) - 1], np.int8),
+    }
+    coords = {
+        "lat": ("lat", np.asarray(source.lat_values, np.float64),
+                {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude",
+                 "axis": "Y"}),
+        "lon": ("lon", np.asarray(source.lon_values, np.float64),
+                {"units": "degrees_east", "standard_name": "longitude",
+                 "long_name": "longitude", "axis": "X"}),
+    }
+    time, time_attrs = source.coordinate("time")
+    if time is not None:
+        keep = {k: v for k, v in time_attrs.items()
+                if k in ("units", "calendar", "long_name", "bounds")}
+        keep.pop("bounds", None)  # the bounds variable is not copied
+        coords["time"] = ("time", np.atleast_1d(time), {**keep, "standard_name": "time",
+                                                         "axis": "T"})
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        climseg_version = version("climseg")
+    except PackageNotFoundError:
+        climseg_version = "unknown"
+    dataset = xr.Dataset(
+        {"mask": (("time", "lat", "lon"), masks, mask_attrs)}, coords=coords,
+        attrs={"Conventions": "CF-1.8",
+               "title": "Tropical cyclone and atmospheric river masks",
+               "source": f"climseg {climseg_version}",
+               "history": f"climseg-predict on {os.path.basename(source.path)}",
+               "input_file": os.path.abspath(source.path),
+               **{k: str(v) for k, v in (attrs or {}).items()}})
+    encoding = {"mask": {"zlib": True, "complevel": 4, "dtype": "i1", "_FillValue": None,
+                         "chunksizes": (1, *source.grid)},
+                "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
+    if "time" in coords:
+        encoding["time"] = {"_FillValue": None, "dtype": np.asarray(time).dtype}
+    try:
+        dataset.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

@@ -21,6 +21,7 @@ import climseg_tf
 from data.flag_types import integer
 
 PRECISIONS = ("fp32", "mixed_bfloat16")
+INPUT_SUFFIXES = (".h5", ".hdf5", ".nc", ".nc4", ".netcdf", ".nc3", ".cdf")
 
 
 def build_parser(prog="climseg-predict"):
@@ -37,6 +38,9 @@ def build_parser(prog="climseg-predict"):
                         help="samples per forward pass, per rank")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="mixed_bfloat16: bfloat16 arithmetic, float32 logits")
+    parser.add_argument("--rename", metavar="NAME=CHANNEL,...",
+                        help="the file's variable names for climseg's channels, for models "
+                             "whose names differ, e.g. PRW=TMQ,U850_x=U850")
     parser.add_argument("--no-maps", action="store_true", help="masks only, no PNG maps")
     parser.add_argument("--overwrite", action="store_true",
                         help="predict every file again, replacing complete outputs")
@@ -47,12 +51,19 @@ def main(argv=None, prog="climseg-predict"):
     """Runs prediction; returns the process exit status."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    from data.model_output import parse_rename
+
+    try:
+        rename = parse_rename(args.rename)
+    except ValueError as e:
+        parser.error(f"--rename: {e}")
 
     import numpy as np
 
     import callbacks
     import data
     import zoo
+    from inference.sources import open_source, output_done
 
     rank, size = _start_horovod()
 
@@ -66,61 +77,102 @@ def main(argv=None, prog="climseg-predict"):
     except (callbacks.CheckpointError, ValueError) as e:
         parser.error(f"--checkpoint: {e}")
     try:
-        files = data.list_files(args.input)
+        files = data.list_files(args.input, suffixes=INPUT_SUFFIXES)
     except data.DataFileError as e:
         parser.error(f"--input: {e}")
     stats = _checkpoint_stats(parser, args, meta)
     channels = meta["channels"]
-    try:
-        grid = data.dataset_grid(files)
-    except data.DataFileError as e:
-        raise SystemExit(f"{prog}: error: --input: {e}") from None
-    model = _model_at(prog, meta, weights, grid, args.precision, files[0])
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    mine = files[rank::size]  # every file predicted (and written) by one rank
+    todo = [p for p in mine if args.overwrite or not output_done(p, args.output_dir)]
+    sources, problems = [], []
+    for path in todo:  # metadata only
+        try:
+            sources.append(open_source(path, channels, rename))
+        except data.DataFileError as e:
+            problems.append(str(e))
+    problems = sum(climseg_tf.allgather_object(problems, "climseg.predict.problems"), [])
+    if problems:
+        for source in sources:
+            source.close()
+        raise SystemExit(f"{prog}: error: --input: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    grids = sum(climseg_tf.allgather_object([(s.path, s.grid) for s in sources],
+                                            "climseg.predict.grids"), [])
+    grid = _common_grid(prog, grids, meta)
+    model = _model_at(prog, meta, weights, grid, args.precision, grids[0][0]) if grids else None
+    os.makedirs(args.output_dir, exist_ok=True)  # after every check: a refusal writes nothing
     if rank == 0:  # what a killed run was writing: never complete, so never kept
         for name in os.listdir(args.output_dir):
             if ".tmp-" in name:
                 os.remove(os.path.join(args.output_dir, name))
     climseg_tf.broadcast_object(None, "climseg.predict.clean")
-    mine = files[rank::size]  # every file predicted (and written) by one rank
-    todo = [p for p in mine
-            if args.overwrite or not os.path.isfile(data.predictions.mask_path(p, args.output_dir))]
-    total_todo = sum(climseg_tf.allgather_object(len(todo), "climseg.predict.todo"))
-    skipped = len(files) - total_todo
-    say(f"{prog}: {meta['model']} at {grid[0]}x{grid[1]}, {len(files)} files on {size} "
-        f"rank(s), batch {args.batch_size}"
+    samples = [(i, t) for i, source in enumerate(sources) for t in range(source.num_times)]
+    totals = climseg_tf.allgather_object([len(samples), len(todo)], "climseg.predict.todo")
+    total_samples, total_files = (sum(column) for column in zip(*totals, strict=True))
+    skipped = len(files) - total_files
+    say(f"{prog}: {meta['model']}"
+        + (f" at {grid[0]}x{grid[1]}" if grid else "")
+        + f", {len(files)} files ({total_samples} samples to predict) on {size} rank(s), "
+          f"batch {args.batch_size}"
         + (f"; {skipped} already done in {args.output_dir}" if skipped else ""))
 
     tmq = channels.index(0) if 0 in channels else 0
     attrs = {"checkpoint": os.path.abspath(args.checkpoint), "model": meta["model"]}
     confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
-    progress = _Progress(total_todo, size, say)
-    for paths, inputs, fields, labels in _batches(todo, args.batch_size, channels, stats,
-                                                  meta.get("normalization", "minmax")):
+    progress = _Progress(total_samples, size, say)
+    pending = {}  # source index -> (masks so far, count)
+    norm = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
+        if stats is not None else None
+    for batch, inputs, fields, labels in _batches(sources, samples, args.batch_size, norm):
         logits = model(inputs, training=False)
         masks = np.argmax(np.asarray(logits, np.float32), axis=-1).astype(np.uint8)
-        for path, mask, raw, truth in zip(paths, masks, fields, labels, strict=True):
-            out = data.predictions.mask_path(path, args.output_dir)
-            if not args.no_maps:  # the map first: the mask, written last, marks the file done
-                data.plot_events(os.path.splitext(out)[0] + ".png", raw[..., tmq], mask, truth,
-                                 title=os.path.basename(path))
-            data.write_mask(path, args.output_dir, mask, attrs=attrs)
+        for (i, t), mask, raw, truth in zip(batch, masks, fields, labels, strict=True):
+            source = sources[i]
+            out = data.predictions.mask_path(source.path, args.output_dir)
+            if not args.no_maps:  # maps first: the mask file, written last, marks it done
+                png = os.path.splitext(out)[0] + (f".t{t:04d}" if source.num_times > 1 else "")
+                title = os.path.basename(source.path) + (f", time step {t}"
+                                                         if source.num_times > 1 else "")
+                data.plot_events(png + ".png", raw[..., tmq], mask, truth, title=title)
             if truth is not None:
                 confusion += np.bincount(data.NUM_CLASSES * truth.ravel().astype(np.int64)
                                          + mask.ravel(), minlength=data.NUM_CLASSES ** 2
                                          ).reshape(data.NUM_CLASSES, data.NUM_CLASSES)
-        progress.update(len(paths))
+            done, count = pending.get(i) or (np.zeros((source.num_times, *grid), np.uint8), 0)
+            done[t] = mask
+            pending[i] = (done, count + 1)
+            if count + 1 == source.num_times:  # all its time steps: write the file
+                source.write(args.output_dir, done, attrs)
+                source.close()
+                del pending[i]
+        progress.update(len(batch))
     progress.close()
 
     confusion = np.asarray(climseg_tf.allreduce(confusion.ravel().tolist(), "sum",
                                                 "climseg.predict.confusion")
                            ).reshape(confusion.shape)
     if confusion.sum():
-        say(_iou_line(confusion) + (f" over the {total_todo} files predicted now" if skipped
+        say(_iou_line(confusion) + (f" over the {total_files} files predicted now" if skipped
                                     else ""))
     say(f"{prog}: masks in {args.output_dir}")
     return 0
+
+
+def _common_grid(prog, grids, meta):
+    """The grid of all input files; an odd one is an error naming it (None without files)."""
+    import collections
+
+    if not grids:
+        return None
+    counts = collections.Counter(grid for _, grid in grids)
+    common = max(counts, key=counts.get)
+    for path, grid in grids:
+        if grid != common:
+            raise SystemExit(f"{prog}: error: --input: {path}: grid is {grid[0]}x{grid[1]}, but "
+                             f"the other files' is {common[0]}x{common[1]} ({counts[common]} of "
+                             f"{len(grids)} files); predict each grid separately")
+    return common
 
 
 def _start_horovod():
@@ -178,11 +230,12 @@ def _model_at(prog, meta, weights, grid, precision, example):
     return model
 
 
-def _batches(paths, batch_size, channels, stats, normalization):
-    """`(paths, inputs, fields, labels)` per batch, read by threads a batch ahead.
+def _batches(sources, samples, batch_size, norm):
+    """`(samples, inputs, fields, labels)` per batch of `(source, time step)` samples.
 
-    `inputs` are normalized for the model, `fields` as read (for the maps),
-    `labels` a list with None where a file has none.
+    Threads read two batches ahead while the model predicts. `inputs` are
+    normalized for the model, `fields` as read (for the maps), `labels` a
+    list with None where a file has none.
     """
     import concurrent.futures
 
@@ -190,24 +243,23 @@ def _batches(paths, batch_size, channels, stats, normalization):
 
     import data
 
-    norm = data.normalizer(stats, normalization, channels) if stats is not None else None
+    def read(sample):
+        i, t = sample
+        return sources[i].read(t)
 
-    def read(path):
-        return data.read_sample(path, channels=channels, labels_required=False)
-
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     with concurrent.futures.ThreadPoolExecutor(max(2, batch_size)) as pool:
         pending = [pool.map(read, chunk) for chunk in chunks[:2]]
         for i, chunk in enumerate(chunks):
-            samples = list(pending[i])
+            read_samples = list(pending[i])
             if i + 2 < len(chunks):  # read ahead while this batch is predicted
                 pending.append(pool.map(read, chunks[i + 2]))
-            fields = np.stack([sample for sample, _ in samples])
+            fields = np.stack([sample for sample, _ in read_samples])
             inputs = fields.copy()
             if norm is not None:
                 for sample in inputs:  # in place, sample by sample
                     data.normalize(sample, *norm)
-            yield chunk, inputs, fields, [labels for _, labels in samples]
+            yield chunk, inputs, fields, [labels for _, labels in read_samples]
 
 
 class _Progress:

@@ -45,11 +45,11 @@ def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_pat
     one, two = tmp_path / "one", tmp_path / "two"
     proc = run_python([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
                        one, "--batch-size", "1"])
-    assert "5 files on 1 rank(s), batch 1" in proc.stdout
+    assert "5 files (5 samples to predict) on 1 rank(s), batch 1" in proc.stdout
     assert "predicted 5/5 samples" in proc.stdout and "samples/s" in proc.stdout
     proc = run_horovod([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
                         two, "--batch-size", "2", "--no-maps"])
-    assert "5 files on 2 rank(s), batch 2" in proc.stdout
+    assert "5 files (5 samples to predict) on 2 rank(s), batch 2" in proc.stdout
     assert proc.stdout.count("climseg-predict: masks in") == 1  # rank 0 only
     names = sorted(os.listdir(two))
     assert len(names) == 5 and all(n.endswith(".mask.h5") for n in names)
@@ -113,3 +113,66 @@ def test_other_grids_and_the_alias(trained, tmp_path):
             "30x44 grid; the checkpoint's tiramisu was trained at 64x96 and cannot be built at "
             "30x44") in proc.stderr
     assert not os.path.exists(tmp_path / "bad")  # nothing written
+
+
+@pytest.mark.slow
+def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, tmp_path):
+    import json
+
+    import xarray as xr
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, labels = synthetic_steps(3, 64, 96, seed=9)
+    samples = tmp_path / "samples"  # the same fields, one HDF5 sample per time step
+    samples.mkdir()
+    for t in range(3):
+        with h5py.File(samples / f"step-{t}.h5", "w") as f:
+            f["climate/data"] = fields[t]
+            f["climate/labels_0"] = labels[t]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_model_output(runs / "a.h2.nc", fields, labels)
+    write_model_output(runs / "b.h2.nc", fields, labels, order=("time", "lon", "lat"),
+                       descending=True, lon180=True, file_format="NETCDF3_CLASSIC")
+    write_model_output(runs / "c.h2.nc", fields, labels, rename={"TMQ": "PRW"},
+                       file_format="NETCDF3_64BIT")
+    run_python([PREDICT, "--checkpoint", best, "--input", samples, "--output-dir",
+                tmp_path / "expected", "--no-maps"])
+    expected = np.stack([m for _, m in sorted(_masks(tmp_path / "expected").items())])
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
+                       tmp_path / "out", "--batch-size", "2", "--rename", "PRW=TMQ"])
+    assert "3 files (9 samples to predict)" in proc.stdout
+    assert len(glob.glob(str(tmp_path / "out" / "a.h2.mask.t000*.png"))) == 3
+    for name in ("a", "b", "c"):
+        path = tmp_path / "out" / f"{name}.h2.mask.nc"
+        with xr.open_dataset(path, decode_times=False) as masks:
+            np.testing.assert_array_equal(masks["mask"].values, expected, err_msg=name)
+            assert masks["mask"].dims == ("time", "lat", "lon")
+            assert masks["mask"].attrs["flag_meanings"] == \
+                "background tropical_cyclone atmospheric_river"
+            np.testing.assert_array_equal(masks["time"].values, [0, 0.125, 0.25])
+            assert masks["time"].attrs["calendar"] == "noleap"
+            assert masks["lat"].attrs["units"] == "degrees_north"
+        with xr.open_dataset(path) as decoded:  # cftime: the model's calendar
+            assert str(decoded["time"].values[1]) == "2106-01-01 03:00:00"
+    # IoU from the files' LABELS: three times the samples' confusion.
+    assert "IoU background" in proc.stdout
+
+    # The IOOS compliance checker finds no CF problem.
+    report = tmp_path / "cf.json"
+    checker = os.path.join(os.path.dirname(sys.executable), "compliance-checker")
+    subprocess.run([checker, "--test=cf:1.8", "--format=json", "-o", str(report),
+                    str(tmp_path / "out" / "b.h2.mask.nc")], check=True, capture_output=True,
+                   timeout=300)
+    result = json.loads(report.read_text())["cf:1.8"]
+    failed = [(check["name"], check["msgs"]) for priority in ("high_priorities",
+                                                              "medium_priorities")
+              for check in result[priority] if check["value"][0] < check["value"][1]]
+    assert failed == [] and result["scored_points"] == result["possible_points"]
+
+    # A missing variable is one line naming the file and what is there.
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs / "c.h2.nc",
+                       "--output-dir", tmp_path / "bad"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"--input: {runs / 'c.h2.nc'}: has no variable TMQ for channel TMQ" in proc.stderr

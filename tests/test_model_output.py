@@ -1,0 +1,87 @@
+"""data.model_output: model output as models write it, read on the canonical grid."""
+
+import numpy as np
+import pytest
+from model_output_files import synthetic_steps, write_model_output
+
+from data.errors import DataFileError
+from data.model_output import ModelOutput, parse_rename
+
+H, W = 16, 24
+
+
+@pytest.fixture(scope="module")
+def steps():
+    return synthetic_steps(3, H, W, seed=4)
+
+
+@pytest.mark.parametrize("layout", [
+    {},
+    {"order": ("time", "lon", "lat")},  # dims matched by name, not by position
+    {"order": ("lat", "lon", "time")},
+    {"descending": True},
+    {"lon180": True},
+    {"descending": True, "lon180": True, "file_format": "NETCDF3_CLASSIC"},
+    {"file_format": "NETCDF3_64BIT"},
+], ids=["cam5", "time-lon-lat", "lat-lon-time", "lat-descending", "lon-180", "nc3-classic",
+        "nc3-64bit"])
+def test_every_layout_reads_as_the_canonical_grid(tmp_path, steps, layout):
+    fields, labels = steps
+    path = write_model_output(tmp_path / "h2.nc", fields, labels, **layout)
+    with ModelOutput(path, channels="TMQ,PSL,U850") as out:
+        assert (out.num_times, out.grid) == (3, (H, W))
+        np.testing.assert_allclose(np.diff(out.lat_values) > 0, True)
+        assert out.lon_values[0] == 0 and np.all(np.diff(out.lon_values) > 0)
+        for t in range(3):
+            got, truth = out.read(t)
+            np.testing.assert_array_equal(got, fields[t][..., [0, 7, 1]])
+            np.testing.assert_array_equal(truth, labels[t])
+        values, attrs = out.coordinate("time")
+        np.testing.assert_array_equal(values, [0, 0.125, 0.25])
+        assert (attrs["units"], attrs["calendar"]) == ("days since 2106-01-01 00:00:00", "noleap")
+
+
+def test_subsets_and_other_names(tmp_path, steps):
+    fields, _ = steps
+    path = write_model_output(tmp_path / "h2.nc", fields, channels=["TMQ", "U850", "V850", "PSL"],
+                              rename={"TMQ": "PRW"})
+    rename = parse_rename("PRW=tmq")
+    assert rename == {"PRW": "TMQ"}
+    with ModelOutput(path, channels="TMQ,U850,V850,PSL", rename=rename) as out:
+        np.testing.assert_array_equal(out.read(1)[0], fields[1][..., [0, 1, 2, 7]])
+        assert out.read(1)[1] is None  # no labels in the file
+    with pytest.raises(DataFileError) as err:
+        ModelOutput(path, channels="TMQ,PSL")
+    assert str(err.value) == (f"{path}: has no variable TMQ for channel TMQ; found PRW, PSL, "
+                              "U850, V850; give --channels, or --rename FILE_NAME=CHANNEL for "
+                              "other names")
+    with pytest.raises(DataFileError, match="has no variable PS for channel PS"):
+        ModelOutput(path, channels="TMQ,PS", rename=rename)
+    only_psl = write_model_output(tmp_path / "psl.nc", fields, channels=["PSL"])
+    with pytest.raises(DataFileError, match="has no variable PRW or TMQ for channel TMQ"):
+        ModelOutput(only_psl, channels="TMQ", rename=rename)
+    with pytest.raises(ValueError, match="'PRW': expected FILE_NAME=CHANNEL"):
+        parse_rename("PRW")
+    with pytest.raises(ValueError, match="'PRW=WATER': expected FILE_NAME=CHANNEL"):
+        parse_rename("PRW=WATER")
+
+
+def test_unreadable_and_bad_files_are_named(tmp_path, steps):
+    fields, labels = steps
+    junk = tmp_path / "junk.nc"
+    junk.write_bytes(b"\x89HDF not really")
+    with pytest.raises(DataFileError, match=rf"^{junk}: cannot be read as netCDF"):
+        ModelOutput(junk)
+    holes = fields.copy()
+    holes[2, 3, 4, 7] = np.nan
+    path = write_model_output(tmp_path / "holes.nc", holes)
+    with ModelOutput(path) as out:
+        out.read(1)
+        with pytest.raises(DataFileError, match=r"time step 2: PSL hold NaN, Inf or missing"):
+            out.read(2)
+    bad = labels.copy()
+    bad[0, 0, 0] = 7
+    path = write_model_output(tmp_path / "labels.nc", fields, bad)
+    with ModelOutput(path) as out, pytest.raises(DataFileError, match="LABELS holds values "
+                                                                       "outside the classes"):
+        out.read(0)
