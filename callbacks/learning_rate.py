@@ -88,8 +88,8 @@ def _number(value, name, minimum=0.0, strict=False):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) \
             or not math.isfinite(value) or (value <= minimum if strict else value < minimum):
         relation = ">" if strict else ">="
-        raise ValueError(f"MultiStageLearningRate {name} must be a finite number {relation} "
-                         f"{minimum}; received {name}={value!r}.")
+        raise ValueError(f"MultiStageLearningRate {name} must be a number {relation} {minimum}; "
+                         f"received {name}={value!r}.")  # a finite one: NaN and Inf are refused
     return value
 
 

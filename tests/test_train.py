@@ -119,10 +119,11 @@ def _kill_after(cmd, pattern, env):
     (["--lr-stages", "5:0.1,2:0.5"], "--lr-stages: MultiStageLearningRate stage starts must "
                                      "increase; received [5.0, 2.0]"),
     (["--lr-stages", "5:-0.1"], "--lr-stages: MultiStageLearningRate stage value must be a "
-                                "finite number >= 0.0; received stage value=-0.1"),
-    (["--lr-stages", "0:nan"], "stage value must be a finite number >= 0.0; received stage "
+                                "number >= 0.0; received stage value=-0.1"),
+    (["--lr-stages", "0:nan"], "stage value must be a number >= 0.0; received stage "
                                "value=nan"),
-    (["--lr-stages", "piece:5:nan"], "stage value must be a finite number"),
+    (["--lr-stages", "piece:5:nan"], "stage value must be a number >= 0.0; received stage "
+                                     "value=nan"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,106 @@
+"""Tracks: the objects of consecutive time steps linked by overlap.
+
+The rule (as ClimateNet and TECA link masks, made deterministic): between
+two consecutive time steps, every pair of objects of the same class that
+share pixels is a candidate link, weighted by the pixels they share. Links
+are taken greedily, largest overlap first (ties: the older track, then the
+earlier object), each object of either step in at most one link:
+
+- an object at t+1 linked to one at t continues its track;
+- a split (one object at t overlapping several at t+1): the child with the
+  largest overlap continues the track, the others start new tracks;
+- a merge (several at t overlapping one at t+1): the child continues the
+  track of the parent it overlaps most; the other parents' tracks end;
+- an object overlapping nothing starts a track (genesis); a track whose
+  object has no link at t+1 ends (termination).
+
+`Tracker` streams: it holds only the previous step's labels.
+"""
+
+import collections
+import math
+
+import numpy as np
+
+from events.objects import EARTH_RADIUS_KM
+
+
+class Tracker:
+    """Links each time step's objects to the previous step's; streams over time."""
+
+    def __init__(self):
+        self._previous = None  # (labels by class, {(class, label): track id})
+        self._next_track = 1
+
+    def add(self, objects, labels):
+        """Gives track ids to one time step's `objects` (from `find_objects`), in their order."""
+        kept = {(o.class_id, o.label) for o in objects}
+        current = {}
+        if self._previous is not None:
+            old_labels, old_tracks = self._previous
+            pairs = []
+            for class_id, new in labels.items():
+                old = old_labels.get(class_id)
+                if old is None:
+                    continue
+                both = (old > 0) & (new > 0)
+                if not both.any():
+                    continue
+                key = old[both].astype(np.int64) * (int(new.max()) + 1) + new[both]
+                keys, counts = np.unique(key, return_counts=True)
+                for k, count in zip(keys, counts, strict=True):
+                    a, b = divmod(int(k), int(new.max()) + 1)
+                    if (class_id, a) in old_tracks and (class_id, b) in kept:
+                        pairs.append((-int(count), old_tracks[(class_id, a)], b, class_id, a))
+            used_old = set()
+            for _, track, b, class_id, a in sorted(pairs):
+                if (class_id, a) in used_old or (class_id, b) in current:
+                    continue
+                used_old.add((class_id, a))
+                current[(class_id, b)] = track
+        ids = []
+        for o in objects:
+            key = (o.class_id, o.label)
+            if key not in current:
+                current[key] = self._next_track
+                self._next_track += 1
+            ids.append(current[key])
+        self._previous = (labels, current)
+        return ids
+
+
+def great_circle_km(lat1, lon1, lat2, lon2):
+    """Distance on the sphere between two points, in km."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return EARTH_RADIUS_KM * math.acos(max(-1.0, min(1.0, c)))
+
+
+def summarize_tracks(rows):
+    """One summary per track from the per-object rows (dicts with track_id, class, time,
+    hours, lat, lon, area_km2), in time order.
+
+    Returns:
+        A list of dicts: track_id, class, start/end time, steps, lifetime_hours,
+        genesis and termination lat/lon, distance_km, mean_speed_kmh, max_area_km2.
+    """
+    by_track = collections.defaultdict(list)
+    for row in rows:
+        by_track[row["track_id"]].append(row)
+    summaries = []
+    for track_id in sorted(by_track):
+        points = by_track[track_id]
+        distance = sum(great_circle_km(a["lat"], a["lon"], b["lat"], b["lon"])
+                       for a, b in zip(points[:-1], points[1:], strict=True))
+        hours = points[-1]["hours"] - points[0]["hours"]
+        summaries.append({
+            "track_id": track_id, "class": points[0]["class"],
+            "start_time": points[0]["time"], "end_time": points[-1]["time"],
+            "steps": len(points), "lifetime_hours": hours,
+            "genesis_lat": points[0]["lat"], "genesis_lon": points[0]["lon"],
+            "termination_lat": points[-1]["lat"], "termination_lon": points[-1]["lon"],
+            "distance_km": distance,
+            "mean_speed_kmh": distance / hours if hours > 0 else math.nan,
+            "max_area_km2": max(p["area_km2"] for p in points)})
+    return summaries
