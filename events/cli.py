@@ -2,12 +2,16 @@
 
     climseg-events --input masks/ --output-dir events
 
+    climseg-events --compare hist/events/climatology.nc ssp585/events/climatology.nc
+
 Reads netCDF masks as `climseg-predict` writes them (`mask` on (time, lat,
 lon)), or any netCDF class-id variable (`--variable LABELS`), many files in
 time order forming one series. Writes `events.csv` (one row per object and
-time step, with its track) and `tracks.csv` (one row per track): objects
-are connected regions of a class that wrap in longitude, tracks link them
-by overlap (see `events.tracks`).
+time step, with its track), `tracks.csv` (one row per track) and
+`climatology.nc` (per class and cell: frequency, genesis and track counts):
+objects are connected regions of a class that wrap in longitude, tracks
+link them by overlap (see `events.tracks`). `--compare A B` prints how
+climatology B differs from A.
 """
 
 import argparse
@@ -29,8 +33,10 @@ TRACK_COLUMNS = ("track_id", "class", "start_time", "end_time", "steps", "lifeti
 def build_parser():
     parser = argparse.ArgumentParser(prog="climseg-events", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--input", nargs="+", required=True,
+    parser.add_argument("--input", nargs="+",
                         help="mask files (netCDF), directories or globs: one time series")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="two climatology.nc files: print how B differs from A")
     parser.add_argument("--output-dir", default="events")
     parser.add_argument("--variable", help=f"the class-id variable (default: the first of "
                                            f"{', '.join(VARIABLES)} in the files)")
@@ -41,36 +47,52 @@ def build_parser():
 
 def main(argv=None):
     """Runs the analysis; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.input) == bool(args.compare):
+        parser.error("give --input (mask files to analyse) or --compare A B, one of them")
     from data.errors import DataFileError
     from data.files import list_files
 
+    if args.compare:
+        from events.climatology import compare
+
+        for path in args.compare:
+            if not os.path.isfile(path):
+                parser.error(f"--compare: {path} does not exist")
+        for line in compare(*args.compare):
+            print(f"climseg-events: {line}", flush=True)
+        return 0
     try:
         files = list_files(args.input, suffixes=(".nc", ".nc4", ".netcdf"))
-        events, tracks = analyse(files, variable=args.variable,
-                                 min_area_km2=args.min_area_km2)
+        events, tracks, climatology = analyse(files, variable=args.variable,
+                                              min_area_km2=args.min_area_km2)
     except DataFileError as e:
         raise SystemExit(f"climseg-events: error: --input: {e}") from None
     os.makedirs(args.output_dir, exist_ok=True)
     _write_csv(os.path.join(args.output_dir, "events.csv"), EVENT_COLUMNS, events)
     _write_csv(os.path.join(args.output_dir, "tracks.csv"), TRACK_COLUMNS, tracks)
+    path = os.path.join(args.output_dir, "climatology.nc")
+    climatology.to_dataset({"input_files": len(files)}).to_netcdf(f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
     for name in CLASS_NAMES.values():
         count = sum(t["class"] == name for t in tracks)
         print(f"climseg-events: {count} {name.replace('_', ' ')} tracks", flush=True)
-    print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; events.csv and "
-          f"tracks.csv in {args.output_dir}", flush=True)
+    print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; events.csv, "
+          f"tracks.csv and climatology.nc in {args.output_dir}", flush=True)
     return 0
 
 
 def analyse(files, variable=None, min_area_km2=0.0):
-    """Objects and tracks of a time series of mask files.
+    """Objects, tracks and climatology of a time series of mask files.
 
     Returns:
-        `(events, tracks)`: lists of dicts with the columns of `EVENT_COLUMNS`
-        and `TRACK_COLUMNS`.
+        `(events, tracks, climatology)`: lists of dicts with the columns of
+        `EVENT_COLUMNS` and `TRACK_COLUMNS`, and an `events.Climatology`.
     """
     import numpy as np
 
+    from events.climatology import Climatology
     from events.objects import Grid, find_objects
     from events.tracks import Tracker, summarize_tracks
 
@@ -81,6 +103,7 @@ def analyse(files, variable=None, min_area_km2=0.0):
             lat, lon = dataset[dataset[name].dims[1]].values, dataset[dataset[name].dims[2]].values
             if grid is None:
                 grid = Grid(lat, lon)
+                climatology = Climatology(grid)
             elif grid.shape != (len(lat), len(lon)):
                 raise _error(path, f"grid is {len(lat)}x{len(lon)}, but the first file's is "
                                    f"{grid.shape[0]}x{grid.shape[1]}")
@@ -88,6 +111,7 @@ def analyse(files, variable=None, min_area_km2=0.0):
                 mask = np.asarray(dataset[name].isel({dataset[name].dims[0]: t}).values)
                 objects, labels = find_objects(mask, grid, min_area_km2=min_area_km2)
                 ids = tracker.add(objects, labels)
+                climatology.add(objects, labels, ids)
                 origin = when if origin is None else origin
                 hours = _hours(when, origin)
                 for o, track_id in zip(objects, ids, strict=True):
@@ -100,7 +124,10 @@ def analyse(files, variable=None, min_area_km2=0.0):
     finally:
         for _, dataset, _, _ in series:
             dataset.close()
-    return events, summarize_tracks(events)
+    if grid is None:
+        raise _error(files[0] if files else "--input", "holds no time steps")
+    climatology.finish()
+    return events, summarize_tracks(events), climatology
 
 
 def _error(path, problem):

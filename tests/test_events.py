@@ -122,6 +122,24 @@ def test_command_writes_events_and_tracks(tmp_path, capsys):
     assert float(cyclone["distance_km"]) == pytest.approx(moved, rel=1e-8)
     assert float(cyclone["mean_speed_kmh"]) == pytest.approx(moved / 9.0, rel=1e-8)
 
+    # The climatology: frequency, genesis and track counts per cell, as numpy counts them.
+    with xr.open_dataset(tmp_path / "out" / "climatology.nc") as clim:
+        assert list(clim["event"].values) == ["tropical_cyclone", "atmospheric_river"]
+        stack = np.stack(storm)
+        for k, class_id in enumerate((1, 2)):
+            np.testing.assert_allclose(clim["frequency"][k], (stack == class_id).mean(0))
+            np.testing.assert_array_equal(clim["track_count"][k], (stack == class_id).any(0))
+            assert int(clim["genesis_count"][k].sum()) == 1
+        row, col = np.unravel_index(int(clim["genesis_count"][0].argmax()), stack.shape[1:])
+        # The cell nearest the first centroid (grid spacing 2 degrees).
+        assert abs(LAT[row] - path[0][0]) <= 1 and abs(LON[col] - path[0][1]) <= 1
+        assert clim["frequency"].attrs["units"] == "1"
+    capsys.readouterr()
+    clim = str(tmp_path / "out" / "climatology.nc")
+    assert main(["--compare", clim, clim]) == 0
+    out = capsys.readouterr().out
+    assert "tropical_cyclone: area-mean frequency" in out and "(+0.0%); tracks 1 -> 1 (+0)" in out
+
 
 def test_command_names_a_file_without_a_mask(tmp_path, capsys):
     path = tmp_path / "x.nc"
