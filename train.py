@@ -26,6 +26,9 @@ import yaml
 import climseg_tf  # first: selects Keras 2 before TensorFlow loads
 from data import flag_types
 
+# TensorFlow's own warnings repeat our errors with a traceback; a user's choice wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -563,14 +566,33 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
             f"{args.batch_size}; {len(train_set.train_files)} training files, "
             f"{train_set.steps} steps per epoch; {len(train_set.val_files)} validation files; "
             f"output in {job.out}")
+    import tensorflow as tf
+
     began = time.perf_counter()
-    history = callbacks.fit_run(
-        model, compile_args, train_set.train_dataset, start[0], args.epochs, start[1],
-        train_set.steps, frozen_epochs=args.freeze_backbone,
-        set_backbone_trainable=functools.partial(_set_backbone_trainable, zoo, args.model),
-        stop=stop, say=job.say, validation_data=train_set.validation_dataset(),
-        verbose=2 if job.rank == 0 else 0, callbacks=callback_list)
+    try:
+        history = callbacks.fit_run(
+            model, compile_args, train_set.train_dataset, start[0], args.epochs, start[1],
+            train_set.steps, frozen_epochs=args.freeze_backbone,
+            set_backbone_trainable=functools.partial(_set_backbone_trainable, zoo, args.model),
+            stop=stop, say=job.say, validation_data=train_set.validation_dataset(),
+            verbose=2 if job.rank == 0 else 0, callbacks=callback_list)
+    except tf.errors.OpError as e:
+        problem = _data_file_problem(e.message)
+        if problem is None:
+            raise
+        raise SystemExit(f"train.py: error: {problem}; fix or remove the file, or give "
+                         f"--skip-bad-files. Checkpoints in {job.ckpt_dir} are intact.") \
+            from None
     return time.perf_counter() - began, history
+
+
+def _data_file_problem(message):
+    """The data file's own one-line error inside a TensorFlow error raised by the input
+    pipeline (`DataFileError: PATH: problem`), or None."""
+    marker = "DataFileError: "
+    if marker not in message:
+        return None
+    return message.split(marker, 1)[1].splitlines()[0].strip()
 
 
 def _set_backbone_trainable(zoo, model_name, model, trainable):

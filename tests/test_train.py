@@ -641,3 +641,30 @@ def test_fine_tuning_copies_the_filters_of_channels_both_runs_use(dataset, tmp_p
     # lr 1e-12 leaves them as loaded (to float32 precision): U850 and PSL copied.
     np.testing.assert_allclose(new[:, :, :2], old[:, :, [1, 3]], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(new[:, :, 2], old[:, :, [0, 2]].sum(axis=2), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage, problem", [
+    ("nan", "data contain 1 NaN/Inf values (channels UBOT)"),
+    ("label", "outside the class range"),
+    ("empty", "cannot be opened"),
+])
+def test_a_bad_training_file_is_one_line_naming_it(dataset, tmp_path, damage, problem):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset / "train", copy)
+    bad = sorted(copy.glob("data-*.h5"))[5]
+    if damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        with h5py.File(bad, "r+") as f:
+            if damage == "nan":
+                f["climate/data"][0, 0, 3] = np.nan
+            else:
+                f["climate/labels_0"][3, 4] = 3
+    proc = run_python([TRAIN, *TINY, "--data-train", copy, "--output-dir", tmp_path / "out",
+                       "--wandb-mode", "disabled", "--epochs", "1"], check=False,
+                      env_overrides={"TF_CPP_MIN_LOG_LEVEL": None})
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: ") and f"{bad}: " in last and problem in last
