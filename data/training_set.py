@@ -179,6 +179,17 @@ def prepare_training_set(train_paths, val_paths=None, *, batch_size, stats_path=
         grid = dataset_grid(train_files, skip_bad_files=skip_bad_files, bad_files=bad_files)
     except DataFileError as e:
         raise TrainingSetError("train", str(e)) from None
+    if val_files and not skip_bad_files:
+        # Before training, not after its first epoch: every validation file opens,
+        # is in a known layout and on the training grid (metadata only).
+        try:
+            val_grid = dataset_grid(val_files)
+        except DataFileError as e:
+            raise TrainingSetError("validation", str(e)) from None
+        if val_grid != grid:
+            raise TrainingSetError("validation", f"the validation files' grid is "
+                                                 f"{val_grid[0]}x{val_grid[1]}, the training "
+                                                 f"files' {grid[0]}x{grid[1]}")
     # An epoch (steps_per_epoch) may be more or less than one pass.
     pass_batches = num_batches(len(train_files), batch_size, training=True,
                                num_shards=shard[0], shard_index=shard[1])

@@ -128,3 +128,20 @@ def test_default_dataset_is_made_once(tmp_path):
     assert first == again and said[-1].startswith("using the synthetic data set in")
     assert len(data.list_files(first[0])) == 48 and os.path.isfile(
         os.path.join(first[0], "stats.h5"))
+
+
+def test_validation_files_are_checked_before_training(files, tmp_path):
+    import shutil
+
+    val = tmp_path / "val"
+    shutil.copytree(files / "val", val)
+    broken = sorted(val.glob("data-*.h5"))[1]
+    broken.write_bytes(broken.read_bytes()[:300])  # truncated
+    with pytest.raises(data.TrainingSetError, match=rf"^{broken}: cannot be opened") as err:
+        data.prepare_training_set([str(files / "train")], [str(val)], batch_size=2)
+    assert err.value.source == "validation"
+    other = tmp_path / "other"
+    data.generate(other, 2, 32, 24, seed=3, stats=False)
+    with pytest.raises(data.TrainingSetError, match="the validation files' grid is 32x24, the "
+                                                    "training files' 16x24"):
+        data.prepare_training_set([str(files / "train")], [str(other)], batch_size=2)
