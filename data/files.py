@@ -11,7 +11,7 @@ SUFFIXES = (".h5", ".hdf5", ".nc")
 STATS_NAME = "stats.h5"
 
 
-def list_files(paths, *, suffixes=SUFFIXES):
+def list_files(paths, *, suffixes=SUFFIXES, bad_files=None):
     """Lists the sample files in directories, globs and file names, sorted.
 
     A directory contributes its files ending in one of `suffixes`, except
@@ -22,17 +22,32 @@ def list_files(paths, *, suffixes=SUFFIXES):
             (`/data/train/data-2106-*.h5`) or a file.
         suffixes: file endings taken from directories. Defaults to
             `(".h5", ".hdf5", ".nc")`.
+        bad_files: a `BadFileLog`: broken symbolic links (and files gone
+            since they were listed) are recorded there and left out. Without
+            it, they are errors.
 
     Returns:
         Sorted list of distinct file paths.
 
     Raises:
-        DataFileError: a path that does not exist, a directory or glob with
-            no sample files.
+        DataFileError: a path that does not exist, a broken symbolic link
+            (unless `bad_files`), a directory or glob with no sample files.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found = set()
+
+    def usable(path):
+        """False for a broken link or a vanished file, recorded in `bad_files` (else raises)."""
+        if os.path.exists(path):
+            return True
+        problem = (f"a broken symbolic link (to {os.readlink(path)})" if os.path.islink(path)
+                   else "no such file (deleted?)")
+        if bad_files is None:
+            raise DataFileError(path, f"{problem}; fix or remove it, or give --skip-bad-files")
+        bad_files.add(path, problem)
+        return False
+
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             names = [name for name in os.listdir(path)
@@ -41,9 +56,11 @@ def list_files(paths, *, suffixes=SUFFIXES):
             if not names:
                 raise DataFileError(path, f"directory holds no sample files "
                                           f"(*{', *'.join(suffixes)}, not {STATS_NAME})")
-            found.update(os.path.join(path, name) for name in names)
+            found.update(p for p in (os.path.join(path, name) for name in names) if usable(p))
         elif os.path.isfile(path):
             found.add(path)
+        elif os.path.islink(path) or (bad_files is not None and not glob.has_magic(path)):
+            usable(path)
         elif glob.has_magic(path):
             matches = [p for p in glob.glob(path)
                        if os.path.isfile(p) and os.path.basename(p) != STATS_NAME]

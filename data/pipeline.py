@@ -115,7 +115,8 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         raise ValueError(f"label_set={label_set!r}; expected one of {', '.join(LABEL_SETS)}")
     if augment and not training:
         raise ValueError("augment=True with training=False; augmentation is for training data")
-    files = list_files(paths)
+    bad_files = bad_files if bad_files is not None else BadFileLog()
+    files = list_files(paths, bad_files=bad_files if skip_bad_files else None)
     steps = num_batches(len(files), batch_size, training=training, num_shards=num_shards,
                         shard_index=shard_index)
     if training and steps == 0:
@@ -123,7 +124,6 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
                          f"{num_shards} shards; expected at least {batch_size * num_shards} files")
     indices = channel_indices(channels)
     offset, scale = (None, None) if stats is None else normalizer(stats, normalization, indices)
-    bad_files = bad_files if bad_files is not None else BadFileLog()
     height, width = grid or dataset_grid(files, skip_bad_files=skip_bad_files,
                                          bad_files=bad_files)
     shape = (height, width, len(indices))

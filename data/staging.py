@@ -29,6 +29,7 @@ import zlib
 
 import numpy as np
 
+from data.errors import BadFileLog
 from data.files import STATS_NAME, list_files
 from data.flag_types import integer, number
 from data.progress import Progress
@@ -41,7 +42,7 @@ class StagingError(RuntimeError):
 
 
 def stage_files(paths, stage_dir, *, num_shards=1, shard_index=0, oversample=1.0, seed=0,
-                workers=4, verify=True, progress=False, copy_stats=True):
+                workers=4, verify=True, progress=False, copy_stats=True, bad_files=None):
     """Copies one shard's files to `stage_dir`, skipping files already staged intact.
 
     Args:
@@ -59,6 +60,8 @@ def stage_files(paths, stage_dir, *, num_shards=1, shard_index=0, oversample=1.0
         verify: check each copy's checksum, and of already staged files.
             Defaults to True.
         progress: print progress to stderr (on one rank only). Defaults to False.
+        bad_files: a `BadFileLog`: broken links in `paths` are recorded there
+            and left out instead of being an error. Defaults to None.
         copy_stats: also copy `stats.h5` when `paths` is a directory holding
             one. Defaults to True.
 
@@ -73,7 +76,8 @@ def stage_files(paths, stage_dir, *, num_shards=1, shard_index=0, oversample=1.0
     if not 1.0 <= oversample <= max(num_shards, 1):
         raise ValueError(f"oversample={oversample!r}; expected 1 <= oversample <= num_shards "
                          f"({num_shards})")
-    files = shard_for_staging(list_files(paths), num_shards=num_shards, shard_index=shard_index,
+    files = shard_for_staging(list_files(paths, bad_files=bad_files), num_shards=num_shards,
+                              shard_index=shard_index,
                               oversample=oversample, seed=seed)
     if copy_stats and isinstance(paths, (str, os.PathLike)) and os.path.isdir(paths):
         stats = os.path.join(paths, STATS_NAME)
@@ -140,17 +144,22 @@ def main(argv=None):
     parser.add_argument("--seed", type=integer(minimum=0), default=0)
     parser.add_argument("--workers", type=integer(minimum=1), default=4)
     parser.add_argument("--no-verify", action="store_true", help="skip checksums")
+    parser.add_argument("--skip-bad-files", action="store_true",
+                        help="leave out broken symbolic links and report them")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     paths = args.paths[0] if len(args.paths) == 1 else args.paths
+    bad_files = BadFileLog() if args.skip_bad_files else None
     try:
         staged = stage_files(paths, args.stage_dir, num_shards=args.num_shards or 1,
                              shard_index=args.shard_index, oversample=args.oversample,
                              seed=args.seed, workers=args.workers, verify=not args.no_verify,
-                             progress=not args.quiet)
+                             progress=not args.quiet, bad_files=bad_files)
     except (StagingError, ValueError) as err:
         print(f"climseg-stage: error: {err}", file=sys.stderr)
         return 1
+    if bad_files is not None and len(bad_files):
+        print(f"climseg-stage: {bad_files.report()}", file=sys.stderr)
     print(f"climseg-stage: {len(staged)} files in {args.stage_dir}", file=sys.stderr)
     return 0
 

@@ -269,8 +269,8 @@ def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
     Raises:
         DataFileError: a bad file (unless skipped), or no good file at all.
     """
-    files = list_files(paths)
     bad_files = bad_files if bad_files is not None else BadFileLog()
+    files = list_files(paths, bad_files=bad_files if skip_bad_files else None)
     shape = dataset_grid(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
     meter = Progress(len(files), "climseg-stats", enabled=progress)
     total = None

@@ -145,15 +145,16 @@ def prepare_training_set(train_paths, val_paths=None, *, batch_size, stats_path=
     from data.staging import stage_files
     from data.stats import read_stats
 
+    bad_files = BadFileLog()
+    skipping = bad_files if skip_bad_files else None
     try:
-        train_files = list_files(train_paths)
+        train_files = list_files(train_paths, bad_files=skipping)
     except DataFileError as e:
         raise TrainingSetError("train", str(e)) from None
     try:
-        val_files = list_files(val_paths) if val_paths else []
+        val_files = list_files(val_paths, bad_files=skipping) if val_paths else []
     except DataFileError as e:
         raise TrainingSetError("validation", str(e)) from None
-    bad_files = BadFileLog()
     if skip_bad_files and val_files:
         # Known-good validation files keep every rank's step count known.
         if rank == 0:

@@ -59,3 +59,24 @@ def test_shard_arguments_are_checked():
         shard_files(["a"], training=True, num_shards=2, shard_index=2)
     with pytest.raises(ValueError, match="batch_size=0; expected an integer >= 1"):
         num_batches(4, 0, training=True)
+
+
+def test_a_broken_link_is_an_error_or_a_skipped_file(tmp_path):
+    from data.errors import BadFileLog
+    from data.staging import main as stage
+
+    (tmp_path / "data-1.h5").write_bytes(b"x")
+    link = tmp_path / "data-0.h5"
+    link.symlink_to(tmp_path / "gone.h5")
+    with pytest.raises(DataFileError) as err:
+        list_files(tmp_path)
+    assert str(err.value) == (f"{link}: a broken symbolic link (to {tmp_path / 'gone.h5'}); "
+                              "fix or remove it, or give --skip-bad-files")
+    bad = BadFileLog()
+    assert list_files(tmp_path, bad_files=bad) == [str(tmp_path / "data-1.h5")]
+    assert bad.items() == [(str(link), f"a broken symbolic link (to {tmp_path / 'gone.h5'})")]
+    # A file listed, then deleted: an error, or skipped.
+    assert list_files([str(tmp_path / "data-1.h5"), str(tmp_path / "nope.h5")],
+                      bad_files=bad) == [str(tmp_path / "data-1.h5")]
+    assert stage([str(tmp_path), "--to", str(tmp_path / "stage"), "-q"]) == 1
+    assert stage([str(tmp_path), "--to", str(tmp_path / "stage"), "-q", "--skip-bad-files"]) == 0
