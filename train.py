@@ -398,10 +398,17 @@ def build_model(args, job, train_set):
         model = zoo.get_model(args.model, **kwargs)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
-    frequencies = None if train_set.stats is None \
-        else data.class_frequencies(train_set.stats, args.label_set)
-    loss, class_weights = zoo.training_loss(args.loss, args.class_weight_values, frequencies,
-                                            gamma=args.focal_gamma)
+    schemes = args.class_weight_values in ("sc18", "deepcam") and args.loss != "jaccard"
+    try:
+        frequencies = data.class_frequencies(train_set.stats, args.label_set) \
+            if schemes and train_set.stats is not None else None
+        loss, class_weights = zoo.training_loss(args.loss, args.class_weight_values,
+                                                frequencies, gamma=args.focal_gamma)
+    except (ValueError, data.DataFileError) as e:  # no counts, or a class never seen
+        raise SystemExit(f"train.py: error: --class-weights {args.class_weights}: the weights "
+                         f"come from the class counts in {train_set.stats_path}, which do not "
+                         f"allow them ({e}); give --class-weights none or three numbers, or "
+                         "statistics of data holding every class") from None
     optimizer = callbacks.build_optimizer(
         args.optimizer, args.lr, weight_decay=args.weight_decay, larc=args.larc,
         larc_eta=args.larc_eta, larc_mode=args.larc_mode, gradient_lag=args.gradient_lag,

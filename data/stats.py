@@ -127,7 +127,8 @@ def normalizer(stats, normalization="minmax", channels=None):
     """Offset and scale that normalize the selected channels: `(x - offset) * scale`.
 
     Min-max maps each channel's range to [0, 1] (`(x - min) / (max - min)`,
-    as DeepCAM and SC18 did); z-score gives zero mean and unit variance.
+    as DeepCAM and SC18 did); z-score gives zero mean and unit variance. A
+    constant channel (max == min, std 0) is normalized to 0 (scale 0).
 
     Args:
         stats: a `Stats` or the path of a `stats.h5`.
@@ -139,7 +140,7 @@ def normalizer(stats, normalization="minmax", channels=None):
 
     Raises:
         DataFileError: the statistics lack what the normalization needs, or
-            give a zero range or spread for a channel.
+            give a negative range or spread for a channel (corrupt).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization={normalization!r}; expected one of "
@@ -149,18 +150,22 @@ def normalizer(stats, normalization="minmax", channels=None):
     indices = channel_indices(channels)
     if normalization == "minmax":
         offset, spread = stats.minval, stats.maxval - stats.minval
-        what = "maxval <= minval"
+        what = "maxval < minval"
     else:
         if stats.mean is None or stats.std is None:
             raise DataFileError(stats.path, "has no mean and std (climate/stats), which z-score "
                                             "normalization needs; use min-max normalization")
         offset, spread = stats.mean, stats.std
-        what = "std <= 0"
+        what = "std < 0"
     offset, spread = np.asarray(offset)[indices], np.asarray(spread)[indices]
-    if (spread <= 0).any():
-        names = [CHANNELS[indices[i]] for i in np.flatnonzero(spread <= 0)]
-        raise DataFileError(stats.path, f"{what} for channels {', '.join(names)}")
-    return offset.astype(np.float32), (1.0 / spread).astype(np.float32)
+    if (spread < 0).any():
+        names = [CHANNELS[indices[i]] for i in np.flatnonzero(spread < 0)]
+        raise DataFileError(stats.path, f"{what} for channels {', '.join(names)} (a corrupt "
+                                        "statistics file? recompute it with climseg-stats)")
+    # A constant channel (max == min, std 0) is legal: it normalizes to 0.
+    scale = np.divide(1.0, spread, out=np.zeros_like(spread, dtype=np.float64),
+                      where=spread > 0)
+    return offset.astype(np.float32), scale.astype(np.float32)
 
 
 def normalize(data, offset, scale):

@@ -145,7 +145,13 @@ def test_missing_and_malformed_stats_files(tmp_path):
     with h5py.File(flat, "w") as f:
         f["climate/minval"] = np.zeros(16)
         f["climate/maxval"] = np.r_[np.ones(15), 0.0]
-    with pytest.raises(DataFileError, match="flat.h5: maxval <= minval for channels ZBOT"):
+    offset, scale = normalizer(flat)  # a constant channel is legal: it normalizes to 0
+    assert scale[-1] == 0 and np.all(scale[:-1] == 1)
+    x = np.full((2, 3, 16), 5.0, np.float32)
+    assert np.all(normalize(x, offset, scale)[..., -1] == 0)
+    with h5py.File(flat, "r+") as f:
+        f["climate/maxval"][14] = -1.0
+    with pytest.raises(DataFileError, match="flat.h5: maxval < minval for channels Z200"):
         normalizer(flat)
 
 

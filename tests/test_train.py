@@ -668,3 +668,21 @@ def test_a_bad_training_file_is_one_line_naming_it(dataset, tmp_path, damage, pr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error: ") and f"{bad}: " in last and problem in last
+
+
+@pytest.mark.slow
+def test_class_weights_from_statistics_without_cyclones_are_explained(dataset, tmp_path):
+    copy = tmp_path / "train"
+    shutil.copytree(dataset / "train", copy)
+    with h5py.File(copy / "stats.h5", "r+") as f:  # a data set without cyclone pixels
+        del f["climate/labels_stats"]
+        f["climate/labels_stats"] = np.array([100, 0, 5])
+    proc = run_python([TRAIN, *TINY, "--data-train", copy, "--output-dir", tmp_path / "out",
+                       "--wandb-mode", "disabled", "--epochs", "1"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert (f"train.py: error: --class-weights sc18: the weights come from the class counts "
+            f"in {copy / 'stats.h5'}, which do not allow them") in proc.stderr
+    assert "give --class-weights none or three numbers" in proc.stderr
+    run_python([TRAIN, *TINY, "--data-train", copy, "--output-dir", tmp_path / "none",
+                "--wandb-mode", "disabled", "--epochs", "1", "--steps-per-epoch", "1",
+                "--class-weights", "none"])
