@@ -1,5 +1,6 @@
 """Writing predicted masks next to (or beside) the files they were made from."""
 
+import contextlib
 import os
 
 import h5netcdf
@@ -39,23 +40,30 @@ def write_mask(source, out_dir, mask, attrs=None):
     if mask.ndim != 2:
         raise ValueError(f"mask for {source} has shape {mask.shape}; expected (H, W)")
     path = mask_path(source, out_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
     meta = {"source": os.path.abspath(source),
             "classes": ",".join(f"{i}={name}" for i, name in enumerate(CLASSES)),
             **{k: str(v) for k, v in (attrs or {}).items()}}
-    try:
+    with _written_atomically(path) as tmp:
         if path.endswith(".nc"):
             _write_netcdf(tmp, source, mask, meta)
         else:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("climate/prediction", data=mask, compression="gzip")
                 f.attrs.update(meta)
+    return path
+
+
+@contextlib.contextmanager
+def _written_atomically(path):
+    """Yields a temporary name to write; renamed to `path` when complete, removed if not."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
 
 
 def _write_netcdf(path, source, mask, meta):
@@ -105,7 +113,6 @@ def write_cf_masks(source, out_dir, masks, attrs=None):
         raise ValueError(f"masks for {source.path} have shape {masks.shape}; expected "
                          f"{(source.num_times, *source.grid)}")
     path = mask_path(source.path, out_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
     mask_attrs = {
         "long_name": "predicted extreme-weather class",
         "flag_values": np.arange(len(CLASSES), dtype=np.int8),
@@ -146,11 +153,6 @@ def write_cf_masks(source, out_dir, masks, attrs=None):
                 "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
     if "time" in coords:
         encoding["time"] = {"_FillValue": None, "dtype": np.asarray(time).dtype}
-    try:
+    with _written_atomically(path) as tmp:
         dataset.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
