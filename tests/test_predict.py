@@ -116,6 +116,7 @@ def test_other_grids_and_the_alias(trained, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.horovod
 def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, tmp_path):
     import json
 
@@ -158,6 +159,14 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
             assert str(decoded["time"].values[1]) == "2106-01-01 03:00:00"
     # IoU from the files' LABELS: three times the samples' confusion.
     assert "IoU background" in proc.stdout
+
+    # Two ranks write the same netCDF files, byte for byte, each once.
+    proc = run_horovod([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
+                        tmp_path / "two", "--rename", "PRW=TMQ", "--no-maps"])
+    assert sorted(os.listdir(tmp_path / "two")) == ["a.h2.mask.nc", "b.h2.mask.nc",
+                                                    "c.h2.mask.nc"]
+    for name in os.listdir(tmp_path / "two"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
 
     # The IOOS compliance checker finds no CF problem.
     report = tmp_path / "cf.json"
