@@ -397,9 +397,11 @@ class Checkpointer(tf.keras.callbacks.Callback):
             shutil.rmtree(old, ignore_errors=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        last_of_epoch = batch + 1 == self.params.get("steps")
-        if last_of_epoch and self.every_epochs and (self._epoch + 1) % self.every_epochs == 0:
-            return  # on_epoch_end writes this state, with the epoch's metrics
+        if batch + 1 == self.params.get("steps"):
+            # An epoch's last batch: on_epoch_end writes this state when due, with the
+            # epoch's metrics. A step checkpoint here would claim a finished epoch
+            # whose end (validation, its record) never ran.
+            return
         if self.every_steps and self._step() % self.every_steps == 0:
             # Mid-epoch: `epoch` counts completed epochs; the step tells how far
             # into the next one this is (train.py resumes from there).

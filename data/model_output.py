@@ -125,6 +125,10 @@ class ModelOutput:
                 raise DataFileError(self.path, f"{name} has dimensions {ds[name].dims}; "
                                                f"expected those of {self.variables[0]}, "
                                                f"{first.dims}")
+        for dim in (self.lat, self.lon):
+            if dim not in ds.variables:
+                raise DataFileError(self.path, f"dimension {dim} has no coordinate values; "
+                                               "expected latitudes and longitudes in degrees")
         self.label_variable = next((v for v in LABEL_NAMES if v in ds.variables), None)
         self.num_times = int(ds.sizes[self.time]) if self.time else 1
         lat = np.asarray(ds[self.lat]) if self.lat in ds.variables \

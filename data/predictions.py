@@ -8,8 +8,7 @@ import h5py
 import numpy as np
 
 from data.layouts import CLASSES
-
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+from data.model_output import NETCDF_SUFFIXES
 
 
 def mask_path(source, out_dir):

@@ -103,6 +103,8 @@ def stats_next_to(paths):
 
     The parent is where DeepCAM's layout keeps it (`ROOT/train`, `ROOT/stats.h5`).
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     for path in paths:
         directory = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
         for candidate in (os.path.join(directory, STATS_NAME),

@@ -96,17 +96,28 @@ def analyse(files, variable=None, min_area_km2=0.0):
     from events.objects import Grid, find_objects
     from events.tracks import Tracker, summarize_tracks
 
-    series = sorted((_open(path, variable) for path in files), key=lambda s: s[2][0])
+    series = []
     tracker, events, origin, grid = Tracker(), [], None, None
     try:
+        for path in files:
+            series.append(_open(path, variable))
+            if not series[-1][2]:
+                raise _error(path, "holds no time steps")
+        try:
+            series.sort(key=lambda s: s[2][0])
+        except TypeError:
+            raise _error(files[0], "the files' times cannot be ordered (a time axis in some "
+                                   "files only, or different calendars)") from None
         for path, dataset, times, name in series:
             lat, lon = dataset[dataset[name].dims[1]].values, dataset[dataset[name].dims[2]].values
             if grid is None:
                 grid = Grid(lat, lon)
                 climatology = Climatology(grid)
-            elif grid.shape != (len(lat), len(lon)):
-                raise _error(path, f"grid is {len(lat)}x{len(lon)}, but the first file's is "
-                                   f"{grid.shape[0]}x{grid.shape[1]}")
+            elif grid.shape != (len(lat), len(lon)) or not (
+                    np.allclose(lat, grid.lat) and np.allclose(lon, grid.lon)):
+                raise _error(path, f"grid is {len(lat)}x{len(lon)} from {lat[0]:g},{lon[0]:g}, "
+                                   f"but the first file's is {grid.shape[0]}x{grid.shape[1]} "
+                                   f"from {grid.lat[0]:g},{grid.lon[0]:g}")
             for t, when in enumerate(times):
                 mask = np.asarray(dataset[name].isel({dataset[name].dims[0]: t}).values)
                 objects, labels = find_objects(mask, grid, min_area_km2=min_area_km2)

@@ -80,6 +80,18 @@ def main(argv=None, prog="climseg-predict"):
         files = data.list_files(args.input, suffixes=INPUT_SUFFIXES)
     except data.DataFileError as e:
         parser.error(f"--input: {e}")
+    out_dir = os.path.realpath(args.output_dir)  # earlier outputs are not inputs
+    files = [p for p in files if os.path.dirname(os.path.realpath(p)) != out_dir]
+    if not files:
+        parser.error(f"--input: only files of --output-dir {args.output_dir} given")
+    stems = {}
+    for path in files:  # one mask (and map) name per input: nothing overwritten
+        stem = os.path.splitext(data.predictions.mask_path(path, args.output_dir))[0]
+        if stem in stems:
+            parser.error(f"--input: {stems[stem]} and {path} would both write "
+                         f"{os.path.basename(stem)}.*; predict them into separate "
+                         "--output-dir")
+        stems[stem] = path
     stats = _checkpoint_stats(parser, args, meta)
     channels = meta["channels"]
 
@@ -122,6 +134,7 @@ def main(argv=None, prog="climseg-predict"):
     confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
     progress = _Progress(total_samples, size, say)
     pending = {}  # source index -> (masks so far, count)
+    failed = {}  # source index -> its problem: the file is not written
     norm = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
         if stats is not None else None
     for batch, inputs, fields, labels in _batches(sources, samples, args.batch_size, norm):
@@ -129,6 +142,10 @@ def main(argv=None, prog="climseg-predict"):
         masks = np.argmax(np.asarray(logits, np.float32), axis=-1).astype(np.uint8)
         for (i, t), mask, raw, truth in zip(batch, masks, fields, labels, strict=True):
             source = sources[i]
+            if isinstance(truth, data.DataFileError) or i in failed:
+                failed.setdefault(i, str(truth))
+                pending.pop(i, None)
+                continue
             out = data.predictions.mask_path(source.path, args.output_dir)
             if not args.no_maps:  # maps first: the mask file, written last, marks it done
                 png = os.path.splitext(out)[0] + (f".t{t:04d}" if source.num_times > 1 else "")
@@ -148,6 +165,10 @@ def main(argv=None, prog="climseg-predict"):
                 del pending[i]
         progress.update(len(batch))
     progress.close()
+    for source in sources:
+        source.close()
+    failed = sum(climseg_tf.allgather_object(sorted(failed.values()),
+                                             "climseg.predict.failed"), [])
 
     confusion = np.asarray(climseg_tf.allreduce(confusion.ravel().tolist(), "sum",
                                                 "climseg.predict.confusion")
@@ -155,6 +176,12 @@ def main(argv=None, prog="climseg-predict"):
     if confusion.sum():
         say(_iou_line(confusion) + (f" over the {total_files} files predicted now" if skipped
                                     else ""))
+    if failed:
+        say(f"{prog}: error: {len(failed)} file(s) not predicted (the others are written; "
+            "a rerun does only these):")
+        for problem in failed:
+            say(f"  {problem}")
+        return 1
     say(f"{prog}: masks in {args.output_dir}")
     return 0
 
@@ -222,6 +249,9 @@ def _model_at(prog, meta, weights, grid, precision, example):
         model = zoo.get_model(meta["model"], **kwargs)
         model.load_weights(weights)
     except (ValueError, TypeError, tf.errors.OpError) as e:
+        if tuple(grid) == trained[:2]:
+            raise SystemExit(f"{prog}: error: --checkpoint: cannot build {meta['model']} from "
+                             f"{weights}: {' '.join(str(e).split())[:300]}") from None
         raise SystemExit(
             f"{prog}: error: --input: {example} has a {grid[0]}x{grid[1]} grid; the checkpoint's "
             f"{meta['model']} was trained at {trained[0]}x{trained[1]} and cannot be built at "
@@ -245,7 +275,10 @@ def _batches(sources, samples, batch_size, norm):
 
     def read(sample):
         i, t = sample
-        return sources[i].read(t)
+        try:
+            return sources[i].read(t)
+        except data.DataFileError as e:  # this file fails; the others go on
+            return np.zeros((*sources[i].grid, len(sources[i].channels)), np.float32), e
 
     chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     with concurrent.futures.ThreadPoolExecutor(max(2, batch_size)) as pool:

@@ -19,12 +19,12 @@ class _SampleFile:
     num_times = 1
 
     def __init__(self, path, channels):
-        self.path, self._channels = path, channels
+        self.path, self.channels = path, channels
         info = inspect_file(path)
         self.grid = (info.height, info.width)
 
     def read(self, t):
-        return read_sample(self.path, channels=self._channels, labels_required=False)
+        return read_sample(self.path, channels=self.channels, labels_required=False)
 
     def write(self, out_dir, masks, attrs):
         return predictions.write_mask(self.path, out_dir, masks[0], attrs=attrs)

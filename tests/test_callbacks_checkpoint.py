@@ -202,3 +202,15 @@ def test_checkpointer_names_random_layers_it_cannot_save(tmp_path, capsys):
     quiet.fit(x, y, batch_size=8, epochs=1, verbose=0,
               callbacks=[Checkpointer(str(tmp_path / "q"))])
     assert "random layer" not in capsys.readouterr().out
+
+
+def test_no_step_checkpoint_claims_an_epoch_whose_end_never_ran(tmp_path):
+    # 4 steps per epoch, a checkpoint every 2 steps and none at epoch ends: step 4 and 8
+    # are epochs' last batches, which only an epoch's end may save (with its metrics).
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[Checkpointer(str(tmp_path), every_epochs=None, every_steps=2,
+                                      keep=10, verbose=0)])
+    names = [os.path.basename(p) for p in list_checkpoints(str(tmp_path))]
+    assert names == ["ckpt-e0000-s00000002", "ckpt-e0001-s00000006"]

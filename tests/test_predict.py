@@ -185,3 +185,31 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
                        "--output-dir", tmp_path / "bad"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"--input: {runs / 'c.h2.nc'}: has no variable TMQ for channel TMQ" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tmp_path):
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, _ = synthetic_steps(2, 64, 96, seed=11)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_model_output(runs / "good.nc", fields)
+    holes = fields.copy()
+    holes[1, 5, 5, 0] = np.nan  # missing values in TMQ at time step 1
+    write_model_output(runs / "holes.nc", holes)
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
+                       tmp_path / "out", "--no-maps"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
+    assert "error: 1 file(s) not predicted" in proc.stdout
+    assert f"{runs / 'holes.nc'}: time step 1: TMQ hold NaN, Inf or missing values" in proc.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.mask.nc"]
+    # Two inputs that would write the same mask name are refused before any work.
+    (tmp_path / "other").mkdir()
+    write_model_output(tmp_path / "other" / "good.nc", fields)
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs / "good.nc",
+                       tmp_path / "other" / "good.nc", "--output-dir", tmp_path / "two"],
+                      check=False)
+    assert proc.returncode == 2 and "would both write good.mask.*" in proc.stderr
+    assert not os.path.exists(tmp_path / "two")

@@ -28,6 +28,9 @@ def test_training_set_of_one_rank(files):
     assert (train_set.grid, train_set.input_shape) == ((16, 24), (16, 24, 2))
     assert train_set.steps == train_set.pass_batches == 3  # 7 files, whole batches of 2
     assert train_set.stats_path == str(files / "train" / "stats.h5") and not said
+    from data.training_set import stats_next_to
+
+    assert stats_next_to(str(files / "train")) == str(files / "train" / "stats.h5")
     assert train_set.channels == [0, 7] and len(train_set.val_files) == 3
     x, y = next(iter(train_set.train_dataset(0)))
     assert x.shape == (2, 16, 24, 2) and y.shape == (2, 16, 24)
