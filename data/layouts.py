@@ -119,7 +119,6 @@ def dataset_grid(files, *, skip_bad_files=False, bad_files=None, workers=8):
             grid than most (the message names it, its grid and theirs); (when
             skipping) no file is usable.
     """
-    import collections
     from concurrent.futures import ThreadPoolExecutor
 
     def grid(path):
@@ -136,16 +135,35 @@ def dataset_grid(files, *, skip_bad_files=False, bad_files=None, workers=8):
             if not skip_bad_files:
                 raise err
             bad_files.add(err.path, err.problem)
-    counts = collections.Counter(shape for shape, _ in found if shape is not None)
-    if not counts:
+    if all(shape is None for shape, _ in found):
         raise DataFileError(files[0] if len(files) == 1 else f"{files[0]} ... {files[-1]}",
                             f"none of the {len(files)} files is usable")
+    return majority_grid([(path, shape) for path, (shape, _) in zip(files, found, strict=True)
+                          if shape is not None], bad_files=bad_files if skip_bad_files else None,
+                         total=len(files))
+
+
+def majority_grid(grids, bad_files=None, total=None):
+    """The grid most of `(path, (H, W))` pairs share; ties go to the one listed first.
+
+    Args:
+        grids: `(path, (H, W))` pairs, at least one.
+        bad_files: a `BadFileLog`: files of another grid are recorded there.
+            Without it, the first such file raises.
+        total: the number of files, for the message. Defaults to `len(grids)`.
+
+    Raises:
+        DataFileError: a file of another grid (unless `bad_files`), naming
+            its grid and the others'.
+    """
+    counts = collections.Counter(shape for _, shape in grids)
     common = max(counts, key=counts.get)  # Counter keeps first-seen order among ties
-    for path, (shape, _) in zip(files, found, strict=True):
-        if shape is not None and shape != common:
+    for path, shape in grids:
+        if shape != common:
             problem = (f"grid is {shape[0]}x{shape[1]}, but the other files' is "
-                       f"{common[0]}x{common[1]} ({counts[common]} of {len(files)} files)")
-            if not skip_bad_files:
+                       f"{common[0]}x{common[1]} ({counts[common]} of "
+                       f"{total or len(grids)} files)")
+            if bad_files is None:
                 raise DataFileError(path, problem)
             bad_files.add(path, problem)
     return common

@@ -20,9 +20,11 @@ import os
 import sys
 
 from data.flag_types import number
+from data.layouts import CLASSES
+from data.model_output import NETCDF_SUFFIXES
 
 VARIABLES = ("mask", "PREDICTED_LABELS", "LABELS")
-CLASS_NAMES = {1: "tropical_cyclone", 2: "atmospheric_river"}
+CLASS_NAMES = dict(enumerate(CLASSES))  # the event classes: 1 and 2
 EVENT_COLUMNS = ("track_id", "class", "time", "lat", "lon", "area_km2", "pixels", "lat_min",
                  "lat_max", "lon_min", "lon_max", "file", "time_index")
 TRACK_COLUMNS = ("track_id", "class", "start_time", "end_time", "steps", "lifetime_hours",
@@ -64,7 +66,7 @@ def main(argv=None):
             print(f"climseg-events: {line}", flush=True)
         return 0
     try:
-        files = list_files(args.input, suffixes=(".nc", ".nc4", ".netcdf"))
+        files = list_files(args.input, suffixes=NETCDF_SUFFIXES)
         events, tracks, climatology = analyse(files, variable=args.variable,
                                               min_area_km2=args.min_area_km2)
     except DataFileError as e:
@@ -75,7 +77,7 @@ def main(argv=None):
     path = os.path.join(args.output_dir, "climatology.nc")
     climatology.to_dataset({"input_files": len(files)}).to_netcdf(f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
-    for name in CLASS_NAMES.values():
+    for name in CLASSES[1:]:
         count = sum(t["class"] == name for t in tracks)
         print(f"climseg-events: {count} {name.replace('_', ' ')} tracks", flush=True)
     print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; events.csv, "

@@ -11,7 +11,7 @@ a few lines of xarray:
 
 import numpy as np
 
-CLASS_NAMES = ("tropical_cyclone", "atmospheric_river")
+from data.layouts import CLASSES
 
 
 class Climatology:
@@ -19,7 +19,7 @@ class Climatology:
 
     Args:
         grid: the masks' `events.objects.Grid`.
-        class_ids: the classes, in the order of `CLASS_NAMES`. Defaults to (1, 2).
+        class_ids: the event classes (ids into `data.CLASSES`). Defaults to (1, 2).
     """
 
     def __init__(self, grid, class_ids=(1, 2)):
@@ -68,7 +68,7 @@ class Climatology:
         """The climatology as an xarray Dataset (CF: units, long names, coordinates)."""
         import xarray as xr
 
-        names = [CLASS_NAMES[c - 1] for c in self.class_ids]
+        names = [CLASSES[c] for c in self.class_ids]
         dims = ("event", "lat", "lon")
         frequency = self.inside / max(self.steps, 1)
         return xr.Dataset(

@@ -19,9 +19,10 @@ import time
 
 import climseg_tf
 from data.flag_types import integer
+from data.model_output import NETCDF_SUFFIXES
 
 PRECISIONS = ("fp32", "mixed_bfloat16")
-INPUT_SUFFIXES = (".h5", ".hdf5", ".nc", ".nc4", ".netcdf", ".nc3", ".cdf")
+INPUT_SUFFIXES = (".h5", ".hdf5", *NETCDF_SUFFIXES)
 
 
 def build_parser(prog="climseg-predict"):
@@ -111,7 +112,7 @@ def main(argv=None, prog="climseg-predict"):
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     grids = sum(climseg_tf.allgather_object([(s.path, s.grid) for s in sources],
                                             "climseg.predict.grids"), [])
-    grid = _common_grid(prog, grids, meta)
+    grid = _common_grid(prog, grids)
     model = _model_at(prog, meta, weights, grid, args.precision, grids[0][0]) if grids else None
     os.makedirs(args.output_dir, exist_ok=True)  # after every check: a refusal writes nothing
     if rank == 0:  # what a killed run was writing: never complete, so never kept
@@ -186,20 +187,18 @@ def main(argv=None, prog="climseg-predict"):
     return 0
 
 
-def _common_grid(prog, grids, meta):
+def _common_grid(prog, grids):
     """The grid of all input files; an odd one is an error naming it (None without files)."""
-    import collections
+    from data.errors import DataFileError
+    from data.layouts import majority_grid
 
     if not grids:
         return None
-    counts = collections.Counter(grid for _, grid in grids)
-    common = max(counts, key=counts.get)
-    for path, grid in grids:
-        if grid != common:
-            raise SystemExit(f"{prog}: error: --input: {path}: grid is {grid[0]}x{grid[1]}, but "
-                             f"the other files' is {common[0]}x{common[1]} ({counts[common]} of "
-                             f"{len(grids)} files); predict each grid separately")
-    return common
+    try:
+        return majority_grid(grids)
+    except DataFileError as e:
+        raise SystemExit(f"{prog}: error: --input: {e}; predict each grid separately") \
+            from None
 
 
 def _start_horovod():
