@@ -15,7 +15,7 @@ _EXPORTS = {
                      "dataset_grid", "inspect_file", "read_sample"), "data.layouts"),
     "plot_events": "data.maps",
     **dict.fromkeys(("make_dataset", "usable_files"), "data.pipeline"),
-    "write_mask": "data.predictions",
+    **dict.fromkeys(("MaskFile", "mask_path", "write_masks"), "data.predictions"),
     **dict.fromkeys(("StagingError", "stage_files"), "data.staging"),
     **dict.fromkeys(("Stats", "class_frequencies", "compute_stats", "normalize", "normalizer",
                      "read_stats", "write_stats"), "data.stats"),

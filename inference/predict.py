@@ -1,14 +1,16 @@
 """`climseg-predict`: masks for many files with a trained checkpoint, on one process or many.
 
     climseg-predict --checkpoint runs/x/checkpoints/best --input /data/run1/*.h5 --output-dir masks
-    horovodrun -np 4 -H localhost:4 --gloo climseg-predict ...     # the files split over ranks
+    horovodrun -np 4 -H localhost:4 --gloo climseg-predict ...     # the samples split over ranks
 
 (`python train.py predict ...` is the same command.) Each input file gets one
-mask file (and a PNG map unless --no-maps), written atomically; re-running
-the same command skips the files whose outputs are complete and does the
-rest. Under Horovod every rank predicts its share of the files, each written
-once; only rank 0 prints. Where files hold labels, the IoU over all of them
-(all ranks) is printed at the end.
+CF netCDF mask file, `NAME.mask.nc` (and a PNG map per time step unless
+--no-maps), renamed into place when complete; re-running the same command
+skips the files whose outputs are complete and does the rest. Every time
+step of every file is a sample; under Horovod the samples are split over
+the ranks in contiguous shares, and each file is written once, byte for
+byte as one process writes it; only rank 0 prints. Where files hold labels,
+the IoU over all of them (all ranks) is printed at the end.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import time
 import climseg_tf
 from data.flag_types import integer
 from data.model_output import NETCDF_SUFFIXES
+from data.predictions import PROBABILITIES
 
 PRECISIONS = ("fp32", "mixed_bfloat16")
 INPUT_SUFFIXES = (".h5", ".hdf5", *NETCDF_SUFFIXES)
@@ -42,6 +45,12 @@ def build_parser(prog="climseg-predict"):
     parser.add_argument("--rename", metavar="NAME=CHANNEL,...",
                         help="the file's variable names for climseg's channels, for models "
                              "whose names differ, e.g. PRW=TMQ,U850_x=U850")
+    parser.add_argument("--probabilities", choices=PROBABILITIES,
+                        help="also write each class's probability: as bytes (0..255, "
+                             "scale_factor 1/255) or float32")
+    parser.add_argument("--skip-bad-files", action="store_true",
+                        help="predict the usable files and list the others, instead of "
+                             "stopping before any work")
     parser.add_argument("--no-maps", action="store_true", help="masks only, no PNG maps")
     parser.add_argument("--overwrite", action="store_true",
                         help="predict every file again, replacing complete outputs")
@@ -85,106 +94,279 @@ def main(argv=None, prog="climseg-predict"):
     files = [p for p in files if os.path.dirname(os.path.realpath(p)) != out_dir]
     if not files:
         parser.error(f"--input: only files of --output-dir {args.output_dir} given")
-    stems = {}
+    outputs = {}
     for path in files:  # one mask (and map) name per input: nothing overwritten
-        stem = os.path.splitext(data.predictions.mask_path(path, args.output_dir))[0]
-        if stem in stems:
-            parser.error(f"--input: {stems[stem]} and {path} would both write "
-                         f"{os.path.basename(stem)}.*; predict them into separate "
-                         "--output-dir")
-        stems[stem] = path
+        out = data.predictions.mask_path(path, args.output_dir)
+        if out in outputs:
+            stem = os.path.basename(out)[:-len(".nc")]
+            parser.error(f"--input: {outputs[out]} and {path} would both write {stem}.*; "
+                         "predict them into separate --output-dir")
+        outputs[out] = path
     stats = _checkpoint_stats(parser, args, meta)
     channels = meta["channels"]
 
-    mine = files[rank::size]  # every file predicted (and written) by one rank
-    todo = [p for p in mine if args.overwrite or not output_done(p, args.output_dir)]
-    sources, problems = [], []
-    for path in todo:  # metadata only
+    # Every rank reads the metadata of a share of the files; all learn every
+    # file's time steps and grid, and so the same list of samples.
+    todo = [p for p in files if args.overwrite or not output_done(p, args.output_dir)]
+    opened, infos, problems = {}, [], []
+    for path in todo[rank::size]:  # metadata only
         try:
-            sources.append(open_source(path, channels, rename))
+            opened[path] = source = open_source(path, channels, rename)
+            infos.append((path, source.grid, source.num_times))
         except data.DataFileError as e:
             problems.append(str(e))
     problems = sum(climseg_tf.allgather_object(problems, "climseg.predict.problems"), [])
-    if problems:
-        for source in sources:
+    if problems and not args.skip_bad_files:
+        for source in opened.values():
             source.close()
         raise SystemExit(f"{prog}: error: --input: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    grids = sum(climseg_tf.allgather_object([(s.path, s.grid) for s in sources],
-                                            "climseg.predict.grids"), [])
-    grid = _common_grid(prog, grids)
-    model = _model_at(prog, meta, weights, grid, args.precision, grids[0][0]) if grids else None
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                         + "; fix or remove the file, or give --skip-bad-files")
+    infos = {path: (grid, steps) for path, grid, steps in
+             sum(climseg_tf.allgather_object(infos, "climseg.predict.files"), [])}
+    todo = [p for p in todo if p in infos]
+    grid = _common_grid(prog, [(p, infos[p][0]) for p in todo])
+    model = _model_at(prog, meta, weights, grid, args.precision, todo[0]) if todo else None
     os.makedirs(args.output_dir, exist_ok=True)  # after every check: a refusal writes nothing
     if rank == 0:  # what a killed run was writing: never complete, so never kept
-        for name in os.listdir(args.output_dir):
-            if ".tmp-" in name:
-                os.remove(os.path.join(args.output_dir, name))
+        data.predictions.remove_unfinished(args.output_dir)
     climseg_tf.broadcast_object(None, "climseg.predict.clean")
-    samples = [(i, t) for i, source in enumerate(sources) for t in range(source.num_times)]
-    totals = climseg_tf.allgather_object([len(samples), len(todo)], "climseg.predict.todo")
-    total_samples, total_files = (sum(column) for column in zip(*totals, strict=True))
-    skipped = len(files) - total_files
+
+    # The samples (file, time step) in order, in one contiguous share per
+    # rank: a file is written by the rank that has all of its steps, or in
+    # parts by the ranks that share it, merged once all are done.
+    samples = [(p, t) for p in todo for t in range(infos[p][1])]
+    bounds = [len(samples) * r // size for r in range(size + 1)]
+    mine = samples[bounds[rank]:bounds[rank + 1]]
+    skipped = len(files) - len(todo) - len(problems)
     say(f"{prog}: {meta['model']}"
         + (f" at {grid[0]}x{grid[1]}" if grid else "")
-        + f", {len(files)} files ({total_samples} samples to predict) on {size} rank(s), "
+        + f", {len(files)} files ({len(samples)} samples to predict) on {size} rank(s), "
           f"batch {args.batch_size}"
         + (f"; {skipped} already done in {args.output_dir}" if skipped else ""))
 
-    tmq = channels.index(0) if 0 in channels else 0
+    sources = {}
+    for path in dict.fromkeys(p for p, _ in mine):
+        sources[path] = opened.pop(path, None) or open_source(path, channels, rename)
+    for source in opened.values():
+        source.close()
     attrs = {"checkpoint": os.path.abspath(args.checkpoint), "model": meta["model"]}
-    confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
-    progress = _Progress(total_samples, size, say)
-    pending = {}  # source index -> (masks so far, count)
-    failed = {}  # source index -> its problem: the file is not written
     norm = data.normalizer(stats, meta.get("normalization", "minmax"), channels) \
         if stats is not None else None
-    for batch, inputs, fields, labels in _batches(sources, samples, args.batch_size, norm):
-        logits = model(inputs, training=False)
-        masks = np.argmax(np.asarray(logits, np.float32), axis=-1).astype(np.uint8)
-        for (i, t), mask, raw, truth in zip(batch, masks, fields, labels, strict=True):
-            source = sources[i]
-            if isinstance(truth, data.DataFileError) or i in failed:
-                failed.setdefault(i, str(truth))
-                pending.pop(i, None)
+    writer = _Writer(sources, mine, args.output_dir, args.probabilities, attrs)
+    confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
+    progress = _Progress(len(samples), size, say)
+    tmq = channels.index(0) if 0 in channels else 0
+    pipeline = _Pipeline(sources, mine, grid, len(channels), norm, tmq, writer.failed,
+                         args.batch_size)
+    step = _predict_step(model, bool(args.probabilities))
+    for batch, inputs, maps, labels, has_labels in pipeline:
+        masks, probabilities = (np.asarray(x) if x is not None else None
+                                for x in step(inputs))
+        for k, (path, t) in enumerate(batch):
+            if path in writer.failed:  # a step of it could not be read
+                writer.abandon(path)
                 continue
-            out = data.predictions.mask_path(source.path, args.output_dir)
-            if not args.no_maps:  # maps first: the mask file, written last, marks it done
-                png = os.path.splitext(out)[0] + (f".t{t:04d}" if source.num_times > 1 else "")
-                title = os.path.basename(source.path) + (f", time step {t}"
-                                                         if source.num_times > 1 else "")
-                data.plot_events(png + ".png", raw[..., tmq], mask, truth, title=title)
+            truth = labels[k] if has_labels[k] else None
+            if not args.no_maps:  # maps first: the mask file, renamed last, marks it done
+                _write_map(sources[path], args.output_dir, t, maps[k], masks[k], truth)
             if truth is not None:
-                confusion += np.bincount(data.NUM_CLASSES * truth.ravel().astype(np.int64)
-                                         + mask.ravel(), minlength=data.NUM_CLASSES ** 2
-                                         ).reshape(data.NUM_CLASSES, data.NUM_CLASSES)
-            done, count = pending.get(i) or (np.zeros((source.num_times, *grid), np.uint8), 0)
-            done[t] = mask
-            pending[i] = (done, count + 1)
-            if count + 1 == source.num_times:  # all its time steps: write the file
-                source.write(args.output_dir, done, attrs)
-                source.close()
-                del pending[i]
+                confusion += np.bincount(
+                    data.NUM_CLASSES * truth.ravel().astype(np.int64) + masks[k].ravel(),
+                    minlength=data.NUM_CLASSES ** 2).reshape(confusion.shape)
+            writer.write(path, t, masks[k], None if probabilities is None
+                         else probabilities[k])
         progress.update(len(batch))
     progress.close()
-    for source in sources:
+    for source in sources.values():
         source.close()
-    failed = sum(climseg_tf.allgather_object(sorted(failed.values()),
-                                             "climseg.predict.failed"), [])
+    failed = dict(sum((list(part.items()) for part in climseg_tf.allgather_object(
+        writer.failed, "climseg.predict.failed")), []))
+    writer.merge_parts(failed)  # the files that ranks shared, by the rank of their first step
 
     confusion = np.asarray(climseg_tf.allreduce(confusion.ravel().tolist(), "sum",
                                                 "climseg.predict.confusion")
                            ).reshape(confusion.shape)
     if confusion.sum():
-        say(_iou_line(confusion) + (f" over the {total_files} files predicted now" if skipped
+        say(_iou_line(confusion) + (f" over the {len(todo)} files predicted now" if skipped
                                     else ""))
+    if problems:
+        say(f"{prog}: skipped {len(problems)} unusable file(s) (--skip-bad-files):")
+        for problem in problems:
+            say(f"  {problem}")
     if failed:
         say(f"{prog}: error: {len(failed)} file(s) not predicted (the others are written; "
             "a rerun does only these):")
-        for problem in failed:
-            say(f"  {problem}")
+        for path in sorted(failed):
+            say(f"  {failed[path]}")
         return 1
     say(f"{prog}: masks in {args.output_dir}")
     return 0
+
+
+def _write_map(source, out_dir, t, tmq, mask, truth):
+    """The PNG map of one time step, beside its mask file."""
+    import data
+
+    png = data.predictions.mask_path(source.path, out_dir)[:-len(".nc")]
+    title = os.path.basename(source.path)
+    if source.num_times > 1:
+        png, title = f"{png}.t{t:04d}", f"{title}, time step {t}"
+    data.plot_events(png + ".png", tmq, mask, truth, title=title)
+
+
+class _Writer:
+    """This rank's mask files: each written step by step as its samples come.
+
+    A file whose steps are all this rank's is written and committed here. A
+    file shared with other ranks gets a part file per rank
+    (`NAME.mask.nc.part-T0`, committed when complete), which the rank holding
+    its first step merges into the file after every rank is done. A file
+    with a bad time step is abandoned (`failed`: path -> problem).
+    """
+
+    def __init__(self, sources, mine, out_dir, probabilities, attrs):
+        import data
+
+        self.sources, self.out_dir = sources, out_dir
+        self.probabilities, self.attrs = probabilities, attrs
+        self.failed = {}
+        self._open = {}  # path -> (MaskFile, first step, last step)
+        self._ranges = {}
+        for path, t in mine:
+            first, last = self._ranges.get(path, (t, t))
+            self._ranges[path] = (min(first, t), max(last, t))
+        self._shared_first = {}  # path -> first step of every shared file this rank begins
+        for path, (first, last) in self._ranges.items():
+            if first == 0 and last + 1 < sources[path].num_times:
+                self._shared_first[path] = sources[path]
+        self._predictions = data.predictions
+
+    def write(self, path, t, mask, probabilities):
+        source = self.sources[path]
+        first, last = self._ranges[path]
+        whole = first == 0 and last + 1 == source.num_times
+        if path not in self._open:
+            final = self._predictions.mask_path(path, self.out_dir)
+            target = final if whole else f"{final}.part-{first}"
+            self._open[path] = self._predictions.open_mask_file(
+                source, target, self.probabilities, self.attrs, times=range(first, last + 1))
+        out = self._open[path]
+        try:
+            out.write(t - first, mask, probabilities)
+        except BaseException:
+            self.abandon(path)
+            raise
+        if t == last:
+            out.commit()
+            del self._open[path]
+
+    def abandon(self, path):
+        """Removes the unfinished file (or part) of `path`."""
+        if path in self._open:
+            self._open.pop(path).abort()
+
+    def merge_parts(self, failed):
+        """Assembles the shared files this rank begins (after every rank wrote its parts)."""
+        import glob
+
+        for path, source in self._shared_first.items():
+            final = self._predictions.mask_path(path, self.out_dir)
+            parts = sorted(glob.glob(glob.escape(final) + ".part-*"),
+                           key=lambda p: int(p.rsplit("-", 1)[1]))
+            parts = [p for p in parts if p.rsplit("-", 1)[1].isdigit()]
+            try:
+                if path not in failed:
+                    out = self._predictions.open_mask_file(source, final, self.probabilities,
+                                                           self.attrs)
+                    try:
+                        for part in parts:
+                            out.copy_from(part, int(part.rsplit("-", 1)[1]))
+                    except BaseException:
+                        out.abort()
+                        raise
+                    out.commit()
+            finally:
+                for part in parts:
+                    os.remove(part)
+
+
+class _Pipeline:
+    """This rank's samples as batches, read by a tf.data pipeline ahead of the model.
+
+    Each sample is read and normalized (with the checkpoint's statistics) in
+    parallel threads, batched, and prefetched while the model predicts.
+    Yields `(samples, inputs, maps, labels, has_labels)`: the batch's
+    `(path, step)` list, the normalized fields, the TMQ plane of each (for
+    maps), the labels and whether the file had them. A time step that cannot
+    be read fails its file (in `failed`); its inputs are zeros.
+    """
+
+    def __init__(self, sources, samples, grid, num_channels, norm, tmq, failed, batch_size):
+        self.samples, self.failed, self.sources = samples, failed, sources
+        self.grid, self.num_channels, self.norm, self.tmq = grid, num_channels, norm, tmq
+        self.batch_size = batch_size
+
+    def _read(self, k):
+        import numpy as np
+
+        import data
+
+        path, t = self.samples[int(k)]
+        labels = None
+        fields = None
+        if path not in self.failed:
+            try:
+                fields, labels = self.sources[path].read(t)
+            except data.DataFileError as e:  # this file fails; the others go on
+                self.failed.setdefault(path, str(e))
+        if fields is None:
+            fields = np.zeros((*self.grid, self.num_channels), np.float32)
+        fields = np.ascontiguousarray(fields, np.float32)
+        tmq = fields[..., self.tmq].copy()
+        if self.norm is not None:
+            data.normalize(fields, *self.norm)
+        has = labels is not None
+        labels = labels.astype(np.uint8) if has else np.zeros(self.grid, np.uint8)
+        return fields, tmq, labels, np.bool_(has)
+
+    def __iter__(self):
+        import tensorflow as tf
+
+        if not self.samples:
+            return
+        height, width = self.grid
+
+        def read(k):
+            out = tf.numpy_function(self._read, [k], (tf.float32, tf.float32, tf.uint8,
+                                                      tf.bool), stateful=True)
+            for tensor, shape in zip(out, ((height, width, self.num_channels),
+                                           (height, width), (height, width), ()), strict=True):
+                tensor.set_shape(shape)
+            return out
+
+        dataset = (tf.data.Dataset.range(len(self.samples))
+                   .map(read, num_parallel_calls=max(2, self.batch_size), deterministic=True)
+                   .batch(self.batch_size)
+                   .prefetch(1))
+        start = 0
+        for inputs, maps, labels, has_labels in dataset.as_numpy_iterator():
+            count = len(inputs)
+            yield self.samples[start:start + count], inputs, maps, labels, has_labels
+            start += count
+
+
+def _predict_step(model, probabilities):
+    """A compiled step: (masks (B, H, W) uint8, class probabilities (B, H, W, C) or None)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(inputs):
+        logits = tf.cast(model(inputs, training=False), tf.float32)
+        masks = tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+        return (masks, tf.nn.softmax(logits, axis=-1)) if probabilities else (masks, None)
+
+    return step
 
 
 def _common_grid(prog, grids):
@@ -257,41 +439,6 @@ def _model_at(prog, meta, weights, grid, precision, example):
             f"{grid[0]}x{grid[1]} ({' '.join(str(e).split())[:200]}); regrid the input or "
             "use a checkpoint trained on this grid") from None
     return model
-
-
-def _batches(sources, samples, batch_size, norm):
-    """`(samples, inputs, fields, labels)` per batch of `(source, time step)` samples.
-
-    Threads read two batches ahead while the model predicts. `inputs` are
-    normalized for the model, `fields` as read (for the maps), `labels` a
-    list with None where a file has none.
-    """
-    import concurrent.futures
-
-    import numpy as np
-
-    import data
-
-    def read(sample):
-        i, t = sample
-        try:
-            return sources[i].read(t)
-        except data.DataFileError as e:  # this file fails; the others go on
-            return np.zeros((*sources[i].grid, len(sources[i].channels)), np.float32), e
-
-    chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
-    with concurrent.futures.ThreadPoolExecutor(max(2, batch_size)) as pool:
-        pending = [pool.map(read, chunk) for chunk in chunks[:2]]
-        for i, chunk in enumerate(chunks):
-            read_samples = list(pending[i])
-            if i + 2 < len(chunks):  # read ahead while this batch is predicted
-                pending.append(pool.map(read, chunks[i + 2]))
-            fields = np.stack([sample for sample, _ in read_samples])
-            inputs = fields.copy()
-            if norm is not None:
-                for sample in inputs:  # in place, sample by sample
-                    data.normalize(sample, *norm)
-            yield chunk, inputs, fields, [labels for _, labels in read_samples]
 
 
 class _Progress:

@@ -1,20 +1,24 @@
 """The files prediction reads, one kind of input each: HDF5 samples and climate-model output.
 
 `open_source(path, ...)` gives an object with the file's number of time
-steps, its grid, `read(t)` (fields and labels of time step t) and `write`
-(its masks, atomically, to the output file named by `data.predictions.mask_path`).
+steps, its grid and coordinates (`lat_values`, `lon_values`,
+`coordinate("time")`: what its mask file needs) and `read(t)` (fields and
+labels of time step t).
 """
 
 import os
 
+import numpy as np
+
 from data import predictions
 from data.errors import DataFileError
-from data.layouts import inspect_file, read_sample
+from data.layouts import _open, inspect_file, read_sample
 from data.model_output import ModelOutput, is_netcdf
 
 
 class _SampleFile:
-    """An HDF5 sample (DeepCAM or SC18 layout): one time step, masks in `.mask.h5`."""
+    """An HDF5 sample (DeepCAM or SC18 layout): one time step. Its mask file has the
+    sample's `lat`/`lon` where it holds them, else index dimensions."""
 
     num_times = 1
 
@@ -22,22 +26,22 @@ class _SampleFile:
         self.path, self.channels = path, channels
         info = inspect_file(path)
         self.grid = (info.height, info.width)
+        self.lat_values = self.lon_values = None
+        with _open(path) as f:
+            lat, lon = (np.asarray(f[name]) if name in f and f[name].ndim == 1 else None
+                        for name in ("lat", "lon"))
+        if lat is not None and lon is not None and (lat.size, lon.size) == self.grid \
+                and np.all(np.diff(lat) > 0) and np.all(np.diff(lon) > 0):
+            self.lat_values, self.lon_values = lat.astype(np.float64), lon.astype(np.float64)
+
+    def coordinate(self, name):
+        return None, {}
 
     def read(self, t):
         return read_sample(self.path, channels=self.channels, labels_required=False)
 
-    def write(self, out_dir, masks, attrs):
-        return predictions.write_mask(self.path, out_dir, masks[0], attrs=attrs)
-
     def close(self):
         pass
-
-
-class _ModelOutputFile(ModelOutput):
-    """netCDF model output: every time step a sample, masks in a CF `.mask.nc`."""
-
-    def write(self, out_dir, masks, attrs):
-        return predictions.write_cf_masks(self, out_dir, masks, attrs=attrs)
 
 
 def open_source(path, channels, rename=None):
@@ -50,12 +54,12 @@ def open_source(path, channels, rename=None):
         DataFileError: the file cannot be used; the message says why.
     """
     if is_netcdf(path):
-        return _ModelOutputFile(path, channels=channels, rename=rename)
+        return ModelOutput(path, channels=channels, rename=rename)
     return _SampleFile(path, channels)
 
 
 def output_done(path, out_dir):
-    """Whether the output of input `path` is complete in `out_dir` (written last, atomically)."""
+    """Whether the output of input `path` is complete in `out_dir` (renamed into place last)."""
     return os.path.isfile(predictions.mask_path(path, out_dir))
 
 

@@ -106,3 +106,12 @@ def small_disk(tmp_path):
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def read_masks(path):
+    """The `mask` of a climseg-predict output file: (T, H, W), or (H, W) for one time step."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as f:
+        masks = np.asarray(f["mask"][...])
+    return masks[0] if masks.shape[0] == 1 else masks

@@ -10,7 +10,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import TESTS_DIR, run_horovod, run_python, worker_env
+from conftest import TESTS_DIR, read_masks, run_horovod, run_python, worker_env
 
 import data
 
@@ -32,9 +32,8 @@ def trained(tmp_path_factory):
 
 def _masks(directory):
     out = {}
-    for path in sorted(glob.glob(str(directory / "*.mask.h5"))):
-        with h5py.File(path) as f:
-            out[os.path.basename(path)] = f["climate/prediction"][...]
+    for path in sorted(glob.glob(str(directory / "*.mask.nc"))):
+        out[os.path.basename(path)] = read_masks(path)
     return out
 
 
@@ -52,14 +51,14 @@ def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_pat
     assert "5 files (5 samples to predict) on 2 rank(s), batch 2" in proc.stdout
     assert proc.stdout.count("climseg-predict: masks in") == 1  # rank 0 only
     names = sorted(os.listdir(two))
-    assert len(names) == 5 and all(n.endswith(".mask.h5") for n in names)
+    assert len(names) == 5 and all(n.endswith(".mask.nc") for n in names)
     for name in names:  # byte for byte
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     assert len(glob.glob(str(one / "*.mask.png"))) == 5
     # The IoU of all ranks, as numpy computes it from the masks and labels.
     confusion = np.zeros((3, 3), np.int64)
     for name, mask in _masks(two).items():
-        _, labels = data.read_sample(str(root / "val" / name.replace(".mask.h5", ".h5")))
+        _, labels = data.read_sample(str(root / "val" / name.replace(".mask.nc", ".h5")))
         confusion += np.bincount(3 * labels.ravel() + mask.ravel(), minlength=9).reshape(3, 3)
     tp = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - tp
@@ -79,12 +78,12 @@ def test_a_rerun_after_sigkill_finishes_the_rest(trained, tmp_path):
                              str(killed)], env=worker_env(2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(glob.glob(str(killed / "*.mask.h5"))) < 3:
+    while len(glob.glob(str(killed / "*.mask.nc"))) < 3:
         assert proc.poll() is None and time.time() < deadline, "no masks written"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(glob.glob(str(killed / "*.mask.h5")))
+    done = sorted(glob.glob(str(killed / "*.mask.nc")))
     assert 3 <= len(done) < 24
     before = {p: os.path.getmtime(p) for p in done}
     rerun = run_python([PREDICT, *args, "--output-dir", killed])
@@ -93,7 +92,7 @@ def test_a_rerun_after_sigkill_finishes_the_rest(trained, tmp_path):
     assert not [n for n in os.listdir(killed) if ".tmp-" in n]
     assert sorted(os.listdir(killed)) == sorted(os.listdir(whole))
     for name in os.listdir(whole):
-        if name.endswith(".mask.h5"):
+        if name.endswith(".mask.nc"):
             assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
 
 
@@ -213,3 +212,57 @@ def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tm
                       check=False)
     assert proc.returncode == 2 and "would both write good.mask.*" in proc.stderr
     assert not os.path.exists(tmp_path / "two")
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_the_steps_of_one_file_split_over_ranks_give_the_same_file(trained, tmp_path):
+    import xarray as xr
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, _ = synthetic_steps(5, 64, 96, seed=13)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_model_output(runs / "year.nc", fields)
+    args = ["--checkpoint", best, "--input", runs, "--no-maps", "--probabilities", "byte"]
+    run_python([PREDICT, *args, "--output-dir", tmp_path / "one", "--batch-size", "2"])
+    proc = run_horovod([PREDICT, *args, "--output-dir", tmp_path / "two"])
+    assert "1 files (5 samples to predict) on 2 rank(s)" in proc.stdout
+    assert os.listdir(tmp_path / "two") == ["year.mask.nc"]  # the parts are merged and gone
+    assert (tmp_path / "one" / "year.mask.nc").read_bytes() == \
+        (tmp_path / "two" / "year.mask.nc").read_bytes()
+    with xr.open_dataset(tmp_path / "one" / "year.mask.nc") as out:
+        probs = np.stack([out[f"probability_{name}"].values for name in data.CLASSES], -1)
+        masks = out["mask"].values
+    assert probs.shape == (5, 64, 96, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=2e-2)  # three bytes of 1/255
+    # The mask is the most probable class wherever the bytes tell them apart.
+    top = np.sort(probs, -1)
+    clear = top[..., -1] - top[..., -2] > 2 / 255
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(probs.argmax(-1)[clear], masks[clear])
+
+
+@pytest.mark.slow
+def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, tmp_path):
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, _ = synthetic_steps(2, 64, 96, seed=12)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_model_output(runs / "good.nc", fields)
+    (runs / "empty.nc").write_bytes(b"")
+    (runs / "noise.h5").write_bytes(os.urandom(4096))
+    args = ["--checkpoint", best, "--input", runs, "--no-maps"]
+    proc = run_python([PREDICT, *args, "--output-dir", tmp_path / "out"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"climseg-predict: error: --input: {runs / 'empty.nc'}: cannot be read as netCDF")
+    assert "(and 1 more); fix or remove the file, or give --skip-bad-files" in proc.stderr
+    assert not os.path.exists(tmp_path / "out")
+    proc = run_python([PREDICT, *args, "--output-dir", tmp_path / "out", "--skip-bad-files"])
+    assert "skipped 2 unusable file(s) (--skip-bad-files):" in proc.stdout
+    assert f"  {runs / 'noise.h5'}: cannot be opened as HDF5" in proc.stdout
+    assert os.listdir(tmp_path / "out") == ["good.mask.nc"]
