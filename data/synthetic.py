@@ -177,7 +177,8 @@ def main(argv=None):
         description="Write synthetic CAM5-like samples (DeepCAM layout, with tropical "
                     "cyclones and atmospheric rivers) and their stats.h5.")
     parser.add_argument("out_dir")
-    parser.add_argument("-n", "--num-files", type=integer(minimum=1), required=True)
+    parser.add_argument("-n", "--num-files", type=integer(minimum=1), required=True,
+                        help="samples (with --sequence: time steps)")
     parser.add_argument("--height", type=integer(minimum=1), default=FULL_SIZE[0],
                         help=f"latitudes (default {FULL_SIZE[0]}; e.g. 96 for a small set)")
     parser.add_argument("--width", type=integer(minimum=1), default=FULL_SIZE[1],
@@ -189,10 +190,23 @@ def main(argv=None):
                         help="DeepCAM's directory layout: N files in OUT_DIR/train, M in "
                              "OUT_DIR/validation and the training files' OUT_DIR/stats.h5, "
                              "as DeepCAM's own loader expects")
+    parser.add_argument("--sequence", action="store_true",
+                        help="a time series instead (data.sequence): N 3-hourly steps as CF "
+                             "netCDF with the 16 fields, LABELS and the true TRACK_ID of every "
+                             "labelled pixel; cyclones and rivers travel and decay")
+    parser.add_argument("--steps-per-file", type=integer(minimum=1), default=8,
+                        help="with --sequence: time steps in each file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    if args.sequence and args.validation is not None:
+        parser.error("--sequence writes one time series; --validation is for samples")
     try:
-        if args.validation is None:
+        if args.sequence:
+            from data.sequence import generate_sequence
+
+            paths = generate_sequence(args.out_dir, args.num_files, args.height, args.width,
+                                      args.seed, args.steps_per_file, progress=not args.quiet)
+        elif args.validation is None:
             paths = generate(args.out_dir, args.num_files, args.height, args.width, args.seed,
                              stats=not args.no_stats, workers=args.workers,
                              progress=not args.quiet)
@@ -226,9 +240,13 @@ def generate_deepcam_layout(root, num_train, num_validation, height=FULL_SIZE[0]
     return train + validation
 
 
-def _smooth_noise(rng, count, lat, lon, cells=(6, 9)):
-    """`count` smooth unit-variance random fields: coarse noise, smoothly interpolated."""
-    coarse = rng.standard_normal((count, cells[0], cells[1]))
+NOISE_CELLS = (8, 6, 9)
+"""The background's coarse noise: 8 fields of 6 x 9 cells, smoothly interpolated."""
+
+
+def _smooth_noise(coarse, lat, lon):
+    """Smooth unit-variance random fields: `coarse` (count, rows, cols) noise, interpolated."""
+    cells = coarse.shape[1:]
     rows = _interpolation(np.clip((lat + 90.0) / 180.0 * cells[0] - 0.5, 0, cells[0] - 1),
                           cells[0], periodic=False)
     cols = _interpolation(lon / 360.0 * cells[1], cells[1], periodic=True)
@@ -250,11 +268,16 @@ def _interpolation(position, cells, periodic):
     return matrix
 
 
-def _background(rng, lat, lon):
-    """Zonal-mean climatology plus smooth weather-scale noise, as float64 (H, W) fields."""
+def _background(rng, lat, lon, coarse=None):
+    """Zonal-mean climatology plus smooth weather-scale noise, as float64 (H, W) fields.
+
+    `coarse` is the noise's (8, 6, 9) coarse cells; drawn from `rng` when None.
+    """
     phi = lat[:, None]
     s2 = np.sin(np.radians(phi)) ** 2
-    n = dict(zip("tpuvqrab", _smooth_noise(rng, 8, lat, lon), strict=True))
+    if coarse is None:
+        coarse = rng.standard_normal(NOISE_CELLS)
+    n = dict(zip("tpuvqrab", _smooth_noise(coarse, lat, lon), strict=True))
     shape = (len(lat), len(lon))
     f = {}
     f["TS"] = 301.0 - 50.0 * s2 + 2.5 * n["t"]
@@ -302,6 +325,23 @@ def _add_cyclone(rng, f, lat, lon):
     depth = rng.uniform(3500.0, 9000.0)  # Central pressure deficit, Pa.
     radius = rng.uniform(3.5, 4.5)  # e-folding radius of the low, degrees.
     wind_radius = rng.uniform(1.2, 2.0)  # Radius of maximum wind.
+    extras = [rng.uniform(*bounds) for bounds in _CYCLONE_EXTRAS]
+    cyclone(f, lat, lon, hemisphere, lat0, lon0, depth, radius, wind_radius, *extras)
+
+
+# The ranges of a cyclone's moisture (kg m-2), rain (m s-1), warm core at 500 and
+# 200 hPa (K) and 200 hPa height (m) at its centre.
+_CYCLONE_EXTRAS = ((20.0, 30.0), (3e-6, 8e-6), (3.0, 8.0), (1.0, 3.0), (40.0, 100.0))
+
+
+def cyclone(f, lat, lon, hemisphere, lat0, lon0, depth, radius, wind_radius, tmq, prect,
+            t500, t200, z200):
+    """Adds one cyclone centred at (lat0, lon0) to the fields `f`, in place.
+
+    Returns:
+        `(box, r)`: the index box it changed and the distance of its points
+        from the centre in degrees.
+    """
     vmax = 20.0 + depth / 200.0
     # Work in a box of 5 radii around the centre; beyond it every term is ~0.
     reach = 5.0 * radius
@@ -320,11 +360,12 @@ def _add_cyclone(rng, f, lat, lon):
         tangent_v = np.where(r > 0, dx / r, 0.0)
     f["U850"][box] += hemisphere * speed * tangent_u
     f["V850"][box] += hemisphere * speed * tangent_v
-    f["TMQ"][box] += rng.uniform(20.0, 30.0) * core
-    f["PRECT"][box] += rng.uniform(3e-6, 8e-6) * np.exp(-((r / (0.7 * radius)) ** 2))
-    f["T500"][box] += rng.uniform(3.0, 8.0) * core  # Warm core.
-    f["T200"][box] += rng.uniform(1.0, 3.0) * core
-    f["Z200"][box] += rng.uniform(40.0, 100.0) * core
+    f["TMQ"][box] += tmq * core
+    f["PRECT"][box] += prect * np.exp(-((r / (0.7 * radius)) ** 2))
+    f["T500"][box] += t500 * core  # Warm core.
+    f["T200"][box] += t200 * core
+    f["Z200"][box] += z200 * core
+    return box, r
 
 
 def _add_river(rng, f, lat, lon):
@@ -333,8 +374,22 @@ def _add_river(rng, f, lat, lon):
     lat1 = lat0 + rng.uniform(25.0, 40.0)
     lon0 = rng.uniform(0.0, 360.0)
     lon1 = lon0 + rng.uniform(20.0, 50.0)
-    # A quadratic Bezier curve bent sideways, sampled about every degree.
     bend = rng.uniform(-0.3, 0.3)
+    width = rng.uniform(3.0, 4.5)
+    speed, tmq, prect = (rng.uniform(18.0, 28.0), rng.uniform(18.0, 28.0),
+                         rng.uniform(5e-7, 2e-6))
+    river(f, lat, lon, hemisphere, lat0, lat1, lon0, lon1, bend, width, speed, tmq, prect)
+
+
+def river(f, lat, lon, hemisphere, lat0, lat1, lon0, lon1, bend, width, speed, tmq, prect):
+    """Adds one river from (lat0, lon0) to (lat1, lon1) to the fields `f`, in place.
+
+    Latitudes are the distances from the equator; `hemisphere` (+1 or -1)
+    places the river. Returns `(box, d, fade)`: the index box it changed, the
+    distance of its points from the river's axis in degrees, and how far
+    each is from the river's tips (0 beyond them, 1 in its middle part).
+    """
+    # A quadratic Bezier curve bent sideways, sampled about every degree.
     mid = np.array([(lat0 + lat1) / 2 - bend * (lon1 - lon0),
                     (lon0 + lon1) / 2 + bend * (lat1 - lat0)])
     t = np.linspace(0.0, 1.0, 48)[:, None]
@@ -343,7 +398,6 @@ def _add_river(rng, f, lat, lon):
     tangent = np.gradient(curve, axis=0)
     curve[:, 0] *= hemisphere
     tangent[:, 0] *= hemisphere
-    width = rng.uniform(3.0, 4.5)
     reach = 4.0 * width
     margin = _lon_margin(reach, np.abs(curve[:, 0]).max() + reach)
     rows, cols = _window(lat, lon, (curve[:, 0].min() - reach, curve[:, 0].max() + reach),
@@ -366,11 +420,12 @@ def _add_river(rng, f, lat, lon):
     norm = np.hypot(east, direction[..., 0])
     east = east / norm
     north = direction[..., 0] / norm
-    speed = rng.uniform(18.0, 28.0) * np.exp(-((d / (1.3 * width)) ** 2)) * fade
-    f["TMQ"][box] += rng.uniform(18.0, 28.0) * profile
-    f["U850"][box] += speed * east
-    f["V850"][box] += speed * north
-    f["PRECT"][box] += rng.uniform(5e-7, 2e-6) * profile * along
+    wind = speed * np.exp(-((d / (1.3 * width)) ** 2)) * fade
+    f["TMQ"][box] += tmq * profile
+    f["U850"][box] += wind * east
+    f["V850"][box] += wind * north
+    f["PRECT"][box] += prect * profile * along
+    return box, d, fade
 
 
 def _derive(f):
