@@ -128,7 +128,7 @@ def _new_cyclone(rng, serial, t, lon=None, hemisphere=None):
               "extras": [rng.uniform(*bounds) for bounds in _CYCLONE_EXTRAS]}
     motion = {"u": -rng.uniform(4.0, 7.0), "v": rng.uniform(1.0, 2.5),
               "mature": rng.uniform(8.0, 24.0), "decay": rng.uniform(6.0, 12.0)}
-    return _Event(_TC, serial, t, int(rng.integers(24, 65)), params, motion)
+    return _Event(_TC, serial, t, int(rng.integers(48, 97)), params, motion)
 
 
 def _new_river(rng, serial, t, lon=None):

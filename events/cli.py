@@ -10,7 +10,9 @@ time order forming one series. Writes `events.csv` (one row per object and
 time step, with its track), `tracks.csv` (one row per track) and
 `climatology.nc` (per class and cell: frequency, genesis and track counts):
 objects are connected regions of a class that wrap in longitude, tracks
-link them by overlap (see `events.tracks`). `--compare A B` prints how
+link them by overlap (see `events.tracks`). `--fields` adds intensities
+from the input fields, `--track-ids` the track of every pixel, `--jobs N`
+runs N processes over chunks of time. `--compare A B` prints how
 climatology B differs from A.
 """
 
@@ -19,17 +21,20 @@ import csv
 import os
 import sys
 
-from data.flag_types import number
+from data.flag_types import integer, number
 from data.layouts import CLASSES
 from data.model_output import NETCDF_SUFFIXES
+from events.series import VARIABLES
 
-VARIABLES = ("mask", "PREDICTED_LABELS", "LABELS")
 CLASS_NAMES = dict(enumerate(CLASSES))  # the event classes: 1 and 2
 EVENT_COLUMNS = ("track_id", "class", "time", "lat", "lon", "area_km2", "pixels", "lat_min",
                  "lat_max", "lon_min", "lon_max", "file", "time_index")
+INTENSITY_COLUMNS = ("max_tmq", "max_wind_speed", "min_psl", "mean_prect")
 TRACK_COLUMNS = ("track_id", "class", "start_time", "end_time", "steps", "lifetime_hours",
                  "genesis_lat", "genesis_lon", "termination_lat", "termination_lon",
                  "distance_km", "mean_speed_kmh", "max_area_km2")
+TRACK_INTENSITY_COLUMNS = ("max_tmq", "max_wind_speed", "lmi_time", "min_psl",
+                           "max_mean_prect")
 
 
 def build_parser():
@@ -44,6 +49,16 @@ def build_parser():
                                            f"{', '.join(VARIABLES)} in the files)")
     parser.add_argument("--min-area-km2", type=number(minimum=0), default=0.0,
                         help="drop smaller objects")
+    parser.add_argument("--fields", nargs="+", metavar="FILE",
+                        help="the masks' input field files (netCDF, directories or globs), "
+                             "found by time: per object max TMQ, max wind speed (U850/V850, "
+                             "else UBOT/VBOT), min PSL, mean PRECT; per track their lifetime "
+                             "extremes")
+    parser.add_argument("--jobs", type=integer(minimum=1), default=1,
+                        help="processes, each over a chunk of time steps (the same results "
+                             "as one)")
+    parser.add_argument("--track-ids", action="store_true",
+                        help="also write track_ids.nc: the track id of every event pixel")
     return parser
 
 
@@ -65,113 +80,82 @@ def main(argv=None):
         for line in compare(*args.compare):
             print(f"climseg-events: {line}", flush=True)
         return 0
+    flag, fields = "--input", None
     try:
         files = list_files(args.input, suffixes=NETCDF_SUFFIXES)
-        events, tracks, climatology = analyse(files, variable=args.variable,
-                                              min_area_km2=args.min_area_km2)
+        flag = "--fields"
+        fields = list_files(args.fields, suffixes=NETCDF_SUFFIXES) if args.fields else None
+        flag = "--input"
+        events, tracks, climatology, (series, ids_of) = analyse(
+            files, variable=args.variable, min_area_km2=args.min_area_km2, fields=fields,
+            jobs=args.jobs)
     except DataFileError as e:
-        raise SystemExit(f"climseg-events: error: --input: {e}") from None
+        if fields and (e.path in fields or e.path == "--fields"):
+            flag = "--fields"
+        raise SystemExit(f"climseg-events: error: {flag}: {e}") from None
     os.makedirs(args.output_dir, exist_ok=True)
-    _write_csv(os.path.join(args.output_dir, "events.csv"), EVENT_COLUMNS, events)
-    _write_csv(os.path.join(args.output_dir, "tracks.csv"), TRACK_COLUMNS, tracks)
+    _write_csv(os.path.join(args.output_dir, "events.csv"),
+               EVENT_COLUMNS + (INTENSITY_COLUMNS if fields else ()), events)
+    _write_csv(os.path.join(args.output_dir, "tracks.csv"),
+               TRACK_COLUMNS + (TRACK_INTENSITY_COLUMNS if fields else ()), tracks)
     path = os.path.join(args.output_dir, "climatology.nc")
     climatology.to_dataset({"input_files": len(files)}).to_netcdf(f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
+    written = ["events.csv", "tracks.csv", "climatology.nc"]
+    if args.track_ids:
+        from events.series import write_track_ids
+
+        write_track_ids(os.path.join(args.output_dir, "track_ids.nc"), series,
+                        range(len(series)), ids_of, args.min_area_km2)
+        written.append("track_ids.nc")
     for name in CLASSES[1:]:
         count = sum(t["class"] == name for t in tracks)
         print(f"climseg-events: {count} {name.replace('_', ' ')} tracks", flush=True)
-    print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; events.csv, "
-          f"tracks.csv and climatology.nc in {args.output_dir}", flush=True)
+    print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; "
+          f"{', '.join(written)} in {args.output_dir}", flush=True)
     return 0
 
 
-def analyse(files, variable=None, min_area_km2=0.0):
+def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
     """Objects, tracks and climatology of a time series of mask files.
 
+    Args:
+        files: the mask files (netCDF), in any order.
+        variable: the class-id variable. Defaults to the first of `VARIABLES` found.
+        min_area_km2: smaller objects are dropped. Defaults to 0.
+        fields: input field files (netCDF) for the intensities. Defaults to None.
+        jobs: processes, each over a chunk of time steps. Defaults to `1`.
+
     Returns:
-        `(events, tracks, climatology)`: lists of dicts with the columns of
-        `EVENT_COLUMNS` and `TRACK_COLUMNS`, and an `events.Climatology`.
+        `(events, tracks, climatology, (series, ids_of))`: lists of dicts with
+        the columns of `EVENT_COLUMNS` and `TRACK_COLUMNS` (and the intensity
+        columns with fields), the `events.Climatology`, and for per-step
+        outputs the `events.series.Series` and the track id of every
+        `(step, class, label)`.
     """
-    import numpy as np
+    from events.series import Series, run_chunks
+    from events.tracks import summarize_tracks
 
-    from events.climatology import Climatology
-    from events.objects import Grid, find_objects
-    from events.tracks import Tracker, summarize_tracks
+    series = Series(files, variable)
+    source = None
+    if fields:
+        from events.intensity import FieldSource
 
-    series = []
-    tracker, events, origin, grid = Tracker(), [], None, None
-    try:
-        for path in files:
-            series.append(_open(path, variable))
-            if not series[-1][2]:
-                raise _error(path, "holds no time steps")
-        try:
-            series.sort(key=lambda s: s[2][0])
-        except TypeError:
-            raise _error(files[0], "the files' times cannot be ordered (a time axis in some "
-                                   "files only, or different calendars)") from None
-        for path, dataset, times, name in series:
-            lat, lon = dataset[dataset[name].dims[1]].values, dataset[dataset[name].dims[2]].values
-            if grid is None:
-                grid = Grid(lat, lon)
-                climatology = Climatology(grid)
-            elif grid.shape != (len(lat), len(lon)) or not (
-                    np.allclose(lat, grid.lat) and np.allclose(lon, grid.lon)):
-                raise _error(path, f"grid is {len(lat)}x{len(lon)} from {lat[0]:g},{lon[0]:g}, "
-                                   f"but the first file's is {grid.shape[0]}x{grid.shape[1]} "
-                                   f"from {grid.lat[0]:g},{grid.lon[0]:g}")
-            for t, when in enumerate(times):
-                mask = np.asarray(dataset[name].isel({dataset[name].dims[0]: t}).values)
-                objects, labels = find_objects(mask, grid, min_area_km2=min_area_km2)
-                ids = tracker.add(objects, labels)
-                climatology.add(objects, labels, ids)
-                origin = when if origin is None else origin
-                hours = _hours(when, origin)
-                for o, track_id in zip(objects, ids, strict=True):
-                    events.append({
-                        "track_id": track_id, "class": CLASS_NAMES[o.class_id],
-                        "time": str(when), "hours": hours, "lat": o.lat, "lon": o.lon,
-                        "area_km2": o.area_km2, "pixels": o.pixels, "lat_min": o.lat_min,
-                        "lat_max": o.lat_max, "lon_min": o.lon_min, "lon_max": o.lon_max,
-                        "file": os.path.basename(path), "time_index": t})
-    finally:
-        for _, dataset, _, _ in series:
-            dataset.close()
-    if grid is None:
-        raise _error(files[0] if files else "--input", "holds no time steps")
-    climatology.finish()
-    return events, summarize_tracks(events), climatology
-
-
-def _error(path, problem):
-    from data.errors import DataFileError
-
-    return DataFileError(path, problem)
-
-
-def _open(path, variable):
-    """`(path, dataset, times, variable name)` of one mask file, checked."""
-    import xarray as xr
-
-    try:
-        dataset = xr.open_dataset(path, use_cftime=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise _error(path, f"cannot be read as netCDF: {' '.join(str(e).split())[:200]}") \
-            from None
-    names = [variable] if variable else [v for v in VARIABLES if v in dataset.variables]
-    if not names or names[0] not in dataset.variables:
-        found = ", ".join(sorted(dataset.data_vars)) or "no variables"
-        dataset.close()
-        raise _error(path, f"has no {' or '.join([variable] if variable else VARIABLES)}; "
-                           f"found {found}; name the mask variable with --variable")
-    name = names[0]
-    dims = dataset[name].dims
-    if len(dims) != 3:
-        dataset.close()
-        raise _error(path, f"{name} has dimensions {dims}; expected (time, lat, lon)")
-    times = list(dataset[dims[0]].values) if dims[0] in dataset.variables \
-        else list(range(dataset.sizes[dims[0]]))
-    return path, dataset, times, name
+        source = FieldSource(fields, series.grid.lat, series.grid.lon)
+    steps, track_ids, climatology = run_chunks(series, jobs, min_area_km2, source)
+    events, ids_of, origin = [], {}, series.steps[0][3]
+    for step, ids in zip(steps, track_ids, strict=True):
+        hours = _hours(step.time, origin)
+        intensity = step.intensity or [{}] * len(ids)
+        for o, track_id, values in zip(step.objects, ids, intensity, strict=True):
+            ids_of[(step.index, o.class_id, o.label)] = track_id
+            events.append({
+                "track_id": track_id, "class": CLASS_NAMES[o.class_id],
+                "time": str(step.time), "hours": hours, "lat": o.lat, "lon": o.lon,
+                "area_km2": o.area_km2, "pixels": o.pixels, "lat_min": o.lat_min,
+                "lat_max": o.lat_max, "lon_min": o.lon_min, "lon_max": o.lon_max,
+                "file": os.path.basename(step.path), "time_index": step.time_index, **values})
+    return events, summarize_tracks(events), climatology, (series, ids_of)
 
 
 def _hours(when, origin):

@@ -7,6 +7,11 @@ a few lines of xarray:
 
     a, b = xr.open_dataset("hist/climatology.nc"), xr.open_dataset("ssp585/climatology.nc")
     (b.frequency - a.frequency).sel(event="tropical_cyclone").plot()
+
+A time chunk analysed on its own (`events.series`) cannot count the tracks
+that cross its borders: it hands their cells back (`border_chains`) and
+the process that stitches the chunks counts them once per track
+(`count_track`).
 """
 
 import numpy as np
@@ -30,34 +35,67 @@ class Climatology:
         self.genesis = np.zeros(shape, np.int64)  # tracks that start in each cell
         self.tracks = np.zeros(shape, np.int64)  # distinct tracks through each cell
         self.steps = 0
-        self._cells = {}  # active track -> (class index, set of flat cells)
-        self._seen = set()
+        self.border_chains = []  # (first object's (step, class, label), class index, cells)
+        self._open = {}  # chain -> [class index, set of flat cells, linked before the chunk]
+        self._chain_of = {}  # (class, label) at the last step -> chain
 
-    def add(self, objects, labels, track_ids):
-        """One time step: its objects (kept ones), their labels and their track ids."""
+    def add(self, objects, labels, links, step=None):
+        """One time step.
+
+        Args:
+            objects: its kept objects (`find_objects`).
+            labels: `{class_id: labels}` of the step.
+            links: `{(class, label): (class, label) at the previous step}`
+                (`events.tracks.link`); an object linked to one this
+                climatology has not seen continues a track from before the chunk.
+            step: the step's index in the series. Defaults to the count so far.
+        """
+        step = self.steps if step is None else step
         self.steps += 1
-        active = set()
-        for obj, track in zip(objects, track_ids, strict=True):
+        chain_of = {}
+        for obj in objects:
             k = self.class_ids.index(obj.class_id)
+            key = (obj.class_id, obj.label)
             cells = np.flatnonzero(labels[obj.class_id].ravel() == obj.label)
             self.inside[k].ravel()[cells] += 1
-            if track not in self._seen:  # genesis: the cell of the first centroid
-                self._seen.add(track)
-                row, col = self._cell(obj.lat, obj.lon)
-                self.genesis[k, row, col] += 1
-            entry = self._cells.setdefault(track, (k, set()))
-            entry[1].update(cells.tolist())
-            active.add(track)
-        for track in [t for t in self._cells if t not in active]:  # ended: count its cells
-            self._count(*self._cells.pop(track))
+            parent = links.get(key)
+            if parent is not None and parent in self._chain_of:
+                chain = self._chain_of[parent]
+            else:
+                chain = (step, *key)
+                self._open[chain] = [k, set(), parent is not None]
+                if parent is None:  # genesis: the cell of the first centroid
+                    row, col = self._cell(obj.lat, obj.lon)
+                    self.genesis[k, row, col] += 1
+            self._open[chain][1].update(cells.tolist())
+            chain_of[key] = chain
+        for chain in [c for c in self._open if c not in chain_of.values()]:  # ended
+            self._close(chain, continues=False)
+        self._chain_of = chain_of
 
-    def finish(self):
-        """Counts the tracks still running at the end of the series."""
-        for track in list(self._cells):
-            self._count(*self._cells.pop(track))
+    def finish(self, series_end=True):
+        """Closes the tracks still running: counted if the series ends here, else handed back."""
+        for chain in list(self._open):
+            self._close(chain, continues=not series_end)
 
-    def _count(self, k, cells):
-        self.tracks[k].ravel()[np.fromiter(cells, np.int64)] += 1
+    def _close(self, chain, continues):
+        k, cells, linked_before = self._open.pop(chain)
+        cells = np.fromiter(cells, np.int64, len(cells))
+        if linked_before or continues:
+            self.border_chains.append((chain, k, cells))
+        else:
+            self.tracks[k].ravel()[cells] += 1
+
+    def count_track(self, k, cells):
+        """Counts one track of class index `k` through the flat `cells` (stitching chunks)."""
+        self.tracks[k].ravel()[np.unique(cells)] += 1
+
+    def merge(self, other):
+        """Adds another chunk's counts (its border chains are left to the caller)."""
+        self.inside += other.inside
+        self.genesis += other.genesis
+        self.tracks += other.tracks
+        self.steps += other.steps
 
     def _cell(self, lat, lon):
         row = int(np.argmin(np.abs(self.grid.lat - lat)))

@@ -3,8 +3,9 @@
 The rule (as ClimateNet and TECA link masks, made deterministic): between
 two consecutive time steps, every pair of objects of the same class that
 share pixels is a candidate link, weighted by the pixels they share. Links
-are taken greedily, largest overlap first (ties: the older track, then the
-earlier object), each object of either step in at most one link:
+are taken greedily, largest overlap first (ties: the earlier object at t,
+then the earlier object at t+1, "earlier" in the order `find_objects`
+numbers them), each object of either step in at most one link:
 
 - an object at t+1 linked to one at t continues its track;
 - a split (one object at t overlapping several at t+1): the child with the
@@ -14,7 +15,10 @@ earlier object), each object of either step in at most one link:
 - an object overlapping nothing starts a track (genesis); a track whose
   object has no link at t+1 ends (termination).
 
-`Tracker` streams: it holds only the previous step's labels.
+A link depends on the two steps alone (`link`), never on the tracks'
+history, so time chunks linked separately and stitched at their borders
+give the tracks of one pass. `Tracker` streams: it holds only the previous
+step's labels.
 """
 
 import collections
@@ -25,47 +29,65 @@ import numpy as np
 from events.objects import EARTH_RADIUS_KM
 
 
+def link(previous, current):
+    """The links between the objects of two consecutive time steps.
+
+    Args:
+        previous, current: `(labels, kept)` of each step: `{class_id: labels}`
+            as `find_objects` returns them, and the set of `(class_id, label)`
+            of the objects kept (e.g. above a minimum area).
+
+    Returns:
+        `{(class_id, label at t+1): (class_id, label at t)}`.
+    """
+    (old_labels, old_kept), (new_labels, new_kept) = previous, current
+    pairs = []
+    for class_id, new in new_labels.items():
+        old = old_labels.get(class_id)
+        if old is None:
+            continue
+        both = (old > 0) & (new > 0)
+        if not both.any():
+            continue
+        base = int(new.max()) + 1
+        keys, counts = np.unique(old[both].astype(np.int64) * base + new[both],
+                                 return_counts=True)
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            a, b = divmod(key, base)
+            if (class_id, a) in old_kept and (class_id, b) in new_kept:
+                pairs.append((-count, class_id, a, b))
+    links, used_old = {}, set()
+    for _, class_id, a, b in sorted(pairs):
+        if (class_id, a) in used_old or (class_id, b) in links:
+            continue
+        used_old.add((class_id, a))
+        links[(class_id, b)] = (class_id, a)
+    return links
+
+
 class Tracker:
     """Links each time step's objects to the previous step's; streams over time."""
 
     def __init__(self):
-        self._previous = None  # (labels by class, {(class, label): track id})
+        self._previous = None  # (labels by class, kept, {(class, label): track id})
         self._next_track = 1
 
     def add(self, objects, labels):
         """Gives track ids to one time step's `objects` (from `find_objects`), in their order."""
         kept = {(o.class_id, o.label) for o in objects}
-        current = {}
+        links = {}
         if self._previous is not None:
-            old_labels, old_tracks = self._previous
-            pairs = []
-            for class_id, new in labels.items():
-                old = old_labels.get(class_id)
-                if old is None:
-                    continue
-                both = (old > 0) & (new > 0)
-                if not both.any():
-                    continue
-                key = old[both].astype(np.int64) * (int(new.max()) + 1) + new[both]
-                keys, counts = np.unique(key, return_counts=True)
-                for k, count in zip(keys, counts, strict=True):
-                    a, b = divmod(int(k), int(new.max()) + 1)
-                    if (class_id, a) in old_tracks and (class_id, b) in kept:
-                        pairs.append((-int(count), old_tracks[(class_id, a)], b, class_id, a))
-            used_old = set()
-            for _, track, b, class_id, a in sorted(pairs):
-                if (class_id, a) in used_old or (class_id, b) in current:
-                    continue
-                used_old.add((class_id, a))
-                current[(class_id, b)] = track
+            old_labels, old_kept, old_tracks = self._previous
+            links = {new: old_tracks[old]
+                     for new, old in link((old_labels, old_kept), (labels, kept)).items()}
         ids = []
         for o in objects:
             key = (o.class_id, o.label)
-            if key not in current:
-                current[key] = self._next_track
+            if key not in links:
+                links[key] = self._next_track
                 self._next_track += 1
-            ids.append(current[key])
-        self._previous = (labels, current)
+            ids.append(links[key])
+        self._previous = (labels, kept, links)
         return ids
 
 
@@ -83,7 +105,9 @@ def summarize_tracks(rows):
 
     Returns:
         A list of dicts: track_id, class, start/end time, steps, lifetime_hours,
-        genesis and termination lat/lon, distance_km, mean_speed_kmh, max_area_km2.
+        genesis and termination lat/lon, distance_km, mean_speed_kmh, max_area_km2;
+        with the objects' intensities, the lifetime extremes: max_tmq,
+        max_wind_speed (and lmi_time, its first time), min_psl, max_mean_prect.
     """
     by_track = collections.defaultdict(list)
     for row in rows:
@@ -102,5 +126,22 @@ def summarize_tracks(rows):
             "termination_lat": points[-1]["lat"], "termination_lon": points[-1]["lon"],
             "distance_km": distance,
             "mean_speed_kmh": distance / hours if hours > 0 else math.nan,
-            "max_area_km2": max(p["area_km2"] for p in points)})
+            "max_area_km2": max(p["area_km2"] for p in points),
+            **_lifetime_extremes(points)})
     return summaries
+
+
+def _lifetime_extremes(points):
+    """The track's intensity extremes, from the objects' intensity columns where present."""
+    out = {}
+    for column, pick in (("max_tmq", max), ("max_wind_speed", max), ("min_psl", min)):
+        values = [p[column] for p in points if column in p]
+        if values:
+            out[column] = pick(values)
+    if "max_wind_speed" in out:  # the lifetime maximum intensity: when the wind peaked
+        out["lmi_time"] = next(p["time"] for p in points
+                               if p.get("max_wind_speed") == out["max_wind_speed"])
+    values = [p["mean_prect"] for p in points if "mean_prect" in p]
+    if values:
+        out["max_mean_prect"] = max(values)
+    return out

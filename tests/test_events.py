@@ -2,7 +2,9 @@
 
 import csv
 import math
+import os
 
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
@@ -149,3 +151,120 @@ def test_command_names_a_file_without_a_mask(tmp_path, capsys):
     assert str(err.value) == (f"climseg-events: error: --input: {path}: has no mask or "
                               "PREDICTED_LABELS or LABELS; found TMQ; name the mask variable "
                               "with --variable")
+
+
+# --- The synthetic sequence: true tracks, intensities, chunks --------------------------------
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    from data.sequence import generate_sequence
+
+    return generate_sequence(tmp_path_factory.mktemp("sequence"), 40, 48, 96, seed=1)
+
+
+def _stack(paths, name):
+    out = []
+    for path in paths:
+        with netCDF4.Dataset(path) as ds:
+            out.append(np.asarray(ds[name][:]))
+    return np.concatenate(out)
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_true_labels_give_the_true_tracks_exactly(sequence, tmp_path):
+    out = tmp_path / "out"
+    # Files given out of order: the series is ordered by time.
+    assert main(["--input", *sequence[::-1], "--output-dir", str(out), "--track-ids"]) == 0
+    truth = _stack(sequence, "TRACK_ID")
+    found = _stack([out / "track_ids.nc"], "TRACK_ID")
+    labelled = truth > 0
+    np.testing.assert_array_equal(found > 0, labelled)
+    # One found track per true track and back, over every pixel of every step:
+    # the same tracks, with the same members at each step.
+    pairs = np.unique(np.stack([truth[labelled], found[labelled]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    true_of = dict(zip(pairs[1].tolist(), pairs[0].tolist(), strict=True))
+    tracks, events = _csv(out / "tracks.csv"), _csv(out / "events.csv")
+    assert len(tracks) == len(np.unique(truth[labelled])) >= 16
+    for track in tracks:
+        true = true_of[int(track["track_id"])]
+        assert int(track["steps"]) == int((truth == true).any(axis=(1, 2)).sum())
+    step_of = {os.path.basename(p): 8 * k for k, p in enumerate(sequence)}
+    for row in events:
+        t = step_of[row["file"]] + int(row["time_index"])
+        assert int(row["pixels"]) == int((truth[t] == true_of[int(row["track_id"])]).sum())
+    # Tracks that cross the seam (0E): each class has some, and they are found whole.
+    seam = {c: set() for c in (1, 2)}
+    labels = _stack(sequence, "LABELS")
+    for t in range(len(truth)):
+        for true in set(truth[t, :, 0].tolist()) & set(truth[t, :, -1].tolist()) - {0}:
+            seam[int(labels[t][truth[t] == true][0])].add(true)
+    assert seam[1] and seam[2], seam
+    across = [r for r in events if true_of[int(r["track_id"])] in seam[1] | seam[2]
+              and float(r["lon_min"]) > float(r["lon_max"])]
+    assert across  # east from lon_min over 0E to lon_max
+
+
+def test_intensities_from_the_fields(sequence, tmp_path):
+    out = tmp_path / "out"
+    assert main(["--input", *sequence, "--fields", os.path.dirname(sequence[0]),
+                 "--output-dir", str(out), "--track-ids"]) == 0
+    truth, found = _stack(sequence, "TRACK_ID"), _stack([out / "track_ids.nc"], "TRACK_ID")
+    fields = {n: _stack(sequence, n).astype(np.float64)
+              for n in ("TMQ", "U850", "V850", "PSL", "PRECT")}
+    wind = np.hypot(fields["U850"], fields["V850"])
+    # Cell areas from the sphere: R^2 dlon (sin north edge - sin south edge), 3.75-degree cells.
+    south = np.radians(-90 + 3.75 * np.arange(48))
+    area = (np.sin(south + np.radians(3.75)) - np.sin(south))[:, None] * np.ones(96)
+    step_of = {os.path.basename(p): 8 * k for k, p in enumerate(sequence)}
+    events = _csv(out / "events.csv")
+    assert len(events) > 300
+    by_track = {}
+    for row in events:
+        t = step_of[row["file"]] + int(row["time_index"])
+        inside = found[t] == int(row["track_id"])
+        assert inside.any() and len(np.unique(truth[t][inside])) == 1
+        expected = {"max_tmq": fields["TMQ"][t][inside].max(), "max_wind_speed":
+                    wind[t][inside].max(), "min_psl": fields["PSL"][t][inside].min(),
+                    "mean_prect": (fields["PRECT"][t] * area)[inside].sum() / area[inside].sum()}
+        for name, value in expected.items():
+            assert float(row[name]) == pytest.approx(value, rel=1e-8), name
+        by_track.setdefault(row["track_id"], []).append(expected)
+    for track in _csv(out / "tracks.csv"):
+        rows = by_track[track["track_id"]]
+        assert float(track["max_wind_speed"]) == pytest.approx(
+            max(r["max_wind_speed"] for r in rows), rel=1e-8)
+        assert float(track["min_psl"]) == pytest.approx(min(r["min_psl"] for r in rows),
+                                                        rel=1e-8)
+    # Cyclones decay: one that lived two days and ended before the series did
+    # ends shallower than its deepest.
+    cyclones = [t for t in _csv(out / "tracks.csv") if t["class"] == "tropical_cyclone"
+                and int(t["steps"]) >= 16 and t["end_time"] != events[-1]["time"]]
+    assert len(cyclones) >= 3
+    for track in cyclones:
+        last = [r for r in events if r["track_id"] == track["track_id"]][-1]
+        assert float(last["min_psl"]) > float(track["min_psl"]) + 500
+
+
+def test_two_processes_give_the_same_results_as_one(sequence, tmp_path):
+    outputs = {}
+    for jobs in (1, 2, 3):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["--input", *sequence, "--output-dir", str(out), "--jobs", str(jobs),
+                     "--track-ids"]) == 0
+        outputs[jobs] = out
+    for jobs in (2, 3):
+        for name in ("events.csv", "tracks.csv"):
+            assert (outputs[jobs] / name).read_text() == (outputs[1] / name).read_text()
+        with xr.open_dataset(outputs[1] / "climatology.nc") as a, \
+                xr.open_dataset(outputs[jobs] / "climatology.nc") as b:
+            xr.testing.assert_identical(a, b)
+        np.testing.assert_array_equal(_stack([outputs[jobs] / "track_ids.nc"], "TRACK_ID"),
+                                      _stack([outputs[1] / "track_ids.nc"], "TRACK_ID"))
+    # Tracks do cross the chunk borders (steps 20, and 13 and 27).
+    truth = _stack(sequence, "TRACK_ID")
+    assert set(truth[19].ravel()) & set(truth[20].ravel()) - {0}
