@@ -18,6 +18,10 @@ the machine's description and load:
 6. profile: where deeplabv3plus's training step time goes, by layer, op type and
    region, from TensorFlow's profiler (bench/profile.py; always 192x288, batch 2,
    2 or 3 steps: about a minute).
+7. predict: climseg-predict over multi-time-step netCDF files against the bare
+   model forward in turns, deeplabv3plus and tiramisu, fp32 and mixed_bfloat16,
+   batch 1, 2 and 4; start-up; 2 ranks against 2 ranks that only compute
+   (bench/predict.py).
 
     .venv/bin/python -m bench                               # everything (about 20 min on 2 cores)
     .venv/bin/python -m bench --quick                       # fewer steps and repeats
@@ -48,9 +52,10 @@ import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the childr
 from bench.report import machine_text, write_report  # noqa: E402
 # isort: on
 
-PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile")
+PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile", "predict")
 REDUCED, FULL = (192, 288), (768, 1152)
-SIZED_PARTS = ("models", "versus", "precision")  # Run at 192x288, or 768x1152 with --full-size.
+# Run at 192x288, or 768x1152 with --full-size.
+SIZED_PARTS = ("models", "versus", "precision", "predict")
 _NUMBER = r"([-+]?[0-9.]+)"
 
 
@@ -309,6 +314,14 @@ def run_part(part, args):
                                   "--top", 20, *device], args.timeout)
         return dict(parse_profile(out), model="deeplabv3plus",
                     input=f"{REDUCED[0]}x{REDUCED[1]}x16", batch=2)
+    if part == "predict":
+        # Samples per predict run: enough for progress lines at least 5 s apart.
+        times = {(False, False): 16, (False, True): 8, (True, False): 4, (True, True): 2}[
+            args.full_size, quick]
+        rounds = 1 if quick or args.full_size else 2
+        out = _run("predict.py", ["--height", size[0], "--width", size[1], "--files", 2,
+                                  "--times", times, "--rounds", rounds], args.timeout)
+        return _tagged(out, "PREDICT_RESULT ")
     raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
 
 
@@ -340,8 +353,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="fewer timed steps and repeats (about 10 minutes instead of 20)")
     parser.add_argument("--full-size", action="store_true",
-                        help="models, versus and precision at 768x1152x16 instead of "
-                             "192x288x16")
+                        help="models, versus, precision and predict at 768x1152x16 "
+                             "instead of 192x288x16")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "report"),
                         help="report path without suffix (.md and .json are written). "
                              "Default bench/results/report")

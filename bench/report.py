@@ -1,4 +1,4 @@
-"""The suite's report: the results dict as Markdown and JSON, and the goals of issue 7.
+"""The suite's report: the results dict as Markdown and JSON, and the goals of issues 7 and 18.
 
 `python -m bench` collects a dict:
 
@@ -24,6 +24,18 @@
                  "op_types": [{"op_type", "calls", "ms", "percent", "cumulative_percent"}, ...],
                  "regions": [{"region", "percent", "ms"}, ...],
                  "fused_renamed_ms", "fused_renamed_example"},
+     "predict": [{"model", "precision", "input", "samples", "files", "times",
+                  "flops_per_sample" (forward, executed), "startup" (median seconds,
+                  import to first sample), "startup_seconds",
+                  "batches": [{"batch", "predict_samples_per_second",
+                               "forward_samples_per_second", "ratio" (median over rounds),
+                               "predict_rates", "forward_rates", "how", "first_sample_seconds",
+                               "forward_gflops", "fp32_matmul_gflops", "fp32_matmul_ratio",
+                               "bf16_matmul_gflops", "bf16_matmul_ratio" (mixed_bfloat16)},
+                              ...],
+                  "ranks": {"ranks", "batch", "predict_samples_per_second",
+                            "forward_samples_per_second", "ratio", "predict_rates",
+                            "forward_rates"}}, ...],
      "errors": {part: message}}
 
 and `write_report` turns it into report.md and report.json. A part that was
@@ -38,6 +50,13 @@ GOAL_RATIO = 0.60
 GOAL_PIPELINE = 0.9
 GOAL_WAIT_PERCENT = 2.0
 GOAL_SCALING = 0.95
+# Issue 18's goals: climseg-predict against the bare forward, the bfloat16 forward
+# against a bfloat16 matmul (on a CPU with bfloat16 hardware), 2 ranks against 2 that
+# only compute.
+GOAL_PREDICT = 0.9
+GOAL_BF16 = 0.6
+GOAL_PREDICT_RANKS = 0.95
+BF16_ISA = ("AVX-512 BF16", "AMX")  # cpu_info's names of bfloat16 hardware
 
 # MLPerf HPC DeepCAM's PyTorch DeepLabv3+ (fp32, batch 2; peak RSS of one full-size
 # step), by the CPU it was measured on (the report's `cpu_id`), so that the goal
@@ -141,7 +160,89 @@ def goals(results):
                      f"{f' at batch {batch}' if batch else ''}{theirs_with} "
                      f"({deepcam['source']})",
                      f"{gb:.2f} GB", gb < theirs))
+    return rows + predict_goals(results)
+
+
+def best_batch(row):
+    """The batch entry of a predict row at which climseg-predict was fastest."""
+    return max(row["batches"], key=lambda b: b["predict_samples_per_second"])
+
+
+def predict_goals(results):
+    """Issue 18's goals as rows (goal, measured, met), per model, precision and input."""
+    rows = []
+    isa = results.get("machine", {}).get("isa")
+    bf16_hardware = None if isa is None else any(name in isa for name in BF16_ISA)
+    for row in results.get("predict", []):
+        what = f"{row['model']}, {row['precision']}, {row['input']}"
+        best = best_batch(row)
+        rows.append((f"climseg-predict >= {GOAL_PREDICT} x the bare forward at its best batch "
+                     f"({what})",
+                     f"{best['ratio']:.3f} at batch {best['batch']} "
+                     f"({best['predict_samples_per_second']:.4f} vs "
+                     f"{best['forward_samples_per_second']:.4f} samples/s)",
+                     best["ratio"] >= GOAL_PREDICT))
+        bf16 = [b for b in row["batches"] if "bf16_matmul_ratio" in b]
+        if bf16:
+            top = max(bf16, key=lambda b: b["bf16_matmul_ratio"])
+            measured = (f"{top['bf16_matmul_ratio']:.2f} at batch {top['batch']} "
+                        f"({top['forward_gflops']:.0f} vs {top['bf16_matmul_gflops']:.0f} "
+                        "GFLOP/s)")
+            if not bf16_hardware:
+                measured += "; this CPU has no bfloat16 hardware (AVX-512 BF16, AMX)"
+            rows.append((f"bfloat16 forward >= {GOAL_BF16} x a bfloat16 matmul on a CPU with "
+                         f"bfloat16 hardware ({row['model']}, {row['input']})", measured,
+                         top["bf16_matmul_ratio"] >= GOAL_BF16 if bf16_hardware else None))
+        ranks = row.get("ranks")
+        if ranks:
+            rows.append((f"{ranks['ranks']} ranks of climseg-predict >= {GOAL_PREDICT_RANKS} x "
+                         f"{ranks['ranks']} ranks that only compute ({what}, batch "
+                         f"{ranks['batch']} per rank)",
+                         f"{ranks['ratio']:.3f} ({ranks['predict_samples_per_second']:.4f} vs "
+                         f"{ranks['forward_samples_per_second']:.4f} samples/s)",
+                         ranks["ratio"] >= GOAL_PREDICT_RANKS))
     return rows
+
+
+def predict_markdown(results):
+    """The predict part's section: climseg-predict against the bare forward, start-up, ranks."""
+    # P: the report's best float32 matmul rate, as in the training goals.
+    peaks = [m["matmul_gflops"] for m in results.get("models", [])]
+    peaks += [b["fp32_matmul_gflops"] for r in results["predict"] for b in r["batches"]]
+    peak = max(peaks)
+    out = ["## Inference (climseg-predict)", "",
+           "`bench/predict.py`: `climseg-predict --no-maps --overwrite` over a directory of "
+           "netCDF files with several time steps each, its samples/s from its progress lines "
+           "(start-up and first batch left out), and the bare forward "
+           "(`model(x, training=False)` on an in-memory batch) with the same weights, in turns; "
+           "the ratio is the median over rounds of predict's rate over the forward's. Forward "
+           "GFLOP/s count the FLOPs the graph executes (fp32's under mixed_bfloat16 too); x P: "
+           f"over the report's best float32 matmul rate ({peak:.0f} GFLOP/s); x matmul: each "
+           "forward over the matmul timed right after it (float32 2048^2, bfloat16 4096^2). "
+           "Start-up: one file of one time step at batch 1, process start to that sample "
+           "predicted.", ""]
+    out.append(_table(
+        ["model", "precision", "input", "batch", "climseg-predict samples/s",
+         "bare forward samples/s", "ratio", "forward GFLOP/s", "x P", "x float32 matmul",
+         "x bfloat16 matmul"],
+        [(r["model"], r["precision"], r["input"], b["batch"],
+          f"{b['predict_samples_per_second']:.4f}", f"{b['forward_samples_per_second']:.4f}",
+          f"{b['ratio']:.3f}", f"{b['forward_gflops']:.1f}", f"{b['forward_gflops'] / peak:.2f}",
+          f"{b['fp32_matmul_ratio']:.2f}",
+          f"{b['bf16_matmul_ratio']:.2f} ({b['bf16_matmul_gflops']:.0f} GFLOP/s)"
+          if "bf16_matmul_ratio" in b else "")
+         for r in results["predict"] for b in r["batches"]]))
+    out += ["", _table(
+        ["model", "precision", "input", "GFLOP / sample (forward, executed)",
+         "start-up (import to first sample), s", "2 ranks: climseg-predict samples/s",
+         "2 ranks that only compute", "ratio"],
+        [(r["model"], r["precision"], r["input"], f"{r['flops_per_sample'] / 1e9:.1f}",
+          f"{r['startup']:.1f}",
+          *((f"{r['ranks']['predict_samples_per_second']:.4f}",
+             f"{r['ranks']['forward_samples_per_second']:.4f}", f"{r['ranks']['ratio']:.3f}")
+            if r.get("ranks") else ("", "", "")))
+         for r in results["predict"]])]
+    return "\n".join(out)
 
 
 def _optimizer(memory):
@@ -332,9 +433,12 @@ def markdown(results):
                 "The step took "
                 f"{', '.join(f'{s:.0f}' for s in memory['step_seconds'])} s (first step: "
                 "includes tracing)."]
+    if results.get("predict"):
+        out += ["", predict_markdown(results)]
     rows = goals(results)
     if rows:
-        out += ["", "## Goals (issue 7)", ""]
+        issues = "issues 7 and 18" if results.get("predict") else "issue 7"
+        out += ["", f"## Goals ({issues})", ""]
         out.append(_table(["goal", "measured", "status"], [(g, m, _met(ok)) for g, m, ok in rows]))
     if results.get("errors"):
         out += ["", "## Parts that failed", ""]

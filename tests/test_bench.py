@@ -443,3 +443,113 @@ def test_profile_gives_a_gradient_inside_a_gradient_to_its_layer():
                                                                     "backward")
     assert _layer("gradient_tape/" + op, names) == ("conv5_block1_1_conv", "backward")
     assert _layer(op, names) == ("conv5_block1_1_conv", "forward")
+
+
+PREDICT_LINES = [  # (seconds since the start, line) as bench/predict.py reads them
+    (7.5, "[0]<stdout>:climseg-predict: tiramisu at 192x288, 2 files (32 samples to predict) "
+          "on 2 rank(s), batch 2"),
+    (14.0, "[0]<stdout>:predicted 8/32 samples, 1.20 samples/s, ETA 20 s"),
+    (19.0, "[0]<stdout>:predicted 16/32 samples, 1.40 samples/s, ETA 11 s"),
+    (26.0, "[0]<stdout>:predicted 32/32 samples, 1.60 samples/s"),
+    (26.5, "[0]<stdout>:climseg-predict: masks in /tmp/masks"),
+]
+
+
+def test_predict_rate_spans_the_progress_lines_and_else_subtracts_start_up():
+    from bench.predict import first_sample_seconds, predict_rate, steady_rate
+
+    # 24 samples between the first progress line (14 s) and the last (26 s).
+    assert steady_rate(PREDICT_LINES) == (2.0, 24, 12.0)
+    assert first_sample_seconds(PREDICT_LINES, 27.0) == 14.0
+    assert predict_rate({"lines": PREDICT_LINES, "wall": 27.0}, 32, 10.0) == (2.0, "progress")
+    # One progress line (a run shorter than its 5 s interval): end to end minus the
+    # start-up, which includes the first sample.
+    short = PREDICT_LINES[:1] + PREDICT_LINES[3:]
+    assert steady_rate(short) is None
+    assert predict_rate({"lines": short, "wall": 41.0}, 32, 10.0) == (1.0, "end to end")
+    assert first_sample_seconds([(1.0, "other output")], 3.5) == 3.5
+
+
+def test_predict_batch_summary_takes_medians_and_each_round_under_its_load():
+    from bench.predict import summarize_batch
+
+    # Round 2 ran under twice the load: both halves slower, the same ratio.
+    entry = {"predict": [1.8, 0.9], "how": ["progress", "progress"],
+             "first_sample_seconds": [12.0, 20.0],
+             "forward": [[{"seconds": 1.0, "fp32_matmul_gflops": 100.0,
+                           "bf16_matmul_gflops": 400.0}] * 3,
+                         [{"seconds": 2.0, "fp32_matmul_gflops": 50.0,
+                           "bf16_matmul_gflops": 200.0}] * 2]}
+    result = summarize_batch(entry, batch=2, flops=100e9)
+    assert result["ratio"] == pytest.approx(0.9)
+    assert result["predict_rates"] == [1.8, 0.9] and result["forward_rates"] == [2.0, 1.0]
+    # The median of all 5 steps (1, 1, 1, 2, 2 s) for the rate.
+    assert result["forward_samples_per_second"] == pytest.approx(2.0)
+    assert result["forward_gflops"] == pytest.approx(200.0)
+    assert result["fp32_matmul_ratio"] == pytest.approx(2.0)  # 200/100 and 100/50
+    assert result["bf16_matmul_ratio"] == pytest.approx(0.5)
+    assert result["first_sample_seconds"] == 16.0
+
+
+def _predict_row(precision, ratios, bf16=None):
+    batches = []
+    for i, (batch, (rate, ratio)) in enumerate(zip((1, 2, 4), ratios, strict=True)):
+        b = {"batch": batch, "predict_samples_per_second": rate,
+             "forward_samples_per_second": rate / ratio, "ratio": ratio,
+             "forward_gflops": 150.0 * batch, "fp32_matmul_gflops": 200.0,
+             "fp32_matmul_ratio": 0.75 * batch}
+        if bf16:
+            b.update(bf16_matmul_gflops=1000.0, bf16_matmul_ratio=bf16[i])
+        batches.append(b)
+    return {"model": "tiramisu", "precision": precision, "input": "768x1152x16",
+            "flops_per_sample": 1396e9, "startup": 14.25, "batches": batches,
+            "ranks": {"ranks": 2, "batch": 1, "predict_samples_per_second": 0.19,
+                      "forward_samples_per_second": 0.2, "ratio": 0.95}}
+
+
+def test_report_predict_section_and_issue_18_goals():
+    results = {"machine": {"date": "2026-12-04 16:00", "cpu": "Intel(R) Xeon(R) Processor",
+                           "cores": 2, "load_before": [0.5, 0.5, 0.5], "tensorflow": "2.18.1",
+                           "onednn": "1", "isa": ["AVX2", "AVX-512", "AVX-512 BF16", "AMX"]},
+               "predict": [_predict_row("fp32", [(0.10, 0.95), (0.12, 0.85), (0.11, 0.99)]),
+                           _predict_row("mixed_bfloat16", [(0.2, 0.9), (0.3, 0.91), (0.25, 1.0)],
+                                        bf16=[0.3, 0.65, 0.5])]}
+    text = report.markdown(results)
+    assert "## Goals (issues 7 and 18)" in text
+    # The best batch is climseg-predict's fastest (2 here), not the best ratio.
+    assert ("| climseg-predict >= 0.9 x the bare forward at its best batch (tiramisu, fp32, "
+            "768x1152x16) | 0.850 at batch 2 (0.1200 vs 0.1412 samples/s) | **not met** |"
+            in text)
+    assert "(tiramisu, mixed_bfloat16, 768x1152x16) | 0.910 at batch 2" in text
+    assert ("| bfloat16 forward >= 0.6 x a bfloat16 matmul on a CPU with bfloat16 hardware "
+            "(tiramisu, 768x1152x16) | 0.65 at batch 2 (300 vs 1000 GFLOP/s) | met |" in text)
+    assert ("| 2 ranks of climseg-predict >= 0.95 x 2 ranks that only compute (tiramisu, fp32, "
+            "768x1152x16, batch 1 per rank) | 0.950 (0.1900 vs 0.2000 samples/s) | met |"
+            in text)
+    # x P divides by the best float32 matmul of the report (200 GFLOP/s here).
+    assert ("| tiramisu | mixed_bfloat16 | 768x1152x16 | 4 | 0.2500 | 0.2500 | 1.000 | 600.0 | "
+            "3.00 | 3.00 | 0.50 (1000 GFLOP/s) |" in text)
+    assert "| tiramisu | fp32 | 768x1152x16 | 1396.0 | 14.2 | 0.1900 | 0.2000 | 0.950 |" in text
+    # Without bfloat16 hardware that goal is not applicable.
+    results["machine"]["isa"] = ["AVX2"]
+    rows = {g: ok for g, _, ok in report.goals(results)}
+    assert rows["bfloat16 forward >= 0.6 x a bfloat16 matmul on a CPU with bfloat16 hardware "
+                "(tiramisu, 768x1152x16)"] is None
+
+
+def test_predict_part_runs_the_script_at_the_suite_sizes(monkeypatch):
+    import argparse
+
+    import bench.__main__ as suite
+
+    calls = []
+    monkeypatch.setattr(suite, "_run", lambda script, args, timeout: calls.append(
+        (script, args)) or 'PREDICT_RESULT [{"input": "768x1152x16"}]\n')
+    args = argparse.Namespace(full_size=True, quick=False, timeout=10)
+    assert suite.run_part("predict", args) == [{"input": "768x1152x16"}]
+    assert calls[-1] == ("predict.py", ["--height", 768, "--width", 1152, "--files", 2,
+                                        "--times", 4, "--rounds", 1])
+    suite.run_part("predict", argparse.Namespace(full_size=False, quick=True, timeout=10))
+    assert calls[-1][1][:4] == ["--height", 192, "--width", 288]
+    assert calls[-1][1][-4:] == ["--times", 8, "--rounds", 1]
+    assert "predict" in _parts("models,predict")
