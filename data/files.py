@@ -6,8 +6,9 @@ import os
 import numpy as np
 
 from data.errors import DataFileError
+from data.model_output import NETCDF_SUFFIXES
 
-SUFFIXES = (".h5", ".hdf5", ".nc")
+SUFFIXES = (".h5", ".hdf5", *NETCDF_SUFFIXES)
 STATS_NAME = "stats.h5"
 
 

@@ -9,11 +9,16 @@ Three layouts are found in the wild (see docs/DATA.md):
 - ClimateNet: netCDF4 (which is HDF5 underneath), the 16 variables by name on
   (time, lat, lon) with one time step, expert labels in `LABELS`.
 
-`read_sample` detects the layout, and always returns channels last.
+Any other netCDF file (netCDF3, many time steps, a subset of the variables,
+dimensions in another order) is read as climate-model output with xarray
+(`data.model_output`): each of its time steps is one sample, `time` in
+`read_sample`. `read_sample` detects the layout, and always returns channels
+last.
 """
 
 import collections
 import contextlib
+import os
 
 import h5py
 import numpy as np
@@ -36,8 +41,9 @@ _EXPECTED_LAYOUTS = (
     "SC18 (climate/data (16, H, W) + climate/labels (2, H, W)), "
     "ClimateNet netCDF (variables TMQ ... ZBOT and LABELS on (time, lat, lon))")
 
-FileInfo = collections.namedtuple("FileInfo", ["layout", "height", "width", "label_sets"])
-"""What `inspect_file` finds: layout name, grid size, label sets available."""
+FileInfo = collections.namedtuple("FileInfo", ["layout", "height", "width", "label_sets",
+                                               "num_times"], defaults=(1,))
+"""What `inspect_file` finds: layout name, grid size, label sets available, time steps."""
 
 
 def channel_indices(channels=None):
@@ -89,15 +95,68 @@ def inspect_file(path):
         path: an HDF5 or netCDF4 file.
 
     Returns:
-        A `FileInfo(layout, height, width, label_sets)`, where layout is
-        `"deepcam"`, `"sc18"` or `"climatenet"`.
+        A `FileInfo(layout, height, width, label_sets, num_times)`, where
+        layout is `"deepcam"`, `"sc18"`, `"climatenet"` or `"model_output"`
+        (netCDF read with xarray; `num_times` samples).
 
     Raises:
         DataFileError: the file cannot be opened (missing, truncated, not
             HDF5) or is in none of the known layouts.
     """
+    if _is_model_output(path):
+        from data.model_output import ModelOutput
+
+        with ModelOutput(path, channels="available") as out:
+            return FileInfo("model_output", *out.grid,
+                            ("labels_0",) * (out.label_variable is not None), out.num_times)
     with _open(path) as f:
         return _detect(f, path)
+
+
+def _is_model_output(path):
+    """Whether `path` is netCDF that none of the HDF5 layouts reads (by name and content)."""
+    from data.model_output import is_netcdf
+
+    if not is_netcdf(path) or not os.path.exists(path):
+        return False
+    try:
+        with _open(path) as f:
+            _detect(f, path)
+        return False
+    except DataFileError:
+        return True
+
+
+def file_samples(files, *, skip_bad_files=False, bad_files=None):
+    """`(path, time step)` of every sample in `files`, in order.
+
+    HDF5 samples are one each (no file is opened); netCDF model output has
+    one per time step (its metadata is read).
+
+    Args:
+        files: paths, in a fixed order.
+        skip_bad_files: record netCDF files that cannot be read in
+            `bad_files` and leave them out, instead of raising.
+        bad_files: a `BadFileLog`, required when skipping.
+
+    Raises:
+        DataFileError: a netCDF file cannot be read (unless skipping).
+    """
+    from data.model_output import is_netcdf
+
+    samples = []
+    for path in files:
+        steps = 1
+        if is_netcdf(path):
+            try:
+                steps = inspect_file(path).num_times
+            except DataFileError as err:
+                if not skip_bad_files:
+                    raise
+                bad_files.add(err.path, err.problem)
+                continue
+        samples.extend((path, t) for t in range(steps))
+    return samples
 
 
 def dataset_grid(files, *, skip_bad_files=False, bad_files=None, workers=8):
@@ -170,7 +229,7 @@ def majority_grid(grids, bad_files=None, total=None):
 
 
 def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected_shape=None,
-                validate=True, labels_required=True):
+                validate=True, labels_required=True, time=0):
     """Reads one sample: fields channels last and the class of every pixel.
 
     Args:
@@ -187,6 +246,8 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
         labels_required: a file without labels raises. When False, such a
             file (e.g. new model output to predict on) gives labels None.
             Defaults to True.
+        time: the time step of model output (`inspect_file(path).num_times`
+            of them); HDF5 samples have only 0. Defaults to 0.
 
     Returns:
         `(data, labels)`: float32 (H, W, C) and int32 (H, W) (or None, see
@@ -197,6 +258,10 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
     """
     _check_label_set(label_set)
     indices = channel_indices(channels)
+    if _is_model_output(path):
+        return _read_model_output(path, time, indices, expected_shape, label_set,
+                                  labels_required)
+    _check_time(path, time, 1)
     with _open(path) as f:
         info, label_set = _resolve(f, path, expected_shape, label_set, rng, labels_required)
         with _read_errors(path):
@@ -208,7 +273,7 @@ def read_sample(path, *, channels=None, label_set="labels_0", rng=None, expected
 
 
 def read_sample_into(path, data, labels, *, channels=None, label_set="labels_0", rng=None,
-                     validate=True, transform=None):
+                     validate=True, transform=None, time=0):
     """Reads one sample into given arrays, such as one sample's place in a batch.
 
     What `read_sample` does, with the grid size given by `data`, and one pass
@@ -230,6 +295,7 @@ def read_sample_into(path, data, labels, *, channels=None, label_set="labels_0",
         transform: a function that changes a C-contiguous float32 (rows, W, C)
             array in place, e.g. a `data.stats.row_normalizer`; applied to
             every row of `data` once, after validation. Defaults to None.
+        time: as for `read_sample`.
 
     Raises:
         DataFileError: as `read_sample` does, with the other files' grid
@@ -237,6 +303,13 @@ def read_sample_into(path, data, labels, *, channels=None, label_set="labels_0",
     """
     _check_label_set(label_set)
     indices = channel_indices(channels)
+    if _is_model_output(path):
+        data[...], labels[...] = _read_model_output(path, time, indices, data.shape[:2],
+                                                    label_set, True)
+        if transform is not None:
+            transform(data)
+        return
+    _check_time(path, time, 1)
     with _open(path) as f, _read_errors(path):
         info, label_set = _resolve(f, path, data.shape[:2], label_set, rng, True)
         done = (info.layout == "deepcam" and indices == list(range(len(CHANNELS)))
@@ -255,6 +328,29 @@ def read_sample_into(path, data, labels, *, channels=None, label_set="labels_0",
         _validate_labels(path, got, label_set)
     if got is not labels:
         labels[...] = got
+
+
+def _check_time(path, time, num_times):
+    if not 0 <= time < num_times:
+        raise DataFileError(path, f"has {num_times} time step(s); time step {time} asked for")
+
+
+def _read_model_output(path, time, indices, expected_shape, label_set, labels_required):
+    """`read_sample` of netCDF model output (always validated: `ModelOutput.read`)."""
+    from data.model_output import ModelOutput
+
+    with ModelOutput(path, channels=indices) as out:
+        if expected_shape is not None and out.grid != tuple(expected_shape):
+            raise DataFileError(path, f"grid is {out.grid[0]}x{out.grid[1]}, but the other "
+                                      f"files' is {expected_shape[0]}x{expected_shape[1]}")
+        if out.label_variable is None and labels_required:
+            raise DataFileError(path, "has no labels; expected a LABELS variable on the "
+                                      "fields' grid")
+        if out.label_variable is not None and label_set == "labels_1":
+            raise DataFileError(path, f"has no label set labels_1; it has labels_0 "
+                                      f"({out.label_variable})")
+        _check_time(path, time, out.num_times)
+        return out.read(time)
 
 
 def _check_label_set(label_set):

@@ -63,7 +63,8 @@ class ModelOutput:
     Args:
         path: a netCDF4 or netCDF3 file.
         channels: the channels to read, as for `channel_indices` (indices or
-            CAM5 names). Defaults to all 16.
+            CAM5 names), or `"available"`: those the file has (for its
+            metadata). Defaults to all 16.
         rename: `{name in the file: CAM5 channel name}` for other models'
             conventions. Defaults to None.
 
@@ -76,7 +77,8 @@ class ModelOutput:
         import xarray as xr
 
         self.path = str(path)
-        self.channels = channel_indices(channels)
+        self._available = channels == "available"
+        self.channels = channel_indices(None if self._available else channels)
         try:
             self._ds = xr.open_dataset(self.path, decode_times=False, mask_and_scale=True,
                                        cache=False)
@@ -96,6 +98,10 @@ class ModelOutput:
         ds = self._ds
         by_channel = {target: name for name, target in rename.items()}
         self.variables = []
+        if self._available:  # at least one, so that the grid is known
+            have = [i for i in self.channels if CHANNELS[i] in ds.variables
+                    or by_channel.get(CHANNELS[i]) in ds.variables]
+            self.channels = have or self.channels[:1]
         for index in self.channels:
             wanted = CHANNELS[index]
             names = [by_channel[wanted], wanted] if wanted in by_channel else [wanted]

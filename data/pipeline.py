@@ -17,6 +17,7 @@ from data.layouts import (
     aligned_empty,
     channel_indices,
     dataset_grid,
+    file_samples,
     read_sample,
     read_sample_into,
 )
@@ -40,12 +41,15 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
     set, augmentation) depend only on `seed`, the epoch and the file, not on
     thread timing: two runs with the same arguments give the same batches.
 
+    A sample is an HDF5 file, or one time step of netCDF model output (see
+    `data.layouts.file_samples`).
+
     Training (`training=True`): an endless dataset. Epoch `e` reads this
-    shard's part of the file list shuffled by `(seed, e)` (see
+    shard's part of the sample list shuffled by `(seed, e)` (see
     `shard_files`), cut to whole batches, so that every shard yields exactly
     `num_batches(...)` batches per epoch: pass that as `steps_per_epoch`.
 
-    Validation (`training=False`): one pass over files `shard_index,
+    Validation (`training=False`): one pass over samples `shard_index,
     shard_index + num_shards, ...` in order, last batch possibly smaller, so
     the shards together read every sample exactly once. Shards may differ by
     one batch; sum metrics over ranks (e.g. confusion matrices) at the end.
@@ -117,15 +121,17 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         raise ValueError("augment=True with training=False; augmentation is for training data")
     bad_files = bad_files if bad_files is not None else BadFileLog()
     files = list_files(paths, bad_files=bad_files if skip_bad_files else None)
-    steps = num_batches(len(files), batch_size, training=training, num_shards=num_shards,
+    # Every time step of model output is a sample; HDF5 files are one each.
+    samples = file_samples(files, skip_bad_files=skip_bad_files, bad_files=bad_files)
+    steps = num_batches(len(samples), batch_size, training=training, num_shards=num_shards,
                         shard_index=shard_index)
     if training and steps == 0:
-        raise ValueError(f"{len(files)} files give no full batch of {batch_size} on each of "
-                         f"{num_shards} shards; expected at least {batch_size * num_shards} files")
-    indices = channel_indices(channels)
-    offset, scale = (None, None) if stats is None else normalizer(stats, normalization, indices)
+        raise ValueError(f"{len(samples)} samples give no full batch of {batch_size} on each "
+                         f"of {num_shards} shards; expected at least {batch_size * num_shards}")
     height, width = grid or dataset_grid(files, skip_bad_files=skip_bad_files,
                                          bad_files=bad_files)
+    indices = channel_indices(channels)
+    offset, scale = (None, None) if stats is None else normalizer(stats, normalization, indices)
     shape = (height, width, len(indices))
     skipped = set()  # This dataset's bad files: when all are bad, an endless one must stop.
     transform = None if offset is None else row_normalizer(offset, scale, width)
@@ -134,29 +140,29 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
 
     def read(index, epoch, data, labels):
         """Reads sample `index` into `data` and `labels`: True, or False for a skipped bad file."""
-        path = files[index]
+        path, time = samples[index]
         rng = np.random.default_rng([seed, int(epoch), int(index)])
         try:
             if augment:  # In physical units, before normalization: read, augment, copy.
                 fields, classes = read_sample(path, channels=indices, label_set=label_set,
                                               rng=rng, expected_shape=shape[:2],
-                                              validate=validate)
+                                              validate=validate, time=time)
                 data[...], labels[...] = random_augment(fields, classes, rng, channels=indices)
                 if transform is not None:
                     transform(data)
             else:
                 read_sample_into(path, data, labels, channels=indices, label_set=label_set,
-                                 rng=rng, validate=validate, transform=transform)
+                                 rng=rng, validate=validate, transform=transform, time=time)
         except DataFileError as err:
             if not skip_bad_files:
                 raise
             data[...], labels[...] = 0, 0  # a clean zero-weight sample, not stale memory
             bad_files.add(err.path, err.problem)
             skipped.add(int(index))
-            if len(skipped) == len(files):
+            if len(skipped) == len(samples):
                 raise DataFileError(
-                    err.path, f"the last of the {len(files)} files is bad too; nothing left to "
-                              f"read\n{bad_files.report()}") from err
+                    err.path, f"the last of the {len(samples)} samples is bad too; nothing "
+                              f"left to read\n{bad_files.report()}") from err
             return False
         return True
 
@@ -182,7 +188,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         per_epoch = steps * batch_size
 
         def epoch_order(epoch):
-            order = shard_indices(len(files), training=True, num_shards=num_shards,
+            order = shard_indices(len(samples), training=True, num_shards=num_shards,
                                   shard_index=shard_index, seed=seed, epoch=int(epoch))
             return order[:per_epoch]
 
@@ -197,7 +203,7 @@ def make_dataset(paths, batch_size, *, training, stats=None, normalization="minm
         elements = tf.data.Dataset.range(initial_epoch, _FOREVER).flat_map(epoch_elements)
         elements = elements.skip(initial_batch * batch_size)
     else:
-        order = shard_indices(len(files), training=False, num_shards=num_shards,
+        order = shard_indices(len(samples), training=False, num_shards=num_shards,
                               shard_index=shard_index)
         elements = tf.data.Dataset.from_tensor_slices((order, tf.zeros_like(order)))
 
@@ -293,8 +299,10 @@ def usable_files(paths, *, channels=None, label_set="labels_0", bad_files=None, 
 
     def check(path):
         try:
-            read_sample(path, channels=indices, label_set=label_set,
-                        rng=np.random.default_rng(0), expected_shape=(height, width))
+            for time in range(len(file_samples([path]))):  # model output: every time step
+                read_sample(path, channels=indices, label_set=label_set,
+                            rng=np.random.default_rng(0), expected_shape=(height, width),
+                            time=time)
         except DataFileError as err:
             bad_files.add(err.path, err.problem)
             return False

@@ -22,7 +22,15 @@ import numpy as np
 from data.errors import BadFileLog, DataFileError
 from data.files import list_files
 from data.flag_types import integer
-from data.layouts import CHANNELS, CLASSES, NUM_CLASSES, channel_indices, dataset_grid, read_sample
+from data.layouts import (
+    CHANNELS,
+    CLASSES,
+    NUM_CLASSES,
+    channel_indices,
+    dataset_grid,
+    file_samples,
+    read_sample,
+)
 from data.progress import Progress
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -281,14 +289,19 @@ def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
     total = None
 
     def reduce(path):
+        total = None
         try:
-            data, labels = read_sample(path, label_set=label_set, expected_shape=shape)
+            for time in range(len(file_samples([path]))):  # model output: every time step
+                data, labels = read_sample(path, label_set=label_set, expected_shape=shape,
+                                           time=time)
+                part = _reduce(data, labels)
+                total = part if total is None else _merge(total, part)
         except DataFileError as err:
             if not skip_bad_files:
                 raise
             bad_files.add(err.path, err.problem)
             return None
-        return _reduce(data, labels)
+        return total
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         for path, part in zip(files, pool.map(reduce, files), strict=True):

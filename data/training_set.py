@@ -34,6 +34,8 @@ class TrainingSet:
 
     Attributes:
         train_files, val_files: the files this run reads (validation: all ranks').
+        val_samples: the number of validation samples (a netCDF file of model
+            output holds one per time step).
         stats, stats_path: the normalization statistics (`data.Stats`), or None.
         channels: the selected channel indices.
         grid: (H, W) of every sample.
@@ -42,9 +44,11 @@ class TrainingSet:
         bad_files: this rank's `BadFileLog`.
     """
 
-    def __init__(self, *, train_files, val_files, stats, stats_path, channels, grid, steps,
-                 pass_batches, batch_size, shard, rank, size, bad_files, read_options, augment):
+    def __init__(self, *, train_files, val_files, val_samples, stats, stats_path, channels,
+                 grid, steps, pass_batches, batch_size, shard, rank, size, bad_files,
+                 read_options, augment):
         self.train_files, self.val_files = train_files, val_files
+        self.val_samples = val_samples
         self.stats, self.stats_path = stats, stats_path
         self.channels, self.grid = channels, grid
         self.steps, self.pass_batches = steps, pass_batches
@@ -85,7 +89,7 @@ class TrainingSet:
                                num_shards=self._size, shard_index=self._rank, **self._options)
         # Horovod: IoU metrics allreduce at every step, so all ranks need as many
         # batches; the shorter shards get zero-weight padding.
-        count = functools.partial(num_batches, len(self.val_files), self.batch_size,
+        count = functools.partial(num_batches, self.val_samples, self.batch_size,
                                   training=False, num_shards=self._size)
         return equalize_batches(dataset, count(shard_index=self._rank), count(shard_index=0))
 
@@ -142,7 +146,7 @@ def prepare_training_set(train_paths, val_paths=None, *, batch_size, stats_path=
     Raises:
         TrainingSetError: naming the input at fault.
     """
-    from data.layouts import channel_indices, dataset_grid
+    from data.layouts import channel_indices, dataset_grid, file_samples
     from data.pipeline import usable_files
     from data.staging import stage_files
     from data.stats import read_stats
@@ -193,18 +197,25 @@ def prepare_training_set(train_paths, val_paths=None, *, batch_size, stats_path=
             raise TrainingSetError("validation", f"the validation files' grid is "
                                                  f"{val_grid[0]}x{val_grid[1]}, the training "
                                                  f"files' {grid[0]}x{grid[1]}")
+    try:  # a netCDF file of model output holds a sample per time step
+        train_samples = len(file_samples(train_files, skip_bad_files=skip_bad_files,
+                                         bad_files=bad_files))
+    except DataFileError as e:
+        raise TrainingSetError("train", str(e)) from None
+    val_samples = len(file_samples(val_files)) if val_files else 0
     # An epoch (steps_per_epoch) may be more or less than one pass.
-    pass_batches = num_batches(len(train_files), batch_size, training=True,
+    pass_batches = num_batches(train_samples, batch_size, training=True,
                                num_shards=shard[0], shard_index=shard[1])
     steps = steps_per_epoch or pass_batches
     if stage_dir and size > 1:  # staged shards may differ: all ranks take the least
         steps = int(climseg_tf.allreduce([steps], "min", name="climseg.steps")[0])
     if steps < 1 or pass_batches < 1:
-        raise TrainingSetError("batch_size", f"{len(train_files)} training files over "
+        raise TrainingSetError("batch_size", f"{train_samples} training samples over "
                                              f"{shard[0]} rank(s) give no full batch")
     options = dict(stats=stats, normalization=normalization, channels=indices,
                    label_set=label_set, skip_bad_files=skip_bad_files, seed=seed)
-    return TrainingSet(train_files=train_files, val_files=val_files, stats=stats,
+    return TrainingSet(train_files=train_files, val_files=val_files, val_samples=val_samples,
+                       stats=stats,
                        stats_path=stats_path, channels=indices, grid=grid, steps=steps,
                        pass_batches=pass_batches, batch_size=batch_size, shard=shard, rank=rank,
                        size=size, bad_files=bad_files, read_options=options, augment=augment)

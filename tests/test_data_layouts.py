@@ -60,7 +60,7 @@ def test_deepcam_layout_reads_fields_and_both_label_sets(tmp_path, chunked):
     assert y.dtype == np.int32 and x.dtype == np.float32
     _, y1 = read_sample(path, label_set="labels_1")
     np.testing.assert_array_equal(y1, labels[1])
-    assert inspect_file(path) == ("deepcam", H, W, ("labels_0", "labels_1"))
+    assert inspect_file(path) == ("deepcam", H, W, ("labels_0", "labels_1"), 1)
     if not chunked:  # Read with plain file reads into 64-byte aligned memory.
         assert x.ctypes.data % 64 == 0
 
@@ -228,7 +228,7 @@ def test_files_without_labels_read_only_when_labels_are_not_required(tmp_path):
     with h5py.File(sc18, "w") as f:
         f["climate/data"] = np.moveaxis(data, -1, 0)
     for path, layout in ((deepcam, "deepcam"), (sc18, "sc18")):
-        assert inspect_file(path) == (layout, H, W, ())
+        assert inspect_file(path) == (layout, H, W, (), 1)
         with pytest.raises(DataFileError, match=rf"^{path}: has no labels; expected DeepCAM"):
             read_sample(path)
         x, y = read_sample(path, channels="TMQ", labels_required=False)

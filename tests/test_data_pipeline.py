@@ -195,7 +195,7 @@ def test_shape_mismatch_and_empty_directory_without_skipping(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFileError, match="empty: directory holds no sample files"):
         make_dataset(tmp_path / "empty", 1, training=True)
-    with pytest.raises(ValueError, match="2 files give no full batch of 2 on each of 2 shards"):
+    with pytest.raises(ValueError, match="2 samples give no full batch of 2 on each of 2 shards"):
         make_dataset(tmp_path, 2, training=True, num_shards=2)
 
 
@@ -215,7 +215,7 @@ def test_skipping_stops_when_every_file_is_bad(tmp_path):
         with h5py.File(path, "r+") as f:
             f["climate/data"][0, 0, 1] = np.nan
     dataset = make_dataset(tmp_path, 1, training=True, skip_bad_files=True)
-    with pytest.raises(tf.errors.OpError, match="the last of the 2 files is bad too"):
+    with pytest.raises(tf.errors.OpError, match="the last of the 2 samples is bad too"):
         next(iter(dataset))
 
 

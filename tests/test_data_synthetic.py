@@ -27,7 +27,7 @@ def test_files_names_layout_and_stats(tmp_path):
     paths = generate(tmp_path, 3, H, W, seed=5)
     assert [os.path.basename(p) for p in paths] == [
         "data-2106-01-01-00-1.h5", "data-2106-01-01-03-1.h5", "data-2106-01-01-06-1.h5"]
-    assert inspect_file(paths[0]) == ("deepcam", H, W, ("labels_0", "labels_1"))
+    assert inspect_file(paths[0]) == ("deepcam", H, W, ("labels_0", "labels_1"), 1)
     stats, expected = read_stats(tmp_path / "stats.h5"), compute_stats(paths)
     np.testing.assert_allclose(stats.maxval, expected.maxval, rtol=1e-6)
     np.testing.assert_array_equal(stats.class_counts, expected.class_counts)

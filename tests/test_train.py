@@ -683,3 +683,45 @@ def test_class_weights_from_statistics_without_cyclones_are_explained(dataset, t
     run_python([TRAIN, *TINY, "--data-train", copy, "--output-dir", tmp_path / "none",
                 "--wandb-mode", "disabled", "--epochs", "1", "--steps-per-epoch", "1",
                 "--class-weights", "none"])
+
+
+@pytest.mark.slow
+def test_training_on_model_output_equals_training_on_its_samples(tmp_path):
+    """Multi-time-step netCDF files (netCDF4 and netCDF3, any dimension order, four of the
+    variables) train exactly as the same time steps written one HDF5 sample each."""
+    from model_output_files import synthetic_steps, write_model_output
+
+    fields, labels = synthetic_steps(12, 32, 48, seed=21)
+    samples, output = tmp_path / "samples", tmp_path / "output"
+    for split, steps in (("train", range(8)), ("val", range(8, 12))):
+        (samples / split).mkdir(parents=True)
+        (output / split).mkdir(parents=True)
+        for t in steps:  # DeepCAM layout, in the time steps' order
+            with h5py.File(samples / split / f"s-{t:02d}.h5", "w") as f:
+                f["climate/data"] = fields[t]
+                f["climate/labels_0"] = labels[t]
+    four = ["TMQ", "U850", "V850", "PSL"]
+    write_model_output(output / "train" / "a.nc", fields[:5], labels[:5], channels=four)
+    write_model_output(output / "train" / "b.nc", fields[5:8], labels[5:8], channels=four,
+                       file_format="NETCDF3_64BIT", descending=True)
+    write_model_output(output / "val" / "v.nc", fields[8:], labels[8:], channels=four,
+                       order=("time", "lon", "lat"), lon180=True)
+    data.write_stats(tmp_path / "stats.h5", data.compute_stats(samples / "train"))
+
+    def train(root, out):
+        return run_python([TRAIN, *TINY, "--data-train", root / "train", "--data-val",
+                           root / "val", "--output-dir", out, "--wandb-mode", "disabled",
+                           "--stats", tmp_path / "stats.h5", "--channels", ",".join(four),
+                           "--batch-size", "2", "--epochs", "2"])
+
+    proc = train(output, tmp_path / "from-output")
+    assert "4 steps per epoch" in proc.stdout
+    train(samples, tmp_path / "from-samples")
+    a, b = _final_weights(tmp_path / "from-output"), _final_weights(tmp_path / "from-samples")
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert _training_record(tmp_path / "from-output") == \
+        _training_record(tmp_path / "from-samples")
+    assert [e["epoch"] for e in _epochs(tmp_path / "from-output")] == [1, 2]
+    assert "val_mean_iou" in _epochs(tmp_path / "from-output")[-1]

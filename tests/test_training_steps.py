@@ -48,7 +48,7 @@ def test_training_set_of_one_rank(files):
     (dict(train_paths=["nowhere"]), "train", "nowhere"),
     (dict(val_paths=["nowhere"]), "validation", "nowhere"),
     (dict(stats_path="missing.h5"), "stats", "missing.h5: statistics file not found"),
-    (dict(batch_size=8), "batch_size", "7 training files over 1 rank(s) give no full batch"),
+    (dict(batch_size=8), "batch_size", "7 training samples over 1 rank(s) give no full batch"),
 ])
 def test_training_set_errors_name_their_source(files, kwargs, source, message):
     arguments = dict(train_paths=[str(files / "train")], batch_size=2)
