@@ -59,6 +59,12 @@ def build_parser():
                              "as one)")
     parser.add_argument("--track-ids", action="store_true",
                         help="also write track_ids.nc: the track id of every event pixel")
+    parser.add_argument("--figures", action="store_true",
+                        help="also write frequency.png and genesis.png (maps with coastlines) "
+                             "and lifetime.png and speed.png (histograms)")
+    parser.add_argument("--frames", action="store_true",
+                        help="also write frames/frame-NNNNN.png: each step's masks on TMQ "
+                             "(from --fields) with its date, for a film")
     return parser
 
 
@@ -108,6 +114,24 @@ def main(argv=None):
         write_track_ids(os.path.join(args.output_dir, "track_ids.nc"), series,
                         range(len(series)), ids_of, args.min_area_km2)
         written.append("track_ids.nc")
+    if args.figures:
+        from events.figures import write_histograms, write_maps
+
+        period = f"{series.steps[0][3]} to {series.steps[-1][3]}"
+        written += [os.path.basename(p) for p in
+                    write_maps(climatology.to_dataset(), args.output_dir, period)
+                    + write_histograms(tracks, args.output_dir)]
+    if args.frames:
+        from events.figures import write_frames
+
+        source = None
+        if fields:
+            from events.intensity import FieldSource
+
+            source = FieldSource(fields, series.grid.lat, series.grid.lon)
+        frames = write_frames(series, ids_of, os.path.join(args.output_dir, "frames"), source,
+                              args.min_area_km2)
+        written.append(f"{len(frames)} frames in frames/")
     for name in CLASSES[1:]:
         count = sum(t["class"] == name for t in tracks)
         print(f"climseg-events: {count} {name.replace('_', ' ')} tracks", flush=True)

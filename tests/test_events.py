@@ -268,3 +268,48 @@ def test_two_processes_give_the_same_results_as_one(sequence, tmp_path):
     # Tracks do cross the chunk borders (steps 20, and 13 and 27).
     truth = _stack(sequence, "TRACK_ID")
     assert set(truth[19].ravel()) & set(truth[20].ravel()) - {0}
+
+
+def test_figures_and_frames_are_pngs(sequence, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--input", sequence[0], "--fields", sequence[0], "--output-dir", str(out),
+                 "--figures", "--frames"]) == 0
+    assert "8 frames in frames/" in capsys.readouterr().out
+    frames = sorted((out / "frames").iterdir())
+    assert [p.name for p in frames] == [f"frame-{k:05d}.png" for k in range(8)]
+    from PIL import Image
+
+    for path in [out / f"{n}.png" for n in ("frequency", "genesis", "lifetime", "speed")] \
+            + frames[:2]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(path) as image:
+            image.verify()
+    with Image.open(frames[0]) as a, Image.open(frames[1]) as b:
+        assert np.asarray(a).shape == np.asarray(b).shape and \
+            not np.array_equal(np.asarray(a), np.asarray(b))  # a step of its own, dated
+
+
+def test_coastlines_put_land_where_it_is():
+    from events.figures import land_fraction
+
+    lat, lon, fraction = land_fraction()
+    at = lambda la, lo: fraction[np.abs(lat - la).argmin(), np.abs(lon - lo).argmin()]  # noqa: E731
+    assert at(0.25, 20.25) == 1.0  # central Africa
+    assert at(0.25, 180.25) == 0.0  # the Pacific
+    assert at(-80.25, 100.25) == 1.0  # Antarctica
+    assert 0.25 < fraction.mean() < 0.35  # land is about 29% of cells by number
+
+
+def test_the_cached_coastlines_are_the_package_s(tmp_path, monkeypatch):
+    from events import figures
+
+    monkeypatch.setenv("CLIMSEG_CACHE", str(tmp_path))
+    figures.land_fraction.cache_clear()
+    first = figures.land_fraction(2.0)
+    assert (tmp_path / "land-fraction-2.npz").is_file()
+    figures.land_fraction.cache_clear()
+    again = figures.land_fraction(2.0)  # from the file
+    figures.land_fraction.cache_clear()
+    for a, b, c in zip(first, again, figures._land_fraction(2.0), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
