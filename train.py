@@ -15,7 +15,6 @@ staging, synthetic data); this file only wires them together.
 
 import argparse
 import functools
-import json
 import math
 import os
 import sys
@@ -359,6 +358,7 @@ def start_job(args):
 
 def prepare_data(args, job):
     """The run's files, statistics, grid and steps (a `TrainingSet`); each rank reads its shard."""
+    from data.staging import StagingError
     from data.synthetic import default_dataset
     from data.training_set import TrainingSetError, prepare_training_set
 
@@ -378,6 +378,8 @@ def prepare_data(args, job):
         flag = {"train": "--data-train", "validation": "--data-val", "stats": "--stats",
                 "batch_size": f"--batch-size {args.batch_size}"}[e.source]
         raise SystemExit(f"train.py: error: {flag}: {e}") from None
+    except StagingError as e:  # e.g. a full disk; the message names the directory
+        raise SystemExit(f"train.py: error: --stage-dir {args.stage_dir}: {e}") from None
 
 
 def build_model(args, job, train_set):
@@ -438,10 +440,16 @@ def resume_or_initialise(args, job, model, compile_args, train_set):
 
     import callbacks
 
-    try:  # rank 0 decides, so that all ranks start at the same point
-        resume_from = callbacks.resume_point(job.ckpt_dir, args.resume) if job.rank == 0 else None
-    except callbacks.CheckpointError as e:
-        raise SystemExit(f"train.py: error: {e}") from None
+    resume_from = None
+    if job.rank == 0:  # only rank 0 writes checkpoints, and it decides where all ranks start
+        removed = callbacks.checkpoint.remove_unfinished_writes(job.ckpt_dir)
+        if removed:
+            job.say(f"removed {len(removed)} unfinished checkpoint write(s) of a killed run "
+                    f"from {job.ckpt_dir}: {', '.join(removed)}")
+        try:
+            resume_from = callbacks.resume_point(job.ckpt_dir, args.resume, say=job.say)
+        except callbacks.CheckpointError as e:
+            raise SystemExit(f"train.py: error: {e}") from None
     resume_from = climseg_tf.broadcast_object(resume_from, "climseg.resume")
     start = (0, 0)
     if resume_from:
@@ -575,6 +583,8 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
             f"output in {job.out}")
     import tensorflow as tf
 
+    from callbacks.report import ReportError
+
     began = time.perf_counter()
     try:
         history = callbacks.fit_run(
@@ -590,6 +600,11 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
         raise SystemExit(f"train.py: error: {problem}; fix or remove the file, or give "
                          f"--skip-bad-files. Checkpoints in {job.ckpt_dir} are intact.") \
             from None
+    except callbacks.CheckpointError as e:  # its message says what is intact
+        raise SystemExit(f"train.py: error: {e}") from None
+    except ReportError as e:  # e.g. a full disk
+        raise SystemExit(f"train.py: error: {e}. Checkpoints in {job.ckpt_dir} are intact: "
+                         "the same command resumes from the last one.") from None
     return time.perf_counter() - began, history
 
 
@@ -662,12 +677,16 @@ def _flops(zoo, model, rank):
 def _summary(out, seconds, ckpt_dir):
     """Prints the last epoch's figures, as recorded in metrics.json."""
     import callbacks
+    from callbacks.report import read_epochs
 
     path = os.path.join(out, callbacks.TrainingReport.METRICS)
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        epochs = json.load(f)["epochs"]
+    try:
+        epochs = read_epochs(path)
+    except ValueError as e:  # the run is done: its summary is not worth a failure
+        print(f"climseg: done in {seconds:.0f} s; no summary: {e}", flush=True)
+        return
     last = epochs[-1] if epochs else {}
     keys = ("loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_background", "val_iou_tc",
             "val_iou_ar", "samples_per_second_total")

@@ -37,7 +37,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from data.errors import os_error_reason
+
 _NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
+# What a killed writer leaves: `write_checkpoint`'s and `_replace_dir`'s names.
+_UNFINISHED = re.compile(r"^(ckpt-e\d{4,}-s\d{8,}|best)\.(tmp|old)-(\d+)$")
 META = "meta.json"
 STATE = "state"
 WEIGHTS = "model-weights.h5"
@@ -73,39 +77,174 @@ def read_meta(path):
     meta_path = os.path.join(path, META)
     try:
         with open(meta_path) as f:
-            return json.load(f)
+            meta = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(
             f"{path} is not a climseg checkpoint: {META} is missing (an incomplete "
             "or foreign directory)") from None
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint metadata {meta_path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint metadata {meta_path}: "
+                              f"{_one_line(e)}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint metadata {meta_path} holds a JSON "
+                              f"{type(meta).__name__}, not an object")
+    return meta
 
 
-def resume_point(directory, resume="auto"):
+def verify_checkpoint(path):
+    """Checks that the checkpoint directory `path` is whole, without a model; returns its meta.
+
+    Reads `meta.json` (which must give the `epoch` and `step` as integers),
+    every tensor of the training state (TensorFlow checks each one's length
+    and CRC-32C) and every array of the weights file: a file truncated,
+    emptied or overwritten after the checkpoint was written is found here,
+    before any of it is loaded into a model. This reads the whole
+    checkpoint once.
+
+    Raises:
+        CheckpointError: one line naming the file at fault and what is wrong.
+    """
+    meta = read_meta(path)
+    for key in ("epoch", "step"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            found = "no such key" if key not in meta else f"{value!r}"
+            raise CheckpointError(f"checkpoint metadata {os.path.join(path, META)}: {key!r} "
+                                  f"should be an integer >= 0, found {found}")
+    state = os.path.join(path, STATE)
+    try:
+        reader = tf.train.load_checkpoint(state)
+        names = sorted(reader.get_variable_to_shape_map())
+        for name in names:
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        # IndexError: TensorFlow's "Read less bytes than requested" (truncated data).
+        raise CheckpointError(f"cannot read checkpoint state {state}: {_one_line(e)} "
+                              "(a truncated or damaged file)") from e
+    if not any(name.startswith("model/") for name in names):  # weights stored once
+        _verify_weights(os.path.join(path, WEIGHTS))
+    return meta
+
+
+def _verify_weights(weights):
+    import h5py
+
+    def read(_, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    try:
+        with h5py.File(weights, "r") as f:
+            f.visititems(read)
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot read checkpoint weights {weights}: {_one_line(e)} "
+                              "(a truncated or damaged file)") from e
+
+
+def _one_line(error):
+    """An error's text on one line (h5py's and TensorFlow's messages run over several)."""
+    return " ".join(str(error).split())
+
+
+def remove_unfinished_writes(directory):
+    """Removes what checkpoint writes killed mid-way (SIGKILL, a node lost) left in `directory`.
+
+    Only this module's own temporary names count (`ckpt-...-s....tmp-PID`,
+    `best.tmp-PID`, `best.old-PID`), and only those of processes that are no
+    longer running here; anything else is left alone. A `best` caught between
+    its two renames is put back first: the complete new copy if there is
+    one, else the old. Call it from the one process that writes
+    checkpoints (under Horovod: rank 0), before training.
+
+    Returns:
+        The names removed, sorted.
+    """
+    if not os.path.isdir(directory):
+        return []
+    dead = {}
+    for name in os.listdir(directory):
+        match = _UNFINISHED.match(name)
+        if match and not _running(int(match.group(3))):
+            dead[name] = match
+    best = os.path.join(directory, BEST)
+    if not os.path.exists(best):
+        # Killed between `best -> best.old-PID` and `best.tmp-PID -> best`: the new copy
+        # was complete (it is fsynced before the first rename), the old one too.
+        olds = sorted(n for n, m in dead.items() if m.group(1) == BEST and m.group(2) == "old")
+        for old in olds[-1:]:
+            new = f"{BEST}.tmp-{dead[old].group(3)}"
+            keep = new if new in dead else old
+            os.rename(os.path.join(directory, keep), best)
+            del dead[keep]
+    for name in dead:
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    return sorted(dead)
+
+
+def _running(pid):
+    """Whether process `pid` exists on this machine (this process included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def resume_point(directory, resume="auto", say=None):
     """The checkpoint a run resumes from, or None to start afresh.
+
+    Every candidate is checked first (`verify_checkpoint`). With "auto", a
+    damaged newest checkpoint (a truncated state file, a `meta.json` without
+    its step) is skipped with one line saying which and why, and the newest
+    that verifies is taken.
 
     Args:
         directory: the run's checkpoint directory.
-        resume: "auto" (the newest checkpoint in `directory`, if any),
-            "never" (refuse a directory that holds checkpoints) or a
+        resume: "auto" (the newest checkpoint in `directory` that verifies,
+            if any), "never" (refuse a directory that holds checkpoints) or a
             checkpoint directory.
+        say: prints a line (e.g. a skipped checkpoint). Defaults to `print`.
 
     Raises:
-        CheckpointError: "never" with checkpoints there, or a path that is
-            not a directory.
+        CheckpointError: "never" with checkpoints there, a path that is not a
+            checkpoint directory or does not verify, or checkpoints of which
+            none verifies.
     """
-    latest = latest_checkpoint(directory)
+    say = say or print
+    checkpoints = list_checkpoints(directory)
     if resume == "never":
-        if latest:
+        if checkpoints:
             raise CheckpointError(f"--resume never: {directory} already holds checkpoints "
-                                  f"({os.path.basename(latest)}); choose another --output-dir")
+                                  f"({os.path.basename(checkpoints[-1])}); choose another "
+                                  "--output-dir")
         return None
-    if resume == "auto":
-        return latest
-    if not os.path.isdir(resume):
-        raise CheckpointError(f"--resume {resume}: no such checkpoint directory")
-    return resume
+    if resume != "auto":
+        if not os.path.isdir(resume):
+            raise CheckpointError(f"--resume {resume}: no such checkpoint directory")
+        try:
+            verify_checkpoint(resume)
+        except CheckpointError as e:
+            raise CheckpointError(f"--resume {resume}: {e}") from e
+        return resume
+    damaged = []
+    for path in reversed(checkpoints):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as e:
+            damaged.append((path, e))
+            say(f"skipping damaged checkpoint {os.path.basename(path)}: {e}")
+            continue
+        return path
+    if damaged:
+        raise CheckpointError(
+            f"none of the {len(damaged)} checkpoint(s) in {directory} can be resumed from "
+            f"(newest: {damaged[0][1]}); move them elsewhere to start afresh, or give "
+            "--resume PATH or another --output-dir")
+    return None
 
 
 def resume_position(meta, steps_per_epoch):
@@ -153,7 +292,7 @@ def restore_checkpoint(path, model, optimizer=None, expect_model=None):
         saved = {key.split("/")[0] for key, _ in tf.train.list_variables(state)}
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint state {state}: "
-                              f"{str(e).splitlines()[0]}") from e
+                              f"{_one_line(e)}") from e
     objects = {}
     if "model" in saved:  # written before the weights were stored once
         objects["model"] = model
@@ -177,7 +316,7 @@ def restore_checkpoint(path, model, optimizer=None, expect_model=None):
         status = tf.train.Checkpoint(**objects).read(state)
         status.assert_existing_objects_matched()
         status.expect_partial()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model/optimizer "
             f"(model {meta.get('model')!r}): {str(e).splitlines()[0]}") from e
@@ -263,9 +402,7 @@ def write_checkpoint(directory, model, optimizer, epoch, step, meta=None, files=
         os.rename(tmp, final)
     except (OSError, tf.errors.OpError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        # One line: h5py's messages run over several.
-        reason = os.strerror(e.errno) if isinstance(getattr(e, "errno", None), int) \
-            else " ".join(str(e).split())
+        reason = os_error_reason(e)
         raise CheckpointError(
             f"could not write checkpoint {final}: {reason}. Earlier checkpoints in "
             f"{directory} are intact.") from e
@@ -358,7 +495,15 @@ class Checkpointer(tf.keras.callbacks.Callback):
                   "their draws exactly (make them with rng_type='stateful')", flush=True)
         best_dir = os.path.join(self.directory, BEST)
         if os.path.isdir(best_dir):  # a resumed run keeps beating the old best
-            self.best = read_meta(best_dir).get("metrics", {}).get(self.monitor)
+            try:
+                metrics = read_meta(best_dir).get("metrics")
+                value = metrics.get(self.monitor) if isinstance(metrics, dict) else None
+            except CheckpointError as e:
+                value = None
+                if self.writer:
+                    print(f"climseg: note: {e}; the next checkpoint becomes the best",
+                          flush=True)
+            self.best = value if _finite(value) else None
 
     def _step(self):
         return int(tf.keras.backend.get_value(self.model.optimizer.iterations))

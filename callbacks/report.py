@@ -11,6 +11,8 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from data.errors import os_error_reason
+
 
 class TrainingReport(tf.keras.callbacks.Callback):
     """Writes `metrics.json` and `curves.png` to a directory after every epoch.
@@ -45,8 +47,14 @@ class TrainingReport(tf.keras.callbacks.Callback):
         self.epochs = []
         path = os.path.join(self.directory, self.METRICS)
         if os.path.isfile(path):  # resuming: keep the epochs already recorded
-            with open(path) as f:
-                self.epochs = json.load(f).get("epochs", [])
+            try:
+                self.epochs = read_epochs(path)
+            except ValueError as e:
+                # Not a reason to stop a resumed run; nor to overwrite what is there.
+                if self.writer:
+                    kept = _set_aside(path)
+                    print(f"climseg: note: {e}; kept it as {kept}, and a new record begins",
+                          flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1}
@@ -63,14 +71,67 @@ class TrainingReport(tf.keras.callbacks.Callback):
             self.write()
 
     def write(self):
-        """Writes the metrics JSON and the plot now."""
-        os.makedirs(self.directory, exist_ok=True)
+        """Writes the metrics JSON and the plot now.
+
+        Raises:
+            ReportError: one of them could not be written (e.g. the disk is
+                full); the message names the file, and the earlier version of
+                each file is intact.
+        """
         path = os.path.join(self.directory, self.METRICS)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"run": self.extra, "epochs": self.epochs}, f, indent=2,
-                      default=str, allow_nan=True)
-        os.replace(path + ".tmp", path)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump({"run": self.extra, "epochs": self.epochs}, f, indent=2,
+                          default=str, allow_nan=True)
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            _remove(path + ".tmp")
+            raise ReportError(f"could not write {path}: {os_error_reason(e)}; an earlier "
+                              "version of it is left intact") from e
         plot_curves(self.epochs, os.path.join(self.directory, self.CURVES))
+
+
+class ReportError(OSError):
+    """The run's record could not be written; the message names the file."""
+
+
+def read_epochs(path):
+    """The per-epoch records of a `metrics.json`.
+
+    Raises:
+        ValueError: one line naming `path`, when it cannot be read or is not
+            such a record (an object whose "epochs" is a list of objects, each
+            with an integer "epoch").
+    """
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        reason = os_error_reason(e) if isinstance(e, OSError) else f"not valid JSON ({e})"
+        raise ValueError(f"cannot read {path}: {reason}") from e
+    epochs = record.get("epochs", []) if isinstance(record, dict) else None
+    if not isinstance(epochs, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("epoch"), int) for e in epochs):
+        raise ValueError(f"{path} is not a climseg metrics record: expected an object whose "
+                         "\"epochs\" is a list of objects with an integer \"epoch\"")
+    return epochs
+
+
+def _set_aside(path):
+    """Renames `path` to an unused `PATH.unreadable[-N]`; returns the new name."""
+    target, n = f"{path}.unreadable", 1
+    while os.path.exists(target):
+        target, n = f"{path}.unreadable-{n}", n + 1
+    os.rename(path, target)
+    return target
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 # Colour per quantity (training is a solid line, validation a dashed one);
@@ -155,8 +216,13 @@ def plot_curves(epochs, path):
                  x=0.01, ha="left", fontweight="bold")
 
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. PIL's, without a path, for a full disk
+        _remove(tmp)
+        raise ReportError(f"could not write {path}: {os_error_reason(e)}; an earlier "
+                          "version of it is left intact") from e
     return fig
 
 

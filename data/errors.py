@@ -1,6 +1,7 @@
-"""Errors about data files, and the log of files skipped because of them."""
+"""Errors about data files, the log of files skipped because of them, and OS errors in one line."""
 
 import logging
+import os
 import threading
 
 _LOG = logging.getLogger("climseg.data")
@@ -67,3 +68,21 @@ class BadFileLog:
         lines = [f"skipped {len(items)} bad file{'s' if len(items) != 1 else ''}:"]
         lines += [f"  {path}: {problem}" for path, problem in items]
         return "\n".join(lines)
+
+
+def os_error_reason(error):
+    """Why an OS error happened, on one line, for a message that names the path itself.
+
+    The system's text for its errno ("No space left on device") when it has
+    one; otherwise its own text with line breaks removed (h5py's, PIL's and
+    TensorFlow's messages run over several lines).
+
+    Example:
+
+    >>> os_error_reason(OSError(28, "No space left on device", "/x"))
+    'No space left on device'
+    """
+    number = getattr(error, "errno", None)
+    if isinstance(number, int):
+        return os.strerror(number)
+    return " ".join(str(error).split())

@@ -14,7 +14,9 @@ docs/DATA.md). `stage_files` does that for one shard (rank or node):
   and modification time and the checksum, so a second run skips what is
   already there and intact and re-copies the rest;
 - free space is checked before copying, and running out of space (ENOSPC)
-  raises `StagingError` naming the directory, with the temporary file removed.
+  raises `StagingError` naming the directory, with the temporary file removed;
+  any other failure to create or write there is a `StagingError` naming the
+  path too.
 """
 
 import argparse
@@ -29,7 +31,7 @@ import zlib
 
 import numpy as np
 
-from data.errors import BadFileLog
+from data.errors import BadFileLog, os_error_reason
 from data.files import STATS_NAME, list_files
 from data.flag_types import integer, number
 from data.progress import Progress
@@ -86,7 +88,11 @@ def stage_files(paths, stage_dir, *, num_shards=1, shard_index=0, oversample=1.0
     if len(set(names)) != len(names):
         raise ValueError(f"two source files share a name; staging to one directory needs "
                          f"distinct names: {sorted(n for n in set(names) if names.count(n) > 1)}")
-    os.makedirs(stage_dir, exist_ok=True)
+    try:
+        os.makedirs(stage_dir, exist_ok=True)
+    except OSError as e:  # a full disk, no permission, a file of that name
+        raise StagingError(f"{stage_dir}: cannot create the staging directory: "
+                           f"{os_error_reason(e)}") from e
     todo = [(src, os.path.join(stage_dir, name)) for src, name in zip(files, names, strict=True)]
     missing = [(src, dst) for src, dst in todo if not _recorded(src, dst)]
     need = sum(os.path.getsize(src) for src, _ in missing)
@@ -239,5 +245,7 @@ def _stage_one(src, dst, *, verify, stage_dir):
             raise StagingError(f"{stage_dir}: out of space while copying {src} "
                                f"({_size(st.st_size)}); free some space or stage "
                                f"fewer files (more shards, smaller oversample)") from err
+        if isinstance(err, OSError):
+            raise StagingError(f"{dst}: cannot stage {src}: {os_error_reason(err)}") from err
         raise
     return st.st_size
