@@ -12,8 +12,9 @@ time step, with its track), `tracks.csv` (one row per track) and
 objects are connected regions of a class that wrap in longitude, tracks
 link them by overlap (see `events.tracks`). `--fields` adds intensities
 from the input fields, `--track-ids` the track of every pixel, `--jobs N`
-runs N processes over chunks of time. `--compare A B` prints how
-climatology B differs from A.
+runs N processes over chunks of time. `--truth` scores the tracks against
+true ones (`events.score`). `--compare A B` prints how climatology B
+differs from A.
 """
 
 import argparse
@@ -65,6 +66,10 @@ def build_parser():
     parser.add_argument("--frames", action="store_true",
                         help="also write frames/frame-NNNNN.png: each step's masks on TMQ "
                              "(from --fields) with its date, for a film")
+    parser.add_argument("--truth", nargs="+", metavar="FILE",
+                        help="sequence files with the true track of every pixel (TRACK_ID, "
+                             "LABELS; climseg-synth --sequence): score the tracks (matched, "
+                             "false alarms, misses per class) into score.csv and matches.csv")
     return parser
 
 
@@ -91,6 +96,8 @@ def main(argv=None):
         files = list_files(args.input, suffixes=NETCDF_SUFFIXES)
         flag = "--fields"
         fields = list_files(args.fields, suffixes=NETCDF_SUFFIXES) if args.fields else None
+        flag = "--truth"
+        truth = list_files(args.truth, suffixes=NETCDF_SUFFIXES) if args.truth else None
         flag = "--input"
         events, tracks, climatology, (series, ids_of) = analyse(
             files, variable=args.variable, min_area_km2=args.min_area_km2, fields=fields,
@@ -132,9 +139,19 @@ def main(argv=None):
         frames = write_frames(series, ids_of, os.path.join(args.output_dir, "frames"), source,
                               args.min_area_km2)
         written.append(f"{len(frames)} frames in frames/")
+    scored = None
+    if truth:
+        scored = _score(truth, series, ids_of, args.min_area_km2, args.output_dir)
+        written += ["score.csv", "matches.csv"]
     for name in CLASSES[1:]:
         count = sum(t["class"] == name for t in tracks)
-        print(f"climseg-events: {count} {name.replace('_', ' ')} tracks", flush=True)
+        line = f"{count} {name.replace('_', ' ')} tracks"
+        if scored:
+            r = scored[name]
+            line += (f" found, {r['true_tracks']} true: {r['matched']} matched, "
+                     f"{r['false_alarms']} false alarms, {r['misses']} misses "
+                     f"(POD {r['pod']:.2f}, FAR {r['far']:.2f})")
+        print(f"climseg-events: {line}", flush=True)
     print(f"climseg-events: {len(events)} objects, {len(tracks)} tracks; "
           f"{', '.join(written)} in {args.output_dir}", flush=True)
     return 0
@@ -180,6 +197,21 @@ def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
                 "lat_max": o.lat_max, "lon_min": o.lon_min, "lon_max": o.lon_max,
                 "file": os.path.basename(step.path), "time_index": step.time_index, **values})
     return events, summarize_tracks(events), climatology, (series, ids_of)
+
+
+def _score(truth, series, ids_of, min_area_km2, output_dir):
+    """Scores the tracks against `--truth`, writes score.csv and matches.csv; by class."""
+    from data.errors import DataFileError
+    from events.score import MATCH_COLUMNS, SUMMARY_COLUMNS, TrackScore
+
+    try:
+        score = TrackScore.from_series(series, ids_of, truth, min_area_km2)
+    except DataFileError as e:
+        raise SystemExit(f"climseg-events: error: --truth: {e}") from None
+    summary = score.summary()
+    _write_csv(os.path.join(output_dir, "score.csv"), SUMMARY_COLUMNS, summary)
+    _write_csv(os.path.join(output_dir, "matches.csv"), MATCH_COLUMNS, score.match_rows())
+    return {row["class"]: row for row in summary}
 
 
 def _hours(when, origin):
