@@ -58,8 +58,8 @@ def channel_indices(channels=None):
         A list of ints in the order given.
 
     Raises:
-        ValueError: for an unknown name, an index out of range, a repeat or
-            an empty selection.
+        ValueError: for an unknown name, an index out of range or not an
+            integer (1.5, True), a repeat or an empty selection.
     """
     if channels is None:
         return list(range(len(CHANNELS)))
@@ -70,6 +70,11 @@ def channel_indices(channels=None):
         token = item.strip() if isinstance(item, str) else item
         if isinstance(token, str) and token.upper() in upper:
             index = upper.index(token.upper())
+        elif isinstance(token, bool) or not isinstance(token, (str, int, np.integer)):
+            # int(1.5) would be 1 and int(True) 1: a silent, wrong channel.
+            raise ValueError(
+                f"channel {item!r} in channels={channels!r} is a {type(item).__name__}; "
+                f"expected an integer index 0..{len(CHANNELS) - 1} or a name")
         else:
             try:
                 index = int(token)

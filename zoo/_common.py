@@ -66,9 +66,17 @@ def load_weights(model, weights):
     """Loads `weights` (a `.weights.h5`, `.h5`, `.keras` or TF checkpoint path)."""
     if weights is None:
         return model
-    if str(weights).endswith(".keras"):
-        saved = tf.keras.models.load_model(weights, compile=False)
-        model.set_weights(saved.get_weights())
-    else:
-        model.load_weights(weights)
+    try:
+        if str(weights).endswith(".keras"):
+            saved = tf.keras.models.load_model(weights, compile=False)
+            model.set_weights(saved.get_weights())
+        else:
+            model.load_weights(weights)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        # h5py's and Keras' own messages name neither the file nor what would fit.
+        reason = " ".join(str(e).split())
+        raise ValueError(f"weights={str(weights)!r} cannot be loaded into model "
+                         f"{model.name!r}: {reason}; expected weights saved from the same "
+                         "architecture (model.save_weights, a .keras file or a TF "
+                         "checkpoint)") from e
     return model

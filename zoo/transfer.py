@@ -45,6 +45,7 @@ tf-keras layout) and TF checkpoints, which hold only tensors.
 
 import os
 import re
+import zipfile
 
 import h5py
 import numpy as np
@@ -154,6 +155,28 @@ def weights_file(path):
     return path
 
 
+def _is_tf_checkpoint(path):
+    """Whether `path` is a TF checkpoint prefix (else a tf-keras HDF5 weights file).
+
+    Decided by what is there, not by the name: anything else (a `.keras`
+    archive, an empty file) raises ValueError naming `path` and what it is.
+    """
+    if path.endswith(".h5") or (os.path.isfile(path) and h5py.is_hdf5(path)):
+        return False
+    if tf.io.gfile.exists(path + ".index"):
+        return True
+    if zipfile.is_zipfile(path):
+        found = "a zip archive (a Keras '.keras' model file?)"
+    elif os.path.isfile(path) and os.path.getsize(path) == 0:
+        found = "an empty file"
+    else:
+        found = "neither an HDF5 file nor a TF checkpoint prefix (no .index file beside it)"
+    raise ValueError(f"{path} is {found}; expected a climseg checkpoint directory, a tf-keras "
+                     "weights file written by model.save_weights('NAME.h5'), or a TF "
+                     "checkpoint prefix of a tf-models-official backbone (NAME, with "
+                     "NAME.index beside it)")
+
+
 def load_matching_weights(model, path, modules="all", model_name=None, source_channels=None,
                           target_channels=None):
     """Loads the weights of `path` into `model` where names and shapes fit.
@@ -200,7 +223,7 @@ def load_matching_weights(model, path, modules="all", model_name=None, source_ch
                              f"known: {', '.join(sorted(BACKBONE_PATTERNS))}")
         pattern = re.compile(BACKBONE_PATTERNS[model_name])
     path = weights_file(path)
-    if not path.endswith(".h5"):
+    if _is_tf_checkpoint(path):
         return _load_tfm_backbone(model, path)
 
     source = _read_h5_weights(path)
