@@ -2,9 +2,11 @@
 
 Compute nodes rarely reach the internet. An online run whose server cannot be
 reached made `wandb.init` wait a minute and then raise; here the server is
-probed for a few seconds first, and any failure to start online falls back to
-an offline run (files under the output directory, uploaded later with
-`wandb sync`), with one line saying so. Only rank 0 calls `start_run`.
+probed for a few seconds first (and an online run without an API key is told
+what to do instead of prompting for one), and any failure to start online
+falls back to an offline run (files under the output directory, uploaded
+later with `wandb sync`), with one line saying so. Only rank 0 calls
+`start_run`.
 """
 
 import os
@@ -15,10 +17,37 @@ import urllib.parse
 PROBE_SECONDS = 3.0
 
 
+def _base_url():
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
 def _server():
     """(host, port) of the W&B server this process would talk to."""
-    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    url = urllib.parse.urlsplit(_base_url())
     return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+NO_KEY = ("no W&B API key: set WANDB_API_KEY, or run `wandb login` once (it keeps the key in "
+          "~/.netrc)")
+
+
+def has_api_key():
+    """False when W&B would find no API key for its server (WANDB_API_KEY, ~/.netrc, settings).
+
+    Asks wandb's own lookup without its interactive prompt: a run started
+    from a terminal would otherwise wait at that prompt, and one without a
+    terminal raise `UsageError`. True when that cannot be told (another
+    wandb version): then `wandb.init` decides.
+    """
+    try:
+        from wandb.sdk.lib.wbauth import authenticate_session
+    except ImportError:
+        return True
+    try:
+        return authenticate_session(host=_base_url(), source="climseg", prompt=False,
+                                    update_session=False) is not None
+    except Exception:  # noqa: BLE001  (e.g. a malformed key: wandb.init says which)
+        return True
 
 
 def reachable(timeout=PROBE_SECONDS):
@@ -68,7 +97,7 @@ def start_run(*, mode, directory, run_id, say, **init_kwargs):
                           **init_kwargs)
 
     if mode == "online":
-        problem = reachable()
+        problem = reachable() if has_api_key() else NO_KEY
         if problem is None:
             try:
                 return init("online", 15)
