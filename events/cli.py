@@ -12,7 +12,9 @@ time step, with its track), `tracks.csv` (one row per track) and
 objects are connected regions of a class that wrap in longitude, tracks
 link them by overlap (see `events.tracks`). `--fields` adds intensities
 from the input fields, `--track-ids` the track of every pixel, `--jobs N`
-runs N processes over chunks of time. `--truth` scores the tracks against
+runs N processes over chunks of time. Objects and tracks are assigned to
+the IPCC AR6 reference regions (`events.regions`; `regions.csv` counts
+them per year; `--no-regions` skips it). `--truth` scores the tracks against
 true ones (`events.score`). `--compare A B` prints how climatology B
 differs from A.
 """
@@ -58,6 +60,10 @@ def build_parser():
     parser.add_argument("--jobs", type=integer(minimum=1), default=1,
                         help="processes, each over a chunk of time steps (the same results "
                              "as one)")
+    parser.add_argument("--no-regions", action="store_true",
+                        help="do not assign objects and track geneses to the IPCC AR6 "
+                             "reference regions (the region columns, regions.csv and the "
+                             "region counts in climatology.nc)")
     parser.add_argument("--track-ids", action="store_true",
                         help="also write track_ids.nc: the track id of every event pixel")
     parser.add_argument("--figures", action="store_true",
@@ -106,15 +112,26 @@ def main(argv=None):
         if fields and (e.path in fields or e.path == "--fields"):
             flag = "--fields"
         raise SystemExit(f"climseg-events: error: {flag}: {e}") from None
+    regions, region_rows = (None, None) if args.no_regions else _regions(series, events, tracks)
     os.makedirs(args.output_dir, exist_ok=True)
     _write_csv(os.path.join(args.output_dir, "events.csv"),
-               EVENT_COLUMNS + (INTENSITY_COLUMNS if fields else ()), events)
+               EVENT_COLUMNS + (("region",) if regions else ())
+               + (INTENSITY_COLUMNS if fields else ()), events)
     _write_csv(os.path.join(args.output_dir, "tracks.csv"),
-               TRACK_COLUMNS + (TRACK_INTENSITY_COLUMNS if fields else ()), tracks)
+               TRACK_COLUMNS + (("genesis_region",) if regions else ())
+               + (TRACK_INTENSITY_COLUMNS if fields else ()), tracks)
     path = os.path.join(args.output_dir, "climatology.nc")
-    climatology.to_dataset({"input_files": len(files)}).to_netcdf(f"{path}.tmp")
+    dataset = climatology.to_dataset({"input_files": len(files)})
+    written = ["events.csv", "tracks.csv"]
+    if regions:
+        from events.regions import COLUMNS as REGION_COLUMNS
+
+        _write_csv(os.path.join(args.output_dir, "regions.csv"), REGION_COLUMNS, region_rows)
+        dataset = dataset.merge(regions.to_dataset(region_rows), join="exact")
+        written.append("regions.csv")
+    dataset.to_netcdf(f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
-    written = ["events.csv", "tracks.csv", "climatology.nc"]
+    written.append("climatology.nc")
     if args.track_ids:
         from events.series import write_track_ids
 
@@ -212,6 +229,18 @@ def _score(truth, series, ids_of, min_area_km2, output_dir):
     _write_csv(os.path.join(output_dir, "score.csv"), SUMMARY_COLUMNS, summary)
     _write_csv(os.path.join(output_dir, "matches.csv"), MATCH_COLUMNS, score.match_rows())
     return {row["class"]: row for row in summary}
+
+
+def _regions(series, events, tracks):
+    """Assigns the rows to AR6 regions; `(events.regions.AR6Regions, regions.csv rows)`."""
+    from events.regions import AR6Regions
+
+    try:
+        regions = AR6Regions(series.grid.lat, series.grid.lon)
+    except FileNotFoundError as e:
+        raise SystemExit(f"climseg-events: error: {e}") from None
+    regions.assign(events, tracks)
+    return regions, regions.count(events, tracks, [when for *_, when in series.steps])
 
 
 def _hours(when, origin):
