@@ -22,6 +22,10 @@ the machine's description and load:
    model forward in turns, deeplabv3plus and tiramisu, fp32 and mixed_bfloat16,
    batch 1, 2 and 4; start-up; 2 ranks against 2 ranks that only compute
    (bench/predict.py).
+8. events (only when asked: `--only events`): climseg-events over a year of full-size
+   masks (2,920 steps; `--events-steps` fewer) with --jobs 1 and 2, against ClimateNet's
+   track_events on the first steps when `--climatenet DIR` gives a copy of its repository
+   (bench/events.py; the masks are generated once into the cache, about a second a step).
 
     .venv/bin/python -m bench                               # everything (about 20 min on 2 cores)
     .venv/bin/python -m bench --quick                       # fewer steps and repeats
@@ -52,7 +56,11 @@ import climseg_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS for the childr
 from bench.report import machine_text, write_report  # noqa: E402
 # isort: on
 
-PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile", "predict")
+PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile", "predict",
+         "events")
+# What runs without --only: the events part takes an hour at its full size (mostly
+# generating the masks once, and ClimateNet's pure-Python loops) and needs ClimateNet.
+DEFAULT_PARTS = PARTS[:-1]
 REDUCED, FULL = (192, 288), (768, 1152)
 # Run at 192x288, or 768x1152 with --full-size.
 SIZED_PARTS = ("models", "versus", "precision", "predict")
@@ -322,6 +330,13 @@ def run_part(part, args):
         out = _run("predict.py", ["--height", size[0], "--width", size[1], "--files", 2,
                                   "--times", times, "--rounds", rounds], args.timeout)
         return _tagged(out, "PREDICT_RESULT ")
+    if part == "events":
+        extra = ["--quick"] if quick else []
+        if getattr(args, "events_steps", None):
+            extra += ["--steps", args.events_steps]
+        if getattr(args, "climatenet", None):
+            extra += ["--climatenet", args.climatenet]
+        return _tagged(_run("events.py", extra, args.timeout), "EVENTS_RESULT ")
     raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
 
 
@@ -348,8 +363,9 @@ def _parts(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=_parts, default=list(PARTS),
-                        help=f"comma-separated parts to run. Default all: {','.join(PARTS)}")
+    parser.add_argument("--only", type=_parts, default=list(DEFAULT_PARTS),
+                        help=f"comma-separated parts to run, of {','.join(PARTS)}. Default "
+                             f"all but events: {','.join(DEFAULT_PARTS)}")
     parser.add_argument("--quick", action="store_true",
                         help="fewer timed steps and repeats (about 10 minutes instead of 20)")
     parser.add_argument("--full-size", action="store_true",
@@ -366,6 +382,11 @@ def main(argv=None):
     parser.add_argument("--update", action="store_true",
                         help="keep the other parts of the existing report and replace only "
                              "those run now (each part's date and load are recorded)")
+    parser.add_argument("--events-steps", type=int,
+                        help="events: time steps of full-size masks. Default 2920 (a year)")
+    parser.add_argument("--climatenet", metavar="DIR",
+                        help="events: a copy of github.com/andregraubner/ClimateNet (with the "
+                             "numpy 2 fix, see bench/events.py) to compare with")
     args = parser.parse_args(argv)
 
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)

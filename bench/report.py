@@ -1,4 +1,4 @@
-"""The suite's report: the results dict as Markdown and JSON, and the goals of issues 7 and 18.
+"""The suite's report: the results dict as Markdown and JSON, and the goals of issues 7, 18, 19.
 
 `python -m bench` collects a dict:
 
@@ -36,6 +36,12 @@
                   "ranks": {"ranks", "batch", "predict_samples_per_second",
                             "forward_samples_per_second", "ratio", "predict_rates",
                             "forward_rates"}}, ...],
+     "events": {... bench/events.py's result: "input", "steps", "true_tracks",
+                "climseg": {"all"|"climatenet_steps": {"steps", "jobs1"|"jobs2":
+                            {"seconds", "median_seconds", "peak_rss_bytes", "tracks"}}},
+                "climatenet": {"defaults"|"agree": {"seconds", "load_seconds", "steps",
+                               "tracks", "wall_seconds", "peak_rss_bytes", "settings"}},
+                "speedups": {"<setting>_jobs<N>": {"same_steps", "per_step"}}},
      "errors": {part: message}}
 
 and `write_report` turns it into report.md and report.json. A part that was
@@ -56,6 +62,8 @@ GOAL_SCALING = 0.95
 GOAL_PREDICT = 0.9
 GOAL_BF16 = 0.6
 GOAL_PREDICT_RANKS = 0.95
+# Issue 19's goal: climseg-events against ClimateNet's track_events on the same masks.
+GOAL_EVENTS_SPEEDUP = 10.0
 BF16_ISA = ("AVX-512 BF16", "AMX")  # cpu_info's names of bfloat16 hardware
 
 # MLPerf HPC DeepCAM's PyTorch DeepLabv3+ (fp32, batch 2; peak RSS of one full-size
@@ -160,7 +168,77 @@ def goals(results):
                      f"{f' at batch {batch}' if batch else ''}{theirs_with} "
                      f"({deepcam['source']})",
                      f"{gb:.2f} GB", gb < theirs))
-    return rows + predict_goals(results)
+    return rows + predict_goals(results) + events_goals(results)
+
+
+def events_goals(results):
+    """Issue 19's goals as rows: speed against ClimateNet, the same tracks where the rules
+    agree."""
+    events = results.get("events")
+    if not events or not events.get("speedups"):
+        return []
+    rows = []
+    for jobs in (1, 2):
+        ratio = events["speedups"][f"defaults_jobs{jobs}"]
+        agree = events["speedups"][f"agree_jobs{jobs}"]
+        rows.append((f"climseg-events --jobs {jobs} >= {GOAL_EVENTS_SPEEDUP:g}x ClimateNet's "
+                     f"track_events (its defaults; {events['input']} masks)",
+                     f"{ratio['same_steps']:.1f}x on the same "
+                     f"{events['climatenet']['defaults']['steps']} steps (start-up included), "
+                     f"{ratio['per_step']:.1f}x per step over {events['steps']}; at the "
+                     f"thresholds where the rules agree {agree['same_steps']:.1f}x and "
+                     f"{agree['per_step']:.1f}x",
+                     min(ratio["same_steps"], agree["same_steps"]) >= GOAL_EVENTS_SPEEDUP))
+    ours = events["climseg"]["climatenet_steps"]["jobs1"]["tracks"]
+    theirs = events["climatenet"]["agree"]["tracks"]
+    true = events["climseg"]["climatenet_steps"]["true_tracks"]
+    rows.append(("the same tracks as ClimateNet where both rules agree (its thresholds at "
+                 "2 pixels and 1 step)",
+                 "; ".join(f"{k.replace('_', ' ')}: climseg {ours[k]}, ClimateNet {theirs[k]}, "
+                           f"true {true[k]}" for k in ours), ours == theirs))
+    return rows
+
+
+def events_markdown(results):
+    """The events part's section: climseg-events against ClimateNet's track_events."""
+    e = results["events"]
+    out = ["## Events and tracks (climseg-events)", "",
+           f"`bench/events.py`: {e['steps']} steps of {e['input']} masks (the true labels of a "
+           "synthetic sequence, one file a day), `climseg-events` (objects, tracks, "
+           "climatology; one child process, start-up included) with `--jobs 1` and `2`, "
+           "medians over runs; peak RSS summed over the process and its workers. ClimateNet's "
+           "`track_events` (numpy 2 fix only) on the first steps, loaded into memory first "
+           "(not timed).", ""]
+    rows = []
+    for run in e["climseg"].values():
+        for jobs in (1, 2):
+            r = run[f"jobs{jobs}"]
+            rows.append((f"climseg-events --jobs {jobs}", run["steps"],
+                         f"{r['median_seconds']:.1f}",
+                         f"{1000 * r['median_seconds'] / run['steps']:.0f}",
+                         f"{r['peak_rss_bytes'] / 1e6:.0f}",
+                         ", ".join(f"{v}" for v in r["tracks"].values())))
+    for run in (e.get("climatenet") or {}).values():
+        settings = ", ".join(f"{k}={v}" for k, v in run["settings"].items()) or "defaults"
+        rows.append((f"ClimateNet track_events ({settings})", run["steps"],
+                     f"{run['seconds']:.1f}", f"{1000 * run['seconds'] / run['steps']:.0f}",
+                     f"{run['peak_rss_bytes'] / 1e6:.0f}",
+                     ", ".join(f"{v}" for v in run["tracks"].values())))
+    out.append(_table(["what", "steps", "seconds (median)", "ms per step", "peak RSS, MB",
+                       "tracks (cyclones, rivers)"], rows))
+    true = e["climseg"]["climatenet_steps"].get("true_tracks")
+    if true:
+        out += ["", f"True tracks: {e['true_tracks']['tropical_cyclone']} cyclones and "
+                f"{e['true_tracks']['atmospheric_river']} rivers in all {e['steps']} steps, "
+                f"{true['tropical_cyclone']} and {true['atmospheric_river']} in the first "
+                f"{e['climseg']['climatenet_steps']['steps']}."]
+    if e.get("speedups"):
+        out += ["", _table(["ClimateNet setting", "climseg --jobs", "speed-up, same steps",
+                            "speed-up per step"],
+                           [(k.rsplit("_jobs", 1)[0], k.rsplit("_jobs", 1)[1],
+                             f"{v['same_steps']:.1f}x", f"{v['per_step']:.1f}x")
+                            for k, v in e["speedups"].items()])]
+    return "\n".join(out)
 
 
 def best_batch(row):
@@ -435,9 +513,14 @@ def markdown(results):
                 "includes tracing)."]
     if results.get("predict"):
         out += ["", predict_markdown(results)]
+    if results.get("events"):
+        out += ["", events_markdown(results)]
     rows = goals(results)
     if rows:
-        issues = "issues 7 and 18" if results.get("predict") else "issue 7"
+        numbers = ["7"] + ["18"] * bool(results.get("predict")) + ["19"] * bool(
+            results.get("events", {}).get("speedups"))
+        issues = (f"issues {', '.join(numbers[:-1])} and {numbers[-1]}" if len(numbers) > 1
+                  else "issue 7")
         out += ["", f"## Goals ({issues})", ""]
         out.append(_table(["goal", "measured", "status"], [(g, m, _met(ok)) for g, m, ok in rows]))
     if results.get("errors"):
