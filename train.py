@@ -328,6 +328,7 @@ class Job:
 
     def __init__(self, rank, size, out):
         self.rank, self.size, self.out = rank, size, out
+        self.transport = None  # Horovod's collectives: "MPI" or "Gloo"
         self.ckpt_dir = os.path.join(out, "checkpoints")
 
     def say(self, *parts):
@@ -343,6 +344,7 @@ def start_job(args):
     hvd.init()
     gpu = climseg_tf.pin_gpu()  # one GPU per rank, before anything touches a GPU
     job = Job(hvd.rank(), hvd.size(), _output_dir(args, hvd.rank()))
+    job.transport = "MPI" if hvd.mpi_enabled() else "Gloo" if hvd.gloo_enabled() else None
     if gpu:
         job.say(f"one GPU per rank, by local rank (rank 0: {gpu}, memory growth)")
     tf.keras.utils.set_random_seed(args.seed)  # the same on every rank
@@ -577,7 +579,8 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
     import callbacks
     import zoo
 
-    job.say(f"{args.model}: {model.count_params():,} parameters; {job.size} rank(s) x batch "
+    over = f" over {job.transport}" if job.size > 1 and job.transport else ""
+    job.say(f"{args.model}: {model.count_params():,} parameters; {job.size} rank(s){over} x batch "
             f"{args.batch_size}; {len(train_set.train_files)} training files, "
             f"{train_set.steps} steps per epoch; {len(train_set.val_files)} validation files; "
             f"output in {job.out}")

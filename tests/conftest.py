@@ -90,6 +90,23 @@ def run_horovod(args, np_=2, timeout=600, check=True, cwd=None, env_overrides=No
     return proc
 
 
+def run_mpirun(args, np_=2, timeout=600, check=True, env_overrides=None):
+    """Runs `mpirun -np N python ARGS` (OpenMPI, as root where needed), one thread per rank."""
+    env = worker_env(1, env_overrides)
+    forwarded = [a for name in ("PYTHONPATH", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                                "OMP_NUM_THREADS", "PYTHONUNBUFFERED", "CLIMSEG_CACHE")
+                 if name in env for a in ("-x", name)]
+    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", "--bind-to", "none",
+           "--mca", "btl_vader_single_copy_mechanism", "none", *forwarded,
+           *(["--allow-run-as-root"] if os.geteuid() == 0 else []),
+           sys.executable, *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                    f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real, nearly full file system: a 2 MiB tmpfs mounted for the test.

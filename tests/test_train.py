@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import TESTS_DIR, read_masks, run_horovod, run_python, worker_env
+from conftest import TESTS_DIR, read_masks, run_horovod, run_mpirun, run_python, worker_env
 from wandb_records import read_records, run_contents
 
 import data
@@ -725,3 +725,20 @@ def test_training_on_model_output_equals_training_on_its_samples(tmp_path):
         _training_record(tmp_path / "from-samples")
     assert [e["epoch"] for e in _epochs(tmp_path / "from-output")] == [1, 2]
     assert "val_mean_iou" in _epochs(tmp_path / "from-output")[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_mpirun_trains_the_weights_of_horovodrun_gloo(dataset, tmp_path):
+    """Horovod is built with MPI too: `mpirun -np 2` (OpenMPI) runs the same job as
+    `horovodrun --gloo`, to the same weights."""
+    gloo, mpi = tmp_path / "gloo", tmp_path / "mpi"
+    proc = run_horovod(_args(dataset, gloo, "--epochs", "1", "--batch-size", "2"))
+    assert "2 rank(s) over Gloo x batch 2" in proc.stdout
+    proc = run_mpirun(_args(dataset, mpi, "--epochs", "1", "--batch-size", "2"))
+    assert "2 rank(s) over MPI x batch 2" in proc.stdout
+    a, b = _final_weights(gloo), _final_weights(mpi)
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:  # two ranks' sums are the same whichever library adds them
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert _training_record(mpi) == _training_record(gloo)
