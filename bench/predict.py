@@ -86,13 +86,16 @@ def predict_rate(run, samples, startup):
     """A predict run's samples/s: from its progress lines, else end to end minus start-up.
 
     Returns:
-        `(samples/s, how)`: how = "progress" or "end to end".
+        `(samples/s, how)`: how = "progress", "end to end" or, when the run took
+        no longer than the start-up run (a short run on a loaded machine),
+        "end to end, start-up included".
     """
     steady = steady_rate(run["lines"])
     if steady:
         return steady[0], "progress"
-    # Start-up includes the first sample: the rest took wall - startup.
-    return (samples - 1) / max(run["wall"] - startup, 1e-9), "end to end"
+    if run["wall"] > startup:  # start-up includes the first sample: the rest took this
+        return (samples - 1) / (run["wall"] - startup), "end to end"
+    return samples / run["wall"], "end to end, start-up included"
 
 
 # ------------------------------------------------------------------- inputs

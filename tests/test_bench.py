@@ -467,6 +467,8 @@ def test_predict_rate_spans_the_progress_lines_and_else_subtracts_start_up():
     short = PREDICT_LINES[:1] + PREDICT_LINES[3:]
     assert steady_rate(short) is None
     assert predict_rate({"lines": short, "wall": 41.0}, 32, 10.0) == (1.0, "end to end")
+    assert predict_rate({"lines": short, "wall": 8.0}, 32, 10.0) == (
+        4.0, "end to end, start-up included")
     assert first_sample_seconds([(1.0, "other output")], 3.5) == 3.5
 
 
