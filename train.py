@@ -24,6 +24,7 @@ import yaml
 
 import climseg_tf  # first: selects Keras 2 before TensorFlow loads
 from data import flag_types
+from data.errors import DEBUG_HELP, CommandError, run_command
 
 # TensorFlow's own warnings repeat our errors with a traceback; a user's choice wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,6 +53,7 @@ def build_parser():
                "flags given on the command line override it. "
                "See also: python train.py predict --help")
     parser.add_argument("--config", help="YAML file of flag values")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
 
     g = parser.add_argument_group("model")
     g.add_argument("--model", choices=sorted(zoo.MODELS), default="deeplabv3plus")
@@ -305,12 +307,22 @@ def _class_weights_flag(text):
 # --------------------------------------------------------------------------- training
 
 def main(argv=None):
-    """Runs training (or `predict ...`); returns the process exit status."""
+    """Runs training (or `predict ...`); returns the process exit status.
+
+    An error ends as one line, `train.py: error: ...` (with the rank under
+    Horovod), and exit status 2 for bad usage (a flag, or an input it names,
+    refused before training starts) or 1 for a run that failed; `--debug` or
+    `CLIMSEG_DEBUG=1` shows the traceback instead.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "predict":  # the same as climseg-predict
         from inference.predict import main as predict
 
         return predict(argv[1:], prog="train.py predict")
+    return run_command("train.py", _train, argv)
+
+
+def _train(argv):
     args = parse_args(argv)
     job = start_job(args)
     train_set = prepare_data(args, job)
@@ -379,9 +391,9 @@ def prepare_data(args, job):
     except TrainingSetError as e:
         flag = {"train": "--data-train", "validation": "--data-val", "stats": "--stats",
                 "batch_size": f"--batch-size {args.batch_size}"}[e.source]
-        raise SystemExit(f"train.py: error: {flag}: {e}") from None
+        raise CommandError(f"{flag}: {e}", usage=True) from e
     except StagingError as e:  # e.g. a full disk; the message names the directory
-        raise SystemExit(f"train.py: error: --stage-dir {args.stage_dir}: {e}") from None
+        raise CommandError(f"--stage-dir {args.stage_dir}: {e}") from e
 
 
 def build_model(args, job, train_set):
@@ -401,7 +413,7 @@ def build_model(args, job, train_set):
     try:
         model = zoo.get_model(args.model, **kwargs)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f"train.py: error: --model {args.model}: {e}") from None
+        raise CommandError(f"--model {args.model}: {e}", usage=True) from e
     schemes = args.class_weight_values in ("sc18", "deepcam") and args.loss != "jaccard"
     try:
         frequencies = data.class_frequencies(train_set.stats, args.label_set) \
@@ -409,10 +421,10 @@ def build_model(args, job, train_set):
         loss, class_weights = zoo.training_loss(args.loss, args.class_weight_values,
                                                 frequencies, gamma=args.focal_gamma)
     except (ValueError, data.DataFileError) as e:  # no counts, or a class never seen
-        raise SystemExit(f"train.py: error: --class-weights {args.class_weights}: the weights "
-                         f"come from the class counts in {train_set.stats_path}, which do not "
-                         f"allow them ({e}); give --class-weights none or three numbers, or "
-                         "statistics of data holding every class") from None
+        raise CommandError(f"--class-weights {args.class_weights}: the weights come from the "
+                           f"class counts in {train_set.stats_path}, which do not allow them "
+                           f"({e}); give --class-weights none or three numbers, or statistics "
+                           "of data holding every class", usage=True) from e
     optimizer = callbacks.build_optimizer(
         args.optimizer, args.lr, weight_decay=args.weight_decay, larc=args.larc,
         larc_eta=args.larc_eta, larc_mode=args.larc_mode, gradient_lag=args.gradient_lag,
@@ -422,8 +434,7 @@ def build_model(args, job, train_set):
             size = callbacks.gradient_lag_bytes(args.gradient_lag, args.epochs, train_set.steps,
                                                 model)
         except ValueError as e:
-            raise SystemExit(f"train.py: error: --gradient-lag {args.gradient_lag}: {e}") \
-                from None
+            raise CommandError(f"--gradient-lag {args.gradient_lag}: {e}", usage=True) from e
         job.say(f"gradient lag {args.gradient_lag}: a buffer of {args.gradient_lag} gradients, "
                 f"{size / 1e6:.1f} MB per rank and in every checkpoint")
     # Weighted, so that the zero-weight padding of validation shards counts for nothing.
@@ -451,7 +462,8 @@ def resume_or_initialise(args, job, model, compile_args, train_set):
         try:
             resume_from = callbacks.resume_point(job.ckpt_dir, args.resume, say=job.say)
         except callbacks.CheckpointError as e:
-            raise SystemExit(f"train.py: error: {e}") from None
+            # --resume never/PATH refused: usage; no checkpoint that verifies: a failure.
+            raise CommandError(str(e), usage=args.resume != "auto") from e
     resume_from = climseg_tf.broadcast_object(resume_from, "climseg.resume")
     start = (0, 0)
     if resume_from:
@@ -459,8 +471,8 @@ def resume_or_initialise(args, job, model, compile_args, train_set):
         try:
             meta = callbacks.restore_checkpoint(resume_from, model, compile_args["optimizer"],
                                                 expect_model=args.model)
-        except callbacks.CheckpointError as e:
-            raise SystemExit(f"train.py: error: {e}") from None
+        except callbacks.CheckpointError as e:  # written for another model or its options
+            raise CommandError(str(e), usage=True) from e
         epoch, batch, note = callbacks.resume_position(meta, train_set.steps)
         if note:
             job.say(f"note: {note}")
@@ -493,11 +505,11 @@ def _initialise_from(args, job, model, train_set):
                                            model_name=args.model, source_channels=source_names,
                                            target_channels=target_names)
     except (ValueError, callbacks.CheckpointError) as e:
-        raise SystemExit(f"train.py: error: --init-checkpoint: {e}") from None
+        raise CommandError(f"--init-checkpoint: {e}", usage=True) from e
     if not report["loaded"] and not report["adapted"]:
-        raise SystemExit(f"train.py: error: --init-checkpoint {args.init_checkpoint}: no "
-                         f"layer of it fits model {args.model} (by name and shape); "
-                         "nothing would be initialised from it")
+        raise CommandError(f"--init-checkpoint {args.init_checkpoint}: no layer of it fits "
+                           f"model {args.model} (by name and shape); nothing would be "
+                           "initialised from it", usage=True)
     job.say(f"initialised {len(report['loaded'])} layers from {args.init_checkpoint}"
             + (f", adapted input channels of {', '.join(report['adapted'])}"
                if report["adapted"] else ""))
@@ -600,14 +612,13 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
         problem = _data_file_problem(e.message)
         if problem is None:
             raise
-        raise SystemExit(f"train.py: error: {problem}; fix or remove the file, or give "
-                         f"--skip-bad-files. Checkpoints in {job.ckpt_dir} are intact.") \
-            from None
+        raise CommandError(f"{problem}; fix or remove the file, or give --skip-bad-files. "
+                           f"Checkpoints in {job.ckpt_dir} are intact.") from e
     except callbacks.CheckpointError as e:  # its message says what is intact
-        raise SystemExit(f"train.py: error: {e}") from None
+        raise CommandError(str(e)) from e
     except ReportError as e:  # e.g. a full disk
-        raise SystemExit(f"train.py: error: {e}. Checkpoints in {job.ckpt_dir} are intact: "
-                         "the same command resumes from the last one.") from None
+        raise CommandError(f"{e}. Checkpoints in {job.ckpt_dir} are intact: the same command "
+                           "resumes from the last one.") from e
     return time.perf_counter() - began, history
 
 
@@ -663,8 +674,8 @@ def _output_dir(args, rank):
                 f.write("ok")
             os.remove(probe)
         except OSError as e:
-            raise SystemExit(f"train.py: error: --output-dir {args.output_dir}: cannot write "
-                             f"there ({e.strerror})") from None
+            raise CommandError(f"--output-dir {args.output_dir}: cannot write there "
+                               f"({e.strerror})", usage=True) from e
     return path
 
 

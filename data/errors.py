@@ -1,8 +1,18 @@
-"""Errors about data files, the log of files skipped because of them, and OS errors in one line."""
+"""Errors: about data files, the log of files skipped because of them, and how commands end.
+
+Every climseg command (train.py, climseg-stats, climseg-stage, ...) ends an
+error the same way, through `run_command`: one line on stderr,
+`PROG: error: MESSAGE` (under Horovod `PROG: error: rank R of N: MESSAGE`,
+since horovodrun names the first process to exit, not the one at fault), and
+an exit status that tells bad usage (2) from a run that failed (1). `--debug`
+or `CLIMSEG_DEBUG=1` shows the Python traceback instead.
+"""
 
 import logging
 import os
+import sys
 import threading
+import traceback
 
 _LOG = logging.getLogger("climseg.data")
 
@@ -86,3 +96,84 @@ def os_error_reason(error):
     if isinstance(number, int):
         return os.strerror(number)
     return " ".join(str(error).split())
+
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEBUG_VARIABLE = "CLIMSEG_DEBUG"
+DEBUG_HELP = (f"on an error, show the Python traceback instead of one line (or set "
+              f"{DEBUG_VARIABLE}=1)")
+
+
+class CommandError(Exception):
+    """An error the user can act on: the command prints it as one line and exits.
+
+    Args:
+        message: the line: the file or flag, what was found, what was
+            expected and what to do.
+        usage: True for bad usage (exit status 2: a flag, its value or an
+            input it names is wrong, found before any work was done); False
+            for a run that failed (1). Defaults to False.
+    """
+
+    def __init__(self, message, usage=False):
+        super().__init__(message)
+        self.status = EXIT_USAGE if usage else EXIT_FAILED
+
+
+def debug_requested(argv):
+    """Whether `--debug` is among `argv` or `CLIMSEG_DEBUG` is set (not "" or "0")."""
+    return "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+
+
+def run_command(prog, function, argv=None):
+    """Runs a command's `function(argv)`; returns its exit status, errors as one line.
+
+    A `CommandError` is printed as `PROG: error: MESSAGE` with its status; any
+    other exception as one line with its type, status 1, and a hint to
+    `--debug`. argparse's own exits (status 2) pass through. With `--debug`
+    in `argv` or `CLIMSEG_DEBUG=1`, the traceback (with its causes) comes
+    first, and the line and the status stay the same.
+
+    Args:
+        prog: the command's name, e.g. "climseg-stage".
+        function: takes the argument list, returns an exit status (None is 0).
+        argv: the arguments. Defaults to `sys.argv[1:]`.
+
+    Example:
+
+        def main(argv=None):
+            return run_command("climseg-stage", _stage, argv)
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return function(argv) or 0
+    except CommandError as e:
+        if debug_requested(argv):
+            traceback.print_exc()
+        _print_error(prog, str(e))
+        return e.status
+    except Exception as e:  # noqa: BLE001  (one line; --debug shows where)
+        if debug_requested(argv):
+            traceback.print_exc()
+        if _HOROVOD_SHUT_DOWN in str(e):  # a healthy rank, stopped by the failing one
+            _print_error(prog, "stopped because another rank failed (its own line says which "
+                               "and why)")
+        else:
+            _print_error(prog, f"{type(e).__name__}: {' '.join(str(e).split())} (unexpected: "
+                               f"run again with --debug or {DEBUG_VARIABLE}=1 to see where, "
+                               "and report it)")
+        return EXIT_FAILED
+
+
+# What a collective raises on the other ranks once one rank has failed.
+_HOROVOD_SHUT_DOWN = "Horovod has been shut down"
+
+
+def _print_error(prog, message):
+    import climseg_tf
+
+    rank, size = climseg_tf.rank_and_size()
+    # Horovod: horovodrun names the first process to exit, often a healthy one.
+    where = f"rank {rank} of {size}: " if size > 1 else ""
+    print(f"{prog}: error: {where}{message}", file=sys.stderr, flush=True)

@@ -31,7 +31,14 @@ import zlib
 
 import numpy as np
 
-from data.errors import BadFileLog, os_error_reason
+from data.errors import (
+    DEBUG_HELP,
+    BadFileLog,
+    CommandError,
+    DataFileError,
+    os_error_reason,
+    run_command,
+)
 from data.files import STATS_NAME, list_files
 from data.flag_types import integer, number
 from data.progress import Progress
@@ -133,7 +140,16 @@ def shard_for_staging(files, *, num_shards=1, shard_index=0, oversample=1.0, see
 
 
 def main(argv=None):
-    """`climseg-stage SRC --to DIR`: stages this rank's or node's files."""
+    """`climseg-stage SRC --to DIR`: stages this rank's or node's files; the exit status.
+
+    An error is one line: status 2 for bad usage (flags, no source files), 1
+    for a copy that failed (no space, a mismatch); `--debug` shows the
+    traceback.
+    """
+    return run_command("climseg-stage", _stage_command, argv)
+
+
+def _stage_command(argv):
     parser = argparse.ArgumentParser(
         prog="climseg-stage",
         description="Copy a shard of a data set to local storage, verified, skipping files "
@@ -153,6 +169,7 @@ def main(argv=None):
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="leave out broken symbolic links and report them")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     paths = args.paths[0] if len(args.paths) == 1 else args.paths
     bad_files = BadFileLog() if args.skip_bad_files else None
@@ -161,9 +178,12 @@ def main(argv=None):
                              shard_index=args.shard_index, oversample=args.oversample,
                              seed=args.seed, workers=args.workers, verify=not args.no_verify,
                              progress=not args.quiet, bad_files=bad_files)
-    except (StagingError, ValueError) as err:
-        print(f"climseg-stage: error: {err}", file=sys.stderr)
-        return 1
+    except StagingError as err:
+        raise CommandError(str(err)) from err
+    except DataFileError as err:  # usage if it is a path given, else a file in it
+        raise CommandError(str(err), usage=err.path in args.paths) from err
+    except ValueError as err:  # the flags
+        raise CommandError(str(err), usage=True) from err
     if bad_files is not None and len(bad_files):
         print(f"climseg-stage: {bad_files.report()}", file=sys.stderr)
     print(f"climseg-stage: {len(staged)} files in {args.stage_dir}", file=sys.stderr)

@@ -19,7 +19,14 @@ import sys
 import h5py
 import numpy as np
 
-from data.errors import BadFileLog, DataFileError
+from data.errors import (
+    DEBUG_HELP,
+    BadFileLog,
+    CommandError,
+    DataFileError,
+    os_error_reason,
+    run_command,
+)
 from data.files import list_files
 from data.flag_types import integer
 from data.layouts import (
@@ -317,7 +324,15 @@ def compute_stats(paths, *, label_set="labels_0", workers=2, progress=False,
 
 
 def main(argv=None):
-    """`climseg-stats DIR [-o stats.h5]`: computes normalization statistics."""
+    """`climseg-stats DIR [-o stats.h5]`: computes normalization statistics; the exit status.
+
+    An error is one line: status 2 for bad usage, 1 for a bad input file or
+    an output that cannot be written; `--debug` shows the traceback.
+    """
+    return run_command("climseg-stats", _stats_command, argv)
+
+
+def _stats_command(argv):
     parser = argparse.ArgumentParser(
         prog="climseg-stats",
         description="Compute stats.h5 (per-channel min, max, mean, std and class pixel "
@@ -331,6 +346,7 @@ def main(argv=None):
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="skip unusable files and list them at the end")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     output = args.output
     if output is None:
@@ -342,10 +358,13 @@ def main(argv=None):
         stats = compute_stats(args.paths, label_set=args.label_set, workers=args.workers,
                               progress=not args.quiet, skip_bad_files=args.skip_bad_files,
                               bad_files=bad_files)
-    except DataFileError as err:
-        print(f"climseg-stats: error: {err}", file=sys.stderr)
-        return 1
-    write_stats(output, stats)
+    except DataFileError as err:  # usage if it is a path given, else a file in it
+        raise CommandError(str(err), usage=err.path in args.paths) from err
+    try:
+        write_stats(output, stats)
+    except OSError as err:  # h5py's text names neither the file nor the reason plainly
+        raise CommandError(f"--output {output}: cannot write the statistics there: "
+                           f"{os_error_reason(err)}") from err
     freq = class_frequencies(stats)
     print(f"climseg-stats: wrote {output}; class frequencies "
           + ", ".join(f"{name} {f:.5f}" for name, f in zip(CLASSES, freq, strict=True)))

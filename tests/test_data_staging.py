@@ -133,7 +133,7 @@ def test_command_uses_the_launchers_rank(tmp_path, monkeypatch, capsys):
     expected = shard_for_staging(list_files(src), num_shards=3, shard_index=2)
     assert sorted(list_files(tmp_path / "local")) == sorted(
         str(tmp_path / "local" / os.path.basename(p)) for p in expected)
-    assert main([str(src), "--to", str(tmp_path / "x"), "--oversample", "9"]) == 1
+    assert main([str(src), "--to", str(tmp_path / "x"), "--oversample", "9"]) == 2
     assert "oversample=9.0; expected 1 <= oversample <= num_shards (3)" in capsys.readouterr().err
 
 
