@@ -19,6 +19,7 @@ last.
 import collections
 import contextlib
 import os
+import threading
 
 import h5py
 import numpy as np
@@ -122,14 +123,63 @@ def _is_model_output(path):
     """Whether `path` is netCDF that none of the HDF5 layouts reads (by name and content)."""
     from data.model_output import is_netcdf
 
-    if not is_netcdf(path) or not os.path.exists(path):
+    if not is_netcdf(path):
         return False
+    try:
+        key = _file_key(path)
+    except OSError:
+        return False  # missing: the HDF5 path names it
+    with _OPEN_LOCK:
+        if key in _KINDS:
+            return _KINDS[key]
     try:
         with _open(path) as f:
             _detect(f, path)
-        return False
+        kind = False
     except DataFileError:
-        return True
+        kind = True
+    with _OPEN_LOCK:
+        _KINDS[key] = kind
+        while len(_KINDS) > 4096:
+            _KINDS.pop(next(iter(_KINDS)))
+    return kind
+
+
+def _file_key(path):
+    """A file's identity for the caches: path, size and modification time."""
+    stat = os.stat(path)
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+# Model-output files are opened once (xarray's metadata) and kept for the reads of
+# their other time steps; a file changed on disk is opened afresh.
+_OPEN_LOCK = threading.Lock()
+_KINDS = {}
+_OPENED = collections.OrderedDict()
+_KEEP_OPEN = 8
+
+
+def _model_output(path, indices):
+    """An open `ModelOutput` of `path` for channels `indices`, shared by the reader threads."""
+    from data.model_output import ModelOutput
+
+    try:
+        key = (*_file_key(path), tuple(indices))
+    except OSError as err:
+        raise DataFileError(path, f"cannot be read: {err.strerror}") from None
+    with _OPEN_LOCK:
+        if key in _OPENED:
+            _OPENED.move_to_end(key)
+            return _OPENED[key]
+    out = ModelOutput(path, channels=indices)
+    with _OPEN_LOCK:
+        if key in _OPENED:  # another thread was quicker
+            out.close()
+            return _OPENED[key]
+        _OPENED[key] = out
+        while len(_OPENED) > _KEEP_OPEN:  # closed when no reader holds it any more
+            _OPENED.popitem(last=False)
+    return out
 
 
 def file_samples(files, *, skip_bad_files=False, bad_files=None):
@@ -342,20 +392,18 @@ def _check_time(path, time, num_times):
 
 def _read_model_output(path, time, indices, expected_shape, label_set, labels_required):
     """`read_sample` of netCDF model output (always validated: `ModelOutput.read`)."""
-    from data.model_output import ModelOutput
-
-    with ModelOutput(path, channels=indices) as out:
-        if expected_shape is not None and out.grid != tuple(expected_shape):
-            raise DataFileError(path, f"grid is {out.grid[0]}x{out.grid[1]}, but the other "
-                                      f"files' is {expected_shape[0]}x{expected_shape[1]}")
-        if out.label_variable is None and labels_required:
-            raise DataFileError(path, "has no labels; expected a LABELS variable on the "
-                                      "fields' grid")
-        if out.label_variable is not None and label_set == "labels_1":
-            raise DataFileError(path, f"has no label set labels_1; it has labels_0 "
-                                      f"({out.label_variable})")
-        _check_time(path, time, out.num_times)
-        return out.read(time)
+    out = _model_output(path, indices)
+    if expected_shape is not None and out.grid != tuple(expected_shape):
+        raise DataFileError(path, f"grid is {out.grid[0]}x{out.grid[1]}, but the other "
+                                  f"files' is {expected_shape[0]}x{expected_shape[1]}")
+    if out.label_variable is None and labels_required:
+        raise DataFileError(path, "has no labels; expected a LABELS variable on the "
+                                  "fields' grid")
+    if out.label_variable is not None and label_set == "labels_1":
+        raise DataFileError(path, f"has no label set labels_1; it has labels_0 "
+                                  f"({out.label_variable})")
+    _check_time(path, time, out.num_times)
+    return out.read(time)
 
 
 def _check_label_set(label_set):
