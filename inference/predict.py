@@ -20,9 +20,13 @@ import sys
 import time
 
 import climseg_tf
+from data.errors import DEBUG_HELP, CommandError, os_error_reason
 from data.flag_types import integer
 from data.model_output import NETCDF_SUFFIXES
 from data.predictions import PROBABILITIES
+
+# TensorFlow's own log lines (CUDA probing, oneDNN notes) bury ours; a user's choice wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PRECISIONS = ("fp32", "mixed_bfloat16")
 INPUT_SUFFIXES = (".h5", ".hdf5", *NETCDF_SUFFIXES)
@@ -52,13 +56,24 @@ def build_parser(prog="climseg-predict"):
                         help="predict the usable files and list the others, instead of "
                              "stopping before any work")
     parser.add_argument("--no-maps", action="store_true", help="masks only, no PNG maps")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="predict every file again, replacing complete outputs")
     return parser
 
 
 def main(argv=None, prog="climseg-predict"):
-    """Runs prediction; returns the process exit status."""
+    """Runs prediction; returns the process exit status: 0, 1 when some files failed or
+    the run did, 2 for bad usage (a flag, or an input refused before any work).
+
+    Errors end as one line (`--debug` or CLIMSEG_DEBUG=1 shows the traceback).
+    """
+    from data.errors import run_command
+
+    return run_command(prog, lambda argv: _predict(argv, prog), argv)
+
+
+def _predict(argv, prog):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     from data.model_output import parse_rename
@@ -81,11 +96,17 @@ def main(argv=None, prog="climseg-predict"):
         if rank == 0:
             print(line, flush=True)
 
+    if not os.path.exists(args.checkpoint):
+        parser.error(f"--checkpoint: {args.checkpoint} does not exist")
     try:
         meta = callbacks.read_meta(args.checkpoint)
         weights = zoo.weights_file(args.checkpoint)
     except (callbacks.CheckpointError, ValueError) as e:
         parser.error(f"--checkpoint: {e}")
+    problem = _meta_problem(meta)
+    if problem:
+        parser.error(f"--checkpoint: {os.path.join(args.checkpoint, 'meta.json')}: {problem}; "
+                     "it is damaged or was not written by climseg")
     try:
         files = data.list_files(args.input, suffixes=INPUT_SUFFIXES)
     except data.DataFileError as e:
@@ -102,6 +123,9 @@ def main(argv=None, prog="climseg-predict"):
             parser.error(f"--input: {outputs[out]} and {path} would both write {stem}.*; "
                          "predict them into separate --output-dir")
         outputs[out] = path
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output-dir: {args.output_dir} is a file; expected a directory (new "
+                     "or holding earlier masks)")
     stats = _checkpoint_stats(parser, args, meta)
     channels = meta["channels"]
 
@@ -119,15 +143,19 @@ def main(argv=None, prog="climseg-predict"):
     if problems and not args.skip_bad_files:
         for source in opened.values():
             source.close()
-        raise SystemExit(f"{prog}: error: --input: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                         + "; fix or remove the file, or give --skip-bad-files")
+        raise CommandError(f"--input: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                           + "; fix or remove the file, or give --skip-bad-files", usage=True)
     infos = {path: (grid, steps) for path, grid, steps in
              sum(climseg_tf.allgather_object(infos, "climseg.predict.files"), [])}
     todo = [p for p in todo if p in infos]
     grid = _common_grid(prog, [(p, infos[p][0]) for p in todo])
     model = _model_at(prog, meta, weights, grid, args.precision, todo[0]) if todo else None
-    os.makedirs(args.output_dir, exist_ok=True)  # after every check: a refusal writes nothing
+    try:  # after every check: a refusal writes nothing
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"--output-dir: cannot create {args.output_dir}: "
+                           f"{os_error_reason(e)}", usage=True) from e
     if rank == 0:  # what a killed run was writing: never complete, so never kept
         data.predictions.remove_unfinished(args.output_dir)
     climseg_tf.broadcast_object(None, "climseg.predict.clean")
@@ -254,12 +282,17 @@ class _Writer:
         out = self._open[path]
         try:
             out.write(t - first, mask, probabilities)
+            if t == last:
+                out.commit()
+                del self._open[path]
+        except (OSError, RuntimeError) as e:  # e.g. a full disk: netCDF's "HDF error"
+            self.abandon(path)
+            raise CommandError(f"--output-dir {self.out_dir}: cannot write the masks of "
+                               f"{path}: {os_error_reason(e)}; the files completed before are "
+                               "intact and a rerun does the rest") from e
         except BaseException:
             self.abandon(path)
             raise
-        if t == last:
-            out.commit()
-            del self._open[path]
 
     def abandon(self, path):
         """Removes the unfinished file (or part) of `path`."""
@@ -369,6 +402,24 @@ def _predict_step(model, probabilities):
     return step
 
 
+def _meta_problem(meta):
+    """What a checkpoint's metadata lacks for prediction, or None."""
+    kwargs = meta.get("model_kwargs")
+    shape = kwargs.get("input_shape") if isinstance(kwargs, dict) else None
+    channels = meta.get("channels")
+    if not isinstance(meta.get("model"), str):
+        return f"'model' should name a model, found {meta.get('model', 'no such key')!r}"
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(n, int) and n > 0 for n in shape)):
+        return ("'model_kwargs' should hold the input_shape [H, W, C], found "
+                f"{kwargs if kwargs is not None else 'no such key'!r}")
+    if not (isinstance(channels, list) and len(channels) == shape[2]
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in channels)):
+        return (f"'channels' should list the {shape[2]} channel indices of the input, found "
+                f"{channels if channels is not None else 'no such key'!r}")
+    return None
+
+
 def _common_grid(prog, grids):
     """The grid of all input files; an odd one is an error naming it (None without files)."""
     from data.errors import DataFileError
@@ -379,8 +430,7 @@ def _common_grid(prog, grids):
     try:
         return majority_grid(grids)
     except DataFileError as e:
-        raise SystemExit(f"{prog}: error: --input: {e}; predict each grid separately") \
-            from None
+        raise CommandError(f"--input: {e}; predict each grid separately", usage=True) from e
 
 
 def _start_horovod():
@@ -426,18 +476,32 @@ def _model_at(prog, meta, weights, grid, precision, example):
     kwargs = dict(meta["model_kwargs"])
     trained = tuple(kwargs["input_shape"])
     kwargs["input_shape"] = (*grid, trained[2])
+    checkpoint = os.path.dirname(weights)
+    if meta["model"] not in zoo.MODELS:
+        raise CommandError(f"--checkpoint {checkpoint}: its meta.json names model "
+                           f"{meta['model']!r}, which this climseg does not have; expected one "
+                           f"of {', '.join(sorted(zoo.MODELS))}", usage=True)
+
+    def reason(e):
+        return " ".join(str(e).split())[:240]
+
     try:
         model = zoo.get_model(meta["model"], **kwargs)
-        model.load_weights(weights)
     except (ValueError, TypeError, tf.errors.OpError) as e:
         if tuple(grid) == trained[:2]:
-            raise SystemExit(f"{prog}: error: --checkpoint: cannot build {meta['model']} from "
-                             f"{weights}: {' '.join(str(e).split())[:300]}") from None
-        raise SystemExit(
-            f"{prog}: error: --input: {example} has a {grid[0]}x{grid[1]} grid; the checkpoint's "
+            raise CommandError(f"--checkpoint {checkpoint}: cannot build {meta['model']} with "
+                               f"the options in its meta.json ({reason(e)})", usage=True) from e
+        raise CommandError(
+            f"--input: {example} has a {grid[0]}x{grid[1]} grid; the checkpoint's "
             f"{meta['model']} was trained at {trained[0]}x{trained[1]} and cannot be built at "
-            f"{grid[0]}x{grid[1]} ({' '.join(str(e).split())[:200]}); regrid the input or "
-            "use a checkpoint trained on this grid") from None
+            f"{grid[0]}x{grid[1]} ({reason(e)}); regrid the input or use a checkpoint trained "
+            "on this grid", usage=True) from e
+    try:
+        model.load_weights(weights)
+    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:
+        raise CommandError(f"--checkpoint {checkpoint}: {weights} cannot be loaded into its "
+                           f"{meta['model']} (truncated, damaged, or of another model?): "
+                           f"{reason(e)}", usage=True) from e
     return model
 
 

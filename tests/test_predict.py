@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,7 +258,7 @@ def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, 
     (runs / "noise.h5").write_bytes(os.urandom(4096))
     args = ["--checkpoint", best, "--input", runs, "--no-maps"]
     proc = run_python([PREDICT, *args, "--output-dir", tmp_path / "out"], check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # refused before any work
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"climseg-predict: error: --input: {runs / 'empty.nc'}: cannot be read as netCDF")
     assert "(and 1 more); fix or remove the file, or give --skip-bad-files" in proc.stderr
@@ -266,3 +267,79 @@ def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, 
     assert "skipped 2 unusable file(s) (--skip-bad-files):" in proc.stdout
     assert f"  {runs / 'noise.h5'}: cannot be opened as HDF5" in proc.stdout
     assert os.listdir(tmp_path / "out") == ["good.mask.nc"]
+
+
+def _truncate(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _drop_a_layer(path):
+    with h5py.File(path, "r+") as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+        del f[names[len(names) // 2]]
+
+
+def _edit_meta(change):
+    def edit(checkpoint):
+        import json
+
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        change(meta)
+        (checkpoint / "meta.json").write_text(json.dumps(meta))
+    return edit
+
+
+CHECKPOINT_CASES = {
+    "missing": (lambda c: shutil.rmtree(c), "--checkpoint: {c} does not exist"),
+    "weights truncated": (lambda c: _truncate(c / "model-weights.h5"),
+                          "--checkpoint {c}: {c}/model-weights.h5 cannot be loaded into its "
+                          "tiramisu (truncated, damaged, or of another model?)"),
+    "weights empty": (lambda c: (c / "model-weights.h5").write_bytes(b""),
+                      "--checkpoint {c}: {c}/model-weights.h5 cannot be loaded"),
+    "weights of another model": (lambda c: _drop_a_layer(c / "model-weights.h5"),
+                                 "--checkpoint {c}: {c}/model-weights.h5 cannot be loaded"),
+    "meta without model_kwargs": (_edit_meta(lambda m: m.pop("model_kwargs")),
+                                  "--checkpoint: {c}/meta.json: 'model_kwargs' should hold the "
+                                  "input_shape [H, W, C], found 'no such key'"),
+    "meta naming another model": (_edit_meta(lambda m: m.update(model="unet9")),
+                                  "--checkpoint {c}: its meta.json names model 'unet9', which "
+                                  "this climseg does not have"),
+    "output dir is a file": (None, "--output-dir: {o} is a file; expected a directory"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_a_bad_checkpoint_or_output_dir_is_one_line_with_status_2(trained, tmp_path, case):
+    root, best = trained
+    damage, message = CHECKPOINT_CASES[case]
+    checkpoint, out = tmp_path / "ckpt", tmp_path / "out"
+    shutil.copytree(best, checkpoint)
+    if damage is None:
+        out.write_text("not a directory")
+    else:
+        damage(checkpoint)
+    proc = run_python([PREDICT, "--checkpoint", checkpoint, "--input", root / "val",
+                       "--output-dir", out, "--no-maps"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("climseg-predict: error: ")
+    assert message.format(c=checkpoint, o=out) in last
+    assert damage is None or not out.exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_debug_shows_the_traceback_with_the_same_line(trained, tmp_path):
+    root, best = trained
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(best, checkpoint)
+    _truncate(checkpoint / "model-weights.h5")
+    args = [PREDICT, "--checkpoint", checkpoint, "--input", root / "val", "--output-dir",
+            tmp_path / "out"]
+    plain = run_python(args, check=False)
+    debug = run_python([*args, "--debug"], check=False)
+    assert plain.returncode == debug.returncode == 2
+    assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
