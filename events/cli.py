@@ -24,6 +24,7 @@ import csv
 import os
 import sys
 
+from data.errors import DEBUG_HELP, CommandError
 from data.flag_types import integer, number
 from data.layouts import CLASSES
 from data.model_output import NETCDF_SUFFIXES
@@ -76,15 +77,38 @@ def build_parser():
                         help="sequence files with the true track of every pixel (TRACK_ID, "
                              "LABELS; climseg-synth --sequence): score the tracks (matched, "
                              "false alarms, misses per class) into score.csv and matches.csv")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 
 def main(argv=None):
-    """Runs the analysis; returns the process exit status."""
+    """Runs the analysis; returns the process exit status (2: bad usage, 1: a failed run).
+
+    Errors end as one line (`--debug` or CLIMSEG_DEBUG=1 shows the traceback).
+    """
+    from data.errors import run_command
+
+    return run_command("climseg-events", _events, argv)
+
+
+def _events(argv):
+    from data.errors import os_error_reason
+
+    try:
+        return _run(argv)
+    except OSError as e:  # a full disk, a directory that cannot be written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        raise CommandError(f"{where}{os_error_reason(e)}; the files written before are "
+                           "complete") from e
+
+
+def _run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.input) == bool(args.compare):
         parser.error("give --input (mask files to analyse) or --compare A B, one of them")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output-dir: {args.output_dir} is a file; expected a directory")
     from data.errors import DataFileError
     from data.files import list_files
 
@@ -111,7 +135,7 @@ def main(argv=None):
     except DataFileError as e:
         if fields and (e.path in fields or e.path == "--fields"):
             flag = "--fields"
-        raise SystemExit(f"climseg-events: error: {flag}: {e}") from None
+        raise CommandError(f"{flag}: {e}", usage=True) from e
     regions, region_rows = (None, None) if args.no_regions else _regions(series, events, tracks)
     os.makedirs(args.output_dir, exist_ok=True)
     _write_csv(os.path.join(args.output_dir, "events.csv"),
@@ -224,7 +248,7 @@ def _score(truth, series, ids_of, min_area_km2, output_dir):
     try:
         score = TrackScore.from_series(series, ids_of, truth, min_area_km2)
     except DataFileError as e:
-        raise SystemExit(f"climseg-events: error: --truth: {e}") from None
+        raise CommandError(f"--truth: {e}", usage=True) from e
     summary = score.summary()
     _write_csv(os.path.join(output_dir, "score.csv"), SUMMARY_COLUMNS, summary)
     _write_csv(os.path.join(output_dir, "matches.csv"), MATCH_COLUMNS, score.match_rows())
@@ -238,7 +262,7 @@ def _regions(series, events, tracks):
     try:
         regions = AR6Regions(series.grid.lat, series.grid.lon)
     except FileNotFoundError as e:
-        raise SystemExit(f"climseg-events: error: {e}") from None
+        raise CommandError(str(e)) from e
     regions.assign(events, tracks)
     return regions, regions.count(events, tracks, [when for *_, when in series.steps])
 

@@ -146,11 +146,17 @@ def test_command_writes_events_and_tracks(tmp_path, capsys):
 def test_command_names_a_file_without_a_mask(tmp_path, capsys):
     path = tmp_path / "x.nc"
     xr.Dataset({"TMQ": (("time", "lat", "lon"), np.zeros((1, 3, 4)))}).to_netcdf(path)
-    with pytest.raises(SystemExit) as err:
-        main(["--input", str(path)])
-    assert str(err.value) == (f"climseg-events: error: --input: {path}: has no mask or "
-                              "PREDICTED_LABELS or LABELS; found TMQ; name the mask variable "
-                              "with --variable")
+    assert main(["--input", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"climseg-events: error: --input: {path}: has no mask or "
+                                       "PREDICTED_LABELS or LABELS; found TMQ; name the mask "
+                                       "variable with --variable\n")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as err:  # argparse: status 2
+        main(["--input", str(path), "--output-dir", str(tmp_path / "file")])
+    assert err.value.code == 2
+    assert f"--output-dir: {tmp_path / 'file'} is a file; expected a directory" in \
+        capsys.readouterr().err
 
 
 # --- The synthetic sequence: true tracks, intensities, chunks --------------------------------
