@@ -1,5 +1,6 @@
 """Which files a data set is made of, and which of them a shard reads."""
 
+import contextlib
 import glob
 import os
 
@@ -142,3 +143,19 @@ def _check_shard(num_shards, shard_index):
         raise ValueError(f"num_shards={num_shards!r}; expected an integer >= 1")
     if not (isinstance(shard_index, (int, np.integer)) and 0 <= shard_index < num_shards):
         raise ValueError(f"shard_index={shard_index!r}; expected 0..{num_shards - 1}")
+
+
+@contextlib.contextmanager
+def written_atomically(path):
+    """Yields a temporary name beside `path` to write; renamed to `path` when the block
+    ends, removed if it fails (a full disk, an exception): `path` is whole or absent."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename:  # h5py's errors name no file
+            raise OSError(e.errno, e.strerror or " ".join(str(e).split()), path) from e
+        raise

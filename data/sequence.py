@@ -41,6 +41,7 @@ import os
 import numpy as np
 import scipy.ndimage
 
+from data.files import written_atomically
 from data.layouts import CHANNELS, CLASSES
 from data.progress import Progress
 from data.synthetic import (
@@ -302,9 +303,12 @@ def write_steps(path, lat, lon, first, steps):
                              "axis": "X"})},
         attrs={"Conventions": "CF-1.8", "title": "climseg synthetic sequence",
                "source": "data.sequence (climseg-synth --sequence)"})
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
-    dataset.to_netcdf(tmp, encoding=encoding)
-    os.replace(tmp, path)
+    with written_atomically(path) as tmp:
+        try:
+            dataset.to_netcdf(tmp, encoding=encoding)
+        except RuntimeError as e:  # netCDF-C's "HDF error" on a full disk, among others
+            raise OSError(None, f"netCDF could not write it ({e}); is the disk full?", path) \
+                from e
     return path
 
 

@@ -34,6 +34,7 @@ import sys
 import h5py
 import numpy as np
 
+from data.files import written_atomically
 from data.flag_types import integer
 from data.layouts import CHANNELS
 from data.progress import Progress
@@ -111,13 +112,11 @@ def file_name(index, run=1):
 
 def write_sample(path, data, labels):
     """Writes one sample in the DeepCAM layout, contiguous and uncompressed like the originals."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with written_atomically(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("climate/data", data=data)
         for name, value in labels.items():
             f.create_dataset(f"climate/{name}", data=value)
         f["climate"].attrs["channels"] = ",".join(CHANNELS)
-    os.replace(tmp, path)
 
 
 def generate(out_dir, num_files, height=FULL_SIZE[0], width=FULL_SIZE[1], seed=0, *,
@@ -171,7 +170,19 @@ def generate(out_dir, num_files, height=FULL_SIZE[0], width=FULL_SIZE[1], seed=0
 
 
 def main(argv=None):
-    """`climseg-synth OUT_DIR -n N`: writes synthetic CAM5 samples and stats.h5."""
+    """`climseg-synth OUT_DIR -n N`: writes synthetic CAM5 samples and stats.h5.
+
+    Errors end as one line (`--debug` or CLIMSEG_DEBUG=1 shows the traceback);
+    exit status 2 for bad usage, 1 for a failed run (e.g. a full disk).
+    """
+    from data.errors import run_command
+
+    return run_command("climseg-synth", _synth, argv)
+
+
+def _synth(argv):
+    from data.errors import DEBUG_HELP, CommandError, os_error_reason
+
     parser = argparse.ArgumentParser(
         prog="climseg-synth",
         description="Write synthetic CAM5-like samples (DeepCAM layout, with tropical "
@@ -197,7 +208,10 @@ def main(argv=None):
     parser.add_argument("--steps-per-file", type=integer(minimum=1), default=8,
                         help="with --sequence: time steps in each file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        parser.error(f"out_dir: {args.out_dir} is a file; expected a directory")
     if args.sequence and args.validation is not None:
         parser.error("--sequence writes one time series; --validation is for samples")
     try:
@@ -217,6 +231,10 @@ def main(argv=None):
                                             progress=not args.quiet)
     except ValueError as err:
         parser.error(str(err))
+    except OSError as err:  # a full disk, a directory that cannot be written
+        where = f"{err.filename}: " if getattr(err, "filename", None) else f"{args.out_dir}: "
+        raise CommandError(f"cannot write {where}{os_error_reason(err)}; the files written "
+                           "before are complete") from err
     print(f"climseg-synth: wrote {len(paths)} files to {args.out_dir}", file=sys.stderr)
     return 0
 

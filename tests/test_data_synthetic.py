@@ -174,3 +174,27 @@ def test_a_small_network_learns_the_labels(tmp_path):
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
     # Predicting background everywhere gives 0 for both events.
     assert iou[1] > 0.3 and iou[2] > 0.3, iou
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_a_full_disk_is_one_line_and_the_files_written_stay_whole(small_disk, sequence, capsys):
+    from data.synthetic import main
+
+    out = small_disk / "set"
+    args = [str(out), "-n", "40", "--height", "64", "--width", "96", "-q", "--no-stats"]
+    assert main(args + (["--sequence", "--steps-per-file", "1"] if sequence else [])) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"climseg-synth: error: cannot write {out}/")
+    assert ("is the disk full?" if sequence else "No space left on device") in err
+    assert err.endswith("; the files written before are complete\n")
+    written = sorted(os.listdir(out))
+    assert written and not [n for n in written if n.endswith(".tmp")]  # no partial file
+    for name in written:  # every file left is whole
+        if sequence:
+            import xarray as xr
+
+            with xr.open_dataset(out / name) as ds:
+                assert ds["TMQ"].shape == (1, 64, 96)
+        else:
+            assert inspect_file(str(out / name)).height == 64
