@@ -56,8 +56,9 @@ class MaskFile:
     (ascending, 0..360) with their units, so xarray, CDO, NCO, ncview and
     Panoply open it as it is. An input without coordinates (an HDF5 sample)
     gets index dimensions `y` and `x` and no time coordinate. With
-    `probabilities`, each class has `probability_<class>`: bytes (0..255
-    with `scale_factor` 1/255) or float32. Global attributes name the source
+    `probabilities`, each class has `probability_<class>`: bytes (255
+    levels, packed as CF signed bytes: p = (b + 128) / 255, `scale_factor`
+    1/255, `add_offset` 128/255) or float32. Global attributes name the source
     file and `attrs` (the checkpoint, the model).
 
     The same steps give the same bytes, whichever process writes them and
@@ -125,16 +126,16 @@ class MaskFile:
                     "valid_range": np.array([0, len(CLASSES) - 1], np.int8)})
                 self._probs = []
                 for name in CLASSES if probabilities else ():
-                    kind = "u1" if probabilities == "byte" else "f4"
+                    kind = "i1" if probabilities == "byte" else "f4"
                     var = nc.createVariable(f"probability_{name}", kind, dims, zlib=True,
                                             complevel=4, chunksizes=chunks, fill_value=False)
                     var.set_auto_maskandscale(False)
                     var.setncatts({"long_name": f"predicted probability of {name}",
                                    "units": "1"})
-                    if probabilities == "byte":
+                    if probabilities == "byte":  # CF-1.8 packs into signed bytes
                         var.setncatts({"scale_factor": np.float32(1 / 255),
-                                       "add_offset": np.float32(0),
-                                       "valid_range": np.array([0, 255], np.uint8)})
+                                       "add_offset": np.float32(128 / 255),
+                                       "valid_range": np.array([-128, 127], np.int8)})
                     else:
                         var.setncatts({"valid_range": np.array([0, 1], np.float32)})
                     self._probs.append(var)
@@ -150,8 +151,9 @@ class MaskFile:
                              f"{self.grid}")
         if self.probabilities:
             probabilities = np.asarray(probabilities, np.float32)
-            if self.probabilities == "byte":
-                probabilities = np.rint(np.clip(probabilities, 0, 1) * 255).astype(np.uint8)
+            if self.probabilities == "byte":  # p = (stored + 128) / 255
+                probabilities = (np.rint(np.clip(probabilities, 0, 1) * 255) - 128
+                                 ).astype(np.int8)
         with _netcdf_lock():
             self._mask[t] = mask.astype(np.int8)
             for c, var in enumerate(self._probs):

@@ -50,8 +50,8 @@ def build_parser(prog="climseg-predict"):
                         help="the file's variable names for climseg's channels, for models "
                              "whose names differ, e.g. PRW=TMQ,U850_x=U850")
     parser.add_argument("--probabilities", choices=PROBABILITIES,
-                        help="also write each class's probability: as bytes (0..255, "
-                             "scale_factor 1/255) or float32")
+                        help="also write each class's probability: as bytes (255 levels, "
+                             "CF-packed) or float32")
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="predict the usable files and list the others, instead of "
                              "stopping before any work")

@@ -142,7 +142,8 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
                 tmp_path / "expected", "--no-maps"])
     expected = np.stack([m for _, m in sorted(_masks(tmp_path / "expected").items())])
     proc = run_python([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
-                       tmp_path / "out", "--batch-size", "2", "--rename", "PRW=TMQ"])
+                       tmp_path / "out", "--batch-size", "2", "--rename", "PRW=TMQ",
+                       "--probabilities", "byte"])
     assert "3 files (9 samples to predict)" in proc.stdout
     assert len(glob.glob(str(tmp_path / "out" / "a.h2.mask.t000*.png"))) == 3
     for name in ("a", "b", "c"):
@@ -162,13 +163,14 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
 
     # Two ranks write the same netCDF files, byte for byte, each once.
     proc = run_horovod([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
-                        tmp_path / "two", "--rename", "PRW=TMQ", "--no-maps"])
+                        tmp_path / "two", "--rename", "PRW=TMQ", "--no-maps",
+                        "--probabilities", "byte"])
     assert sorted(os.listdir(tmp_path / "two")) == ["a.h2.mask.nc", "b.h2.mask.nc",
                                                     "c.h2.mask.nc"]
     for name in os.listdir(tmp_path / "two"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
 
-    # The IOOS compliance checker finds no CF problem.
+    # The IOOS compliance checker finds no CF problem (masks and packed probabilities).
     report = tmp_path / "cf.json"
     checker = os.path.join(os.path.dirname(sys.executable), "compliance-checker")
     subprocess.run([checker, "--test=cf:1.8", "--format=json", "-o", str(report),
