@@ -153,7 +153,9 @@ def _run(argv):
         _write_csv(os.path.join(args.output_dir, "regions.csv"), REGION_COLUMNS, region_rows)
         dataset = dataset.merge(regions.to_dataset(region_rows), join="exact")
         written.append("regions.csv")
-    dataset.to_netcdf(f"{path}.tmp")
+    dataset.attrs.setdefault("history", "climseg-events")
+    dataset.to_netcdf(f"{path}.tmp", encoding={
+        name: {"_FillValue": None} for name in ("lat", "lon", "year") if name in dataset})
     os.replace(f"{path}.tmp", path)
     written.append("climatology.nc")
     if args.track_ids:

@@ -256,6 +256,7 @@ def write_track_ids(path, series, indices, ids_of, min_area_km2=0.0):
     with netCDF4.Dataset(tmp, "w") as out:
         out.Conventions = "CF-1.8"
         out.title = "Track of every event pixel (climseg-events)"
+        out.history = "climseg-events --track-ids"
         out.createDimension("time", None)
         out.createDimension("lat", grid.shape[0])
         out.createDimension("lon", grid.shape[1])
@@ -266,11 +267,13 @@ def write_track_ids(path, series, indices, ids_of, min_area_km2=0.0):
             time.units = f"hours since {first.strftime('%Y-%m-%d %H:%M:%S')}"
             time.calendar = calendar
         time.standard_name = "time"
-        for name, values, units in (("lat", grid.lat, "degrees_north"),
-                                    ("lon", grid.lon, "degrees_east")):
-            var = out.createVariable(name, "f8", (name,))
+        for name, values, standard, axis, units in (
+                ("lat", grid.lat, "latitude", "Y", "degrees_north"),
+                ("lon", grid.lon, "longitude", "X", "degrees_east")):
+            var = out.createVariable(name, "f8", (name,), fill_value=False)
             var[:] = values
-            var.units = units
+            var.setncatts({"units": units, "standard_name": standard, "long_name": standard,
+                           "axis": axis})
         ids = out.createVariable("TRACK_ID", "i4", ("time", "lat", "lon"), zlib=True,
                                  complevel=1, chunksizes=(1, *grid.shape))
         ids.long_name = "track of the pixel's event (0: none)"

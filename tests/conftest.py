@@ -132,3 +132,20 @@ def read_masks(path):
     with netCDF4.Dataset(path) as f:
         masks = np.asarray(f["mask"][...])
     return masks[0] if masks.shape[0] == 1 else masks
+
+
+def cf_problems(path, report):
+    """The CF-1.8 checks the IOOS compliance checker fails on `path` (JSON report at `report`),
+    and whether it scored every point."""
+    import json
+
+    checker = os.path.join(os.path.dirname(sys.executable), "compliance-checker")
+    # Its exit status is not used: it is 2 when one of its own checks raises (e.g. its
+    # monotonicity check on a string coordinate), which the report then leaves out.
+    subprocess.run([checker, "--test=cf:1.8", "--format=json", "-o", str(report), str(path)],
+                   capture_output=True, timeout=300)
+    result = json.loads(open(report).read())["cf:1.8"]
+    failed = [(check["name"], check["msgs"]) for priority in ("high_priorities",
+                                                              "medium_priorities")
+              for check in result[priority] if check["value"][0] < check["value"][1]]
+    return failed, result["scored_points"] == result["possible_points"]

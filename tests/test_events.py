@@ -8,6 +8,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import cf_problems
 
 from events.cli import main
 from events.objects import EARTH_RADIUS_KM, Grid, find_objects, label_classes
@@ -185,6 +186,8 @@ def test_the_true_labels_give_the_true_tracks_exactly(sequence, tmp_path):
     out = tmp_path / "out"
     # Files given out of order: the series is ordered by time.
     assert main(["--input", *sequence[::-1], "--output-dir", str(out), "--track-ids"]) == 0
+    for name in ("climatology.nc", "track_ids.nc"):  # CF, as the IOOS checker reads it
+        assert cf_problems(out / name, tmp_path / f"{name}.json") == ([], True), name
     truth = _stack(sequence, "TRACK_ID")
     found = _stack([out / "track_ids.nc"], "TRACK_ID")
     labelled = truth > 0
