@@ -58,8 +58,8 @@ from bench.report import machine_text, write_report  # noqa: E402
 
 PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile", "predict",
          "events")
-# What runs without --only: the events part takes an hour at its full size (mostly
-# generating the masks once, and ClimateNet's pure-Python loops) and needs ClimateNet.
+# What runs without --only: the events part takes hours at its full size (a year of
+# masks to generate once, at 1 to 2 s a step, then six runs over them) and needs ClimateNet.
 DEFAULT_PARTS = PARTS[:-1]
 REDUCED, FULL = (192, 288), (768, 1152)
 # Run at 192x288, or 768x1152 with --full-size.

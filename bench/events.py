@@ -4,7 +4,7 @@ The masks are the true labels of a synthetic sequence (`data.sequence`, the
 generator of `climseg-synth --sequence`) at 768x1152, written as
 `climseg-predict` writes masks (`mask` on (time, lat, lon), one file a day
 of 8 steps), generated once into the cache (`CLIMSEG_CACHE` or
-~/.cache/climseg; about a second a step at full size) and reused. The year
+~/.cache/climseg; 1 to 2 s a step at full size on 2 cores) and reused. The year
 of issue 19 is 2,920 steps (`--steps 2920`, the default).
 
 1. `climseg-events --input MASKS` (objects, tracks and the climatology, as
