@@ -125,28 +125,36 @@ def find_objects(mask, grid, class_ids=(1, 2), min_area_km2=0.0, connectivity=2)
     mask = np.asarray(mask)
     if mask.shape != grid.shape:
         raise ValueError(f"mask has shape {mask.shape}; the grid is {grid.shape}")
-    cell_area = np.broadcast_to(grid.row_area_km2[:, None], mask.shape)
     lon_rad = np.radians(grid.lon)
+    cos_lon, sin_lon = np.cos(lon_rad), np.sin(lon_rad)
     objects, all_labels = [], {}
     for class_id in class_ids:
         labels, count = label_classes(mask, class_id, grid.periodic, connectivity)
         all_labels[class_id] = labels
         if not count:
             continue
-        index = np.arange(1, count + 1)
-        area = scipy.ndimage.sum_labels(cell_area, labels, index)
-        pixels = scipy.ndimage.sum_labels(np.ones(mask.shape), labels, index)
-        lat_w = scipy.ndimage.sum_labels(cell_area * grid.lat[:, None], labels, index)
-        cos_w = scipy.ndimage.sum_labels(cell_area * np.cos(lon_rad)[None, :], labels, index)
-        sin_w = scipy.ndimage.sum_labels(cell_area * np.sin(lon_rad)[None, :], labels, index)
-        for k, label in enumerate(index):
+        # Sums over the labelled pixels only (objects cover a few per cent of
+        # the grid), in the grid's row-major order.
+        where = np.flatnonzero(labels)
+        label = labels.ravel()[where]
+        rows, cols = np.divmod(where, mask.shape[1])
+        area_of = grid.row_area_km2[rows]
+
+        area, pixels, lat_w, cos_w, sin_w = (
+            np.bincount(label, weights, count + 1)[1:]
+            for weights in (area_of, None, area_of * grid.lat[rows], area_of * cos_lon[cols],
+                            area_of * sin_lon[cols]))
+        # Each object's pixels, contiguous: label order, row-major within.
+        members = np.argsort(label, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(pixels.astype(np.int64))])
+        for k in range(count):
             if area[k] < min_area_km2:
                 continue
-            rows, cols = np.nonzero(labels == label)
-            lats = grid.lat[rows]
-            lon_min, lon_max = _lon_extent(grid.lon[np.unique(cols)])
+            mine = members[starts[k]:starts[k + 1]]
+            lats = grid.lat[rows[mine]]
+            lon_min, lon_max = _lon_extent(grid.lon[np.unique(cols[mine])])
             objects.append(Object(
-                label=int(label), class_id=int(class_id), pixels=int(pixels[k]),
+                label=k + 1, class_id=int(class_id), pixels=int(pixels[k]),
                 area_km2=float(area[k]), lat=float(lat_w[k] / area[k]),
                 lon=float(np.degrees(np.arctan2(sin_w[k], cos_w[k])) % 360.0),
                 lat_min=float(lats.min()), lat_max=float(lats.max()),
