@@ -121,7 +121,8 @@ def num_batches(files, batch_size, *, training, num_shards=1, shard_index=0):
     validation keeps a last, smaller batch so that no sample is left out.
 
     Args:
-        files: the number of files, or paths as for `list_files`.
+        files: the number of samples, or paths as for `list_files` (their
+            samples are counted: see `data.layouts.file_samples`).
         batch_size: samples per batch (per shard).
         training: the training or validation rule of `shard_files`.
         num_shards: number of shards. Defaults to `1`.
@@ -132,7 +133,12 @@ def num_batches(files, batch_size, *, training, num_shards=1, shard_index=0):
     """
     if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
         raise ValueError(f"batch_size={batch_size!r}; expected an integer >= 1")
-    count = files if isinstance(files, (int, np.integer)) else len(list_files(files))
+    if isinstance(files, (int, np.integer)):
+        count = files
+    else:  # a sample per HDF5 file, per time step of model output
+        from data.layouts import file_samples
+
+        count = len(file_samples(list_files(files)))
     mine = len(shard_indices(count, training=training, num_shards=num_shards,
                              shard_index=shard_index))
     return mine // batch_size if training else -(-mine // batch_size)

@@ -137,6 +137,9 @@ class ModelOutput:
                                                "expected latitudes and longitudes in degrees")
         self.label_variable = next((v for v in LABEL_NAMES if v in ds.variables), None)
         self.num_times = int(ds.sizes[self.time]) if self.time else 1
+        if self.num_times == 0:
+            raise DataFileError(self.path, f"has no time steps ({self.time} is empty); "
+                                           "expected at least one")
         lat = np.asarray(ds[self.lat]) if self.lat in ds.variables \
             else np.arange(ds.sizes[self.lat], dtype=float)
         lon = np.asarray(ds[self.lon]) if self.lon in ds.variables \
@@ -180,16 +183,20 @@ class ModelOutput:
             DataFileError: NaN/Inf (missing values) in the fields, or labels
                 outside the classes.
         """
-        fields = np.stack([self._plane(name, t) for name in self.variables], axis=-1)
+        try:
+            fields = np.stack([self._plane(name, t) for name in self.variables], axis=-1)
+            labels = self._plane(self.label_variable, t) if self.label_variable else None
+        except (OSError, RuntimeError, ValueError) as err:  # netCDF's "HDF error", zlib
+            raise DataFileError(self.path, f"time step {t}: cannot be read (damaged or "
+                                           f"truncated file?): "
+                                           f"{' '.join(str(err).split())[:200]}") from None
         fields = fields.astype(np.float32, copy=False)
         if not np.isfinite(fields).all():
             bad = [self.variables[c] for c in range(fields.shape[-1])
                    if not np.isfinite(fields[..., c]).all()]
             raise DataFileError(self.path, f"time step {t}: {', '.join(bad)} hold NaN, Inf or "
                                            "missing values; expected finite fields")
-        labels = None
-        if self.label_variable:
-            labels = self._plane(self.label_variable, t)
+        if labels is not None:
             if not np.isfinite(labels).all() or labels.min() < 0 \
                     or labels.max() >= NUM_CLASSES or (labels != np.round(labels)).any():
                 raise DataFileError(self.path, f"time step {t}: {self.label_variable} holds "

@@ -197,7 +197,11 @@ def _predict(argv, prog):
                 continue
             truth = labels[k] if has_labels[k] else None
             if not args.no_maps:  # maps first: the mask file, renamed last, marks it done
-                _write_map(sources[path], args.output_dir, t, maps[k], masks[k], truth)
+                try:
+                    _write_map(sources[path], args.output_dir, t, maps[k], masks[k], truth)
+                except OSError as e:
+                    writer.abandon(path)
+                    raise _write_error(args.output_dir, path, e) from e
             if truth is not None:
                 confusion += np.bincount(
                     data.NUM_CLASSES * truth.ravel().astype(np.int64) + masks[k].ravel(),
@@ -287,9 +291,7 @@ class _Writer:
                 del self._open[path]
         except (OSError, RuntimeError) as e:  # e.g. a full disk: netCDF's "HDF error"
             self.abandon(path)
-            raise CommandError(f"--output-dir {self.out_dir}: cannot write the masks of "
-                               f"{path}: {os_error_reason(e)}; the files completed before are "
-                               "intact and a rerun does the rest") from e
+            raise _write_error(self.out_dir, path, e) from e
         except BaseException:
             self.abandon(path)
             raise
@@ -301,27 +303,38 @@ class _Writer:
 
     def merge_parts(self, failed):
         """Assembles the shared files this rank begins (after every rank wrote its parts)."""
-        import glob
+        import re
 
         for path, source in self._shared_first.items():
             final = self._predictions.mask_path(path, self.out_dir)
-            parts = sorted(glob.glob(glob.escape(final) + ".part-*"),
-                           key=lambda p: int(p.rsplit("-", 1)[1]))
-            parts = [p for p in parts if p.rsplit("-", 1)[1].isdigit()]
+            pattern = re.compile(re.escape(os.path.basename(final)) + r"\.part-(\d+)")
+            found = (pattern.fullmatch(n) for n in os.listdir(self.out_dir))
+            parts = sorted((int(m.group(1)), os.path.join(self.out_dir, m.group(0)))
+                           for m in found if m)
             try:
                 if path not in failed:
-                    out = self._predictions.open_mask_file(source, final, self.probabilities,
-                                                           self.attrs)
+                    out = None
                     try:
-                        for part in parts:
-                            out.copy_from(part, int(part.rsplit("-", 1)[1]))
-                    except BaseException:
-                        out.abort()
-                        raise
-                    out.commit()
+                        out = self._predictions.open_mask_file(source, final,
+                                                               self.probabilities, self.attrs)
+                        for first, part in parts:
+                            out.copy_from(part, first)
+                        out.commit()
+                    except (OSError, RuntimeError) as e:
+                        if out is not None:
+                            out.abort()
+                        raise _write_error(self.out_dir, path, e) from e
             finally:
-                for part in parts:
+                for _, part in parts:
                     os.remove(part)
+
+
+def _write_error(out_dir, path, error):
+    """The one line for an output of `path` that cannot be written (e.g. a full disk)."""
+
+    return CommandError(f"--output-dir {out_dir}: cannot write the outputs of {path}: "
+                        f"{os_error_reason(error)}; the files completed before are intact and "
+                        "a rerun does the rest")
 
 
 class _Pipeline:

@@ -5,6 +5,7 @@ import pytest
 from model_output_files import synthetic_steps, write_model_output
 
 from data.errors import DataFileError
+from data.layouts import CHANNELS
 from data.model_output import ModelOutput, parse_rename
 
 H, W = 16, 24
@@ -85,3 +86,42 @@ def test_unreadable_and_bad_files_are_named(tmp_path, steps):
     with ModelOutput(path) as out, pytest.raises(DataFileError, match="LABELS holds values "
                                                                        "outside the classes"):
         out.read(0)
+
+
+def test_damaged_compressed_data_and_empty_time_are_named(tmp_path):
+    import xarray as xr
+
+    from data.files import num_batches
+    from data.layouts import file_samples
+
+    rng = np.random.default_rng(0)
+    variables = {name: (("time", "lat", "lon"), rng.random((4, 32, 48)).astype(np.float32))
+                 for name in CHANNELS}
+    coords = {"time": ("time", np.arange(4.0), {"units": "days since 2000-01-01"}),
+              "lat": ("lat", np.linspace(-89, 89, 32), {"units": "degrees_north"}),
+              "lon": ("lon", np.arange(48) * 7.5, {"units": "degrees_east"})}
+    path = tmp_path / "z.nc"
+    xr.Dataset(variables, coords=coords).to_netcdf(
+        path, encoding={name: {"zlib": True, "chunksizes": (1, 32, 48)} for name in CHANNELS})
+    assert num_batches(tmp_path, 1, training=True) == 4  # samples, not files
+    damaged = bytearray(path.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 3000] = bytes(b ^ 0xFF for b in damaged[middle:middle + 3000])
+    path.write_bytes(bytes(damaged))
+    problems = []
+    with ModelOutput(path) as out:  # the metadata still reads
+        for t in range(out.num_times):
+            try:
+                out.read(t)
+            except DataFileError as e:
+                problems.append(str(e))
+    assert problems and all(p.startswith(f"{path}: time step ") and
+                            "cannot be read (damaged or truncated file?)" in p for p in problems)
+    empty = tmp_path / "empty" / "e.nc"
+    empty.parent.mkdir()
+    xr.Dataset({"TMQ": (("time", "lat", "lon"), np.zeros((0, 32, 48), np.float32))},
+               coords={**coords, "time": ("time", np.zeros(0), coords["time"][2])}
+               ).to_netcdf(empty, unlimited_dims=["time"])
+    with pytest.raises(DataFileError, match=rf"^{empty}: has no time steps \(time is empty\); "
+                                            "expected at least one"):
+        file_samples([str(empty)])

@@ -334,3 +334,23 @@ def test_debug_shows_the_traceback_with_the_same_line(trained, tmp_path):
     assert plain.returncode == debug.returncode == 2
     assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(trained,
+                                                                               tmp_path):
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, _ = synthetic_steps(2, 64, 96, seed=14)
+    write_model_output(tmp_path / "a.nc", fields)
+    out = tmp_path / "out"
+    (out / "a.mask.t0001.png").mkdir(parents=True)  # where the second map would go
+    proc = run_python([PREDICT, "--checkpoint", best, "--input", tmp_path / "a.nc",
+                       "--output-dir", out], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"climseg-predict: error: --output-dir {out}: cannot write the outputs of "
+        f"{tmp_path / 'a.nc'}: Is a directory; the files completed before are intact and a "
+        "rerun does the rest")
+    assert sorted(os.listdir(out)) == ["a.mask.t0000.png", "a.mask.t0001.png"]  # no .tmp-
