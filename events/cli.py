@@ -138,15 +138,17 @@ def _run(argv):
         raise CommandError(f"{flag}: {e}", usage=True) from e
     regions, region_rows = (None, None) if args.no_regions else _regions(series, events, tracks)
     os.makedirs(args.output_dir, exist_ok=True)
-    _write_csv(os.path.join(args.output_dir, "events.csv"),
-               EVENT_COLUMNS + (("region",) if regions else ())
-               + (INTENSITY_COLUMNS if fields else ()), events)
-    _write_csv(os.path.join(args.output_dir, "tracks.csv"),
-               TRACK_COLUMNS + (("genesis_region",) if regions else ())
-               + (TRACK_INTENSITY_COLUMNS if fields else ()), tracks)
+    tables = {"events": (EVENT_COLUMNS + (("region",) if regions else ())
+                         + (INTENSITY_COLUMNS if fields else ()), events, "object"),
+              "tracks": (TRACK_COLUMNS + (("genesis_region",) if regions else ())
+                         + (TRACK_INTENSITY_COLUMNS if fields else ()), tracks, "track")}
+    for name, (columns, rows, dim) in tables.items():  # CSV and the same as a netCDF table
+        _write_csv(os.path.join(args.output_dir, f"{name}.csv"), columns, rows)
+        _write_table(os.path.join(args.output_dir, f"{name}.nc"), columns, rows, dim)
     path = os.path.join(args.output_dir, "climatology.nc")
     dataset = climatology.to_dataset({"input_files": len(files)})
-    written = ["events.csv", "tracks.csv"]
+    dataset = dataset.merge(_count_series(series, events, list(dataset["event"].values)))
+    written = ["events.csv", "events.nc", "tracks.csv", "tracks.nc"]
     if regions:
         from events.regions import COLUMNS as REGION_COLUMNS
 
@@ -154,8 +156,9 @@ def _run(argv):
         dataset = dataset.merge(regions.to_dataset(region_rows), join="exact")
         written.append("regions.csv")
     dataset.attrs.setdefault("history", "climseg-events")
-    dataset.to_netcdf(f"{path}.tmp", encoding={
-        name: {"_FillValue": None} for name in ("lat", "lon", "year") if name in dataset})
+    encoding = {name: {"_FillValue": None} for name in ("lat", "lon", "year") if name in dataset}
+    encoding["time"] = {"_FillValue": None, "dtype": "float64"}  # CF-1.8 has no int64
+    dataset.to_netcdf(f"{path}.tmp", encoding=encoding)
     os.replace(f"{path}.tmp", path)
     written.append("climatology.nc")
     if args.track_ids:
@@ -274,6 +277,50 @@ def _hours(when, origin):
         return (when - origin).total_seconds() / 3600.0
     except (TypeError, AttributeError):  # plain numbers: steps
         return float(when - origin)
+
+
+def _count_series(series, events, classes):
+    """`object_count` (event, time): the objects of each class at every time step."""
+    import numpy as np
+    import xarray as xr
+
+    step_of = {str(when): i for i, (*_, when) in enumerate(series.steps)}
+    counts = np.zeros((len(series.steps), len(classes)), np.int32)
+    for row in events:
+        counts[step_of[str(row["time"])], classes.index(row["class"])] += 1
+    times = [when for *_, when in series.steps]
+    return xr.Dataset(
+        {"object_count": (("event", "time"), counts.T, {
+            "long_name": "objects of the class at the time step", "units": "1"})},
+        coords={"time": ("time", times, {"standard_name": "time", "axis": "T"})})
+
+
+def _write_table(path, columns, rows, dim):
+    """The rows as a netCDF table: one variable per column on dimension `dim`."""
+    import numbers
+
+    import numpy as np
+    import xarray as xr
+
+    variables = {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                           for v in present):
+            integral = len(present) == len(values) and all(
+                isinstance(v, numbers.Integral) for v in present)
+            array = np.array([np.nan if v is None else v for v in values],
+                             np.int64 if integral else np.float64)
+        else:
+            array = np.array(["" if v is None else str(v) for v in values], dtype=object) \
+                if values else np.array([], dtype="U1")
+        variables[column] = (dim, array)
+    dataset = xr.Dataset(variables, attrs={
+        "title": f"climseg-events: one row per {dim}", "history": "climseg-events"})
+    tmp = f"{path}.tmp-{os.getpid()}"
+    dataset.to_netcdf(tmp)
+    os.replace(tmp, path)
 
 
 def _write_csv(path, columns, rows):

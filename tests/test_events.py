@@ -188,6 +188,22 @@ def test_the_true_labels_give_the_true_tracks_exactly(sequence, tmp_path):
     assert main(["--input", *sequence[::-1], "--output-dir", str(out), "--track-ids"]) == 0
     for name in ("climatology.nc", "track_ids.nc"):  # CF, as the IOOS checker reads it
         assert cf_problems(out / name, tmp_path / f"{name}.json") == ([], True), name
+    for name in ("events", "tracks"):  # the netCDF tables hold the CSV's rows
+        rows = _csv(out / f"{name}.csv")
+        with xr.open_dataset(out / f"{name}.nc") as table:
+            assert list(table.data_vars) == list(rows[0])
+            assert [str(v) for v in table["class"].values] == [r["class"] for r in rows]
+            for column in ("track_id", "lat" if name == "events" else "genesis_lat"):
+                # The CSV holds 10 significant digits.
+                assert table[column].values.tolist() == pytest.approx(
+                    [float(r[column]) for r in rows], rel=1e-9)
+    with xr.open_dataset(out / "climatology.nc") as climatology:  # objects per step and class
+        counts = climatology["object_count"].sel(event="tropical_cyclone").values
+        times = [str(t) for t in climatology["time"].values]
+    events_csv = _csv(out / "events.csv")
+    assert counts.tolist() == [sum(r["time"] == t and r["class"] == "tropical_cyclone"
+                                   for r in events_csv) for t in times]
+    assert counts.sum() > 0 and len(times) == 40
     truth = _stack(sequence, "TRACK_ID")
     found = _stack([out / "track_ids.nc"], "TRACK_ID")
     labelled = truth > 0
