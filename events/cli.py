@@ -25,6 +25,7 @@ import os
 import sys
 
 from data.errors import DEBUG_HELP, CommandError
+from data.files import written_atomically
 from data.flag_types import integer, number
 from data.layouts import CLASSES
 from data.model_output import NETCDF_SUFFIXES
@@ -158,8 +159,8 @@ def _run(argv):
     dataset.attrs.setdefault("history", "climseg-events")
     encoding = {name: {"_FillValue": None} for name in ("lat", "lon", "year") if name in dataset}
     encoding["time"] = {"_FillValue": None, "dtype": "float64"}  # CF-1.8 has no int64
-    dataset.to_netcdf(f"{path}.tmp", encoding=encoding)
-    os.replace(f"{path}.tmp", path)
+    with written_atomically(path) as tmp:
+        dataset.to_netcdf(tmp, encoding=encoding)
     written.append("climatology.nc")
     if args.track_ids:
         from events.series import write_track_ids
@@ -318,20 +319,17 @@ def _write_table(path, columns, rows, dim):
         variables[column] = (dim, array)
     dataset = xr.Dataset(variables, attrs={
         "title": f"climseg-events: one row per {dim}", "history": "climseg-events"})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    dataset.to_netcdf(tmp)
-    os.replace(tmp, path)
+    with written_atomically(path) as tmp:
+        dataset.to_netcdf(tmp)
 
 
 def _write_csv(path, columns, rows):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with written_atomically(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

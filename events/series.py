@@ -16,11 +16,11 @@ in time order and gets the same ids, rows and climatology as one process.
 import collections
 import concurrent.futures
 import multiprocessing
-import os
 
 import numpy as np
 
 from data.errors import DataFileError
+from data.files import written_atomically
 
 VARIABLES = ("mask", "PREDICTED_LABELS", "LABELS")
 
@@ -252,8 +252,7 @@ def write_track_ids(path, series, indices, ids_of, min_area_km2=0.0):
     import netCDF4
 
     grid = series.grid
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with netCDF4.Dataset(tmp, "w") as out:
+    with written_atomically(path) as tmp, netCDF4.Dataset(tmp, "w") as out:
         out.Conventions = "CF-1.8"
         out.title = "Track of every event pixel (climseg-events)"
         out.history = "climseg-events --track-ids"
@@ -283,5 +282,4 @@ def write_track_ids(path, series, indices, ids_of, min_area_km2=0.0):
             when = series.steps[index][3]
             time[n] = (when - first).total_seconds() / 3600.0 if calendar else index
             ids[n] = plane
-    os.replace(tmp, path)
     return path
