@@ -172,13 +172,17 @@ def _model_output(path, indices):
             _OPENED.move_to_end(key)
             return _OPENED[key]
     out = ModelOutput(path, channels=indices)
+    evicted = []
     with _OPEN_LOCK:
         if key in _OPENED:  # another thread was quicker
-            out.close()
-            return _OPENED[key]
-        _OPENED[key] = out
-        while len(_OPENED) > _KEEP_OPEN:  # closed when no reader holds it any more
-            _OPENED.popitem(last=False)
+            evicted.append(out)
+            out = _OPENED[key]
+        else:
+            _OPENED[key] = out
+            while len(_OPENED) > _KEEP_OPEN:
+                evicted.append(_OPENED.popitem(last=False)[1])
+    for old in evicted:  # a reader still holding one opens the file for its read
+        old.close()
     return out
 
 

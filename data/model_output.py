@@ -15,7 +15,9 @@ ascending from 0 to 360.
             fields, labels = out.read(t)       # (H, W, 4) float32; labels or None
 """
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -24,6 +26,13 @@ from data.layouts import CHANNELS, NUM_CLASSES, channel_indices
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".nc3", ".cdf")
 LABEL_NAMES = ("LABELS", "labels", "label")
+
+# The HDF5 library inside the netCDF4 package is not thread-safe, and xarray locks only
+# its data reads: opening a file reads metadata (filters, chunking) outside any lock,
+# and two threads doing so at once crash the process. Every netCDF call climseg makes
+# (open, metadata, read, write, close) holds this lock; the reader threads of the
+# training and prediction pipelines and the mask writer share it.
+NETCDF_LOCK = threading.RLock()
 
 _LAT = ("lat", "latitude", "nlat", "y")
 _LON = ("lon", "longitude", "nlon", "x")
@@ -74,25 +83,29 @@ class ModelOutput:
     """
 
     def __init__(self, path, channels=None, rename=None):
-        import xarray as xr
-
         self.path = str(path)
         self._available = channels == "available"
         self.channels = channel_indices(None if self._available else channels)
+        with NETCDF_LOCK:
+            self._ds = self._open()
+            try:
+                self._setup(rename or {})
+            except DataFileError:
+                self._ds.close()
+                raise
+
+    def _open(self):
+        import xarray as xr
+
         try:
-            self._ds = xr.open_dataset(self.path, decode_times=False, mask_and_scale=True,
-                                       cache=False)
+            return xr.open_dataset(self.path, decode_times=False, mask_and_scale=True,
+                                   cache=False)
         except FileNotFoundError:
             raise DataFileError(self.path, "no such file") from None
         except (OSError, ValueError, RuntimeError) as err:
             raise DataFileError(self.path, f"cannot be read as netCDF (netCDF4 or netCDF3; "
                                            f"truncated or not netCDF?): "
                                            f"{' '.join(str(err).split())[:200]}") from None
-        try:
-            self._setup(rename or {})
-        except DataFileError:
-            self._ds.close()
-            raise
 
     def _setup(self, rename):
         ds = self._ds
@@ -153,7 +166,24 @@ class ModelOutput:
         self.grid = (len(lat), len(lon))
 
     def close(self):
-        self._ds.close()
+        """Closes the file; a later `read` or `coordinate` opens it for that call only."""
+        with NETCDF_LOCK:
+            if self._ds is not None:
+                self._ds.close()
+                self._ds = None
+
+    @contextlib.contextmanager
+    def _dataset(self):
+        """The open dataset, under `NETCDF_LOCK`; opened for this use if closed."""
+        with NETCDF_LOCK:
+            if self._ds is not None:
+                yield self._ds
+                return
+            ds = self._open()
+            try:
+                yield ds
+            finally:
+                ds.close()
 
     def __enter__(self):
         return self
@@ -164,16 +194,19 @@ class ModelOutput:
     def coordinate(self, name):
         """`(values, attrs)` of a coordinate as stored (time: raw numbers, units, calendar)."""
         key = {"time": self.time, "lat": self.lat, "lon": self.lon}[name]
-        if key is None or key not in self._ds.variables:
-            return None, {}
-        variable = self._ds[key]
-        return np.asarray(variable.values), dict(variable.attrs)
+        with self._dataset() as ds:
+            if key is None or key not in ds.variables:
+                return None, {}
+            variable = ds[key]
+            return np.asarray(variable.values), dict(variable.attrs)
 
-    def _plane(self, name, t):
-        variable = self._ds[name]
+    def _plane(self, ds, name, t):
+        variable = ds[name]
         if self.time in variable.dims:
             variable = variable.isel({self.time: t})
-        plane = np.asarray(variable.transpose(self.lat, self.lon).values)
+        return np.asarray(variable.transpose(self.lat, self.lon).values)
+
+    def _canonical(self, plane):
         return plane[np.ix_(self._lat_order, self._lon_order)]
 
     def read(self, t):
@@ -184,8 +217,12 @@ class ModelOutput:
                 outside the classes.
         """
         try:
-            fields = np.stack([self._plane(name, t) for name in self.variables], axis=-1)
-            labels = self._plane(self.label_variable, t) if self.label_variable else None
+            with self._dataset() as ds:
+                planes = [self._plane(ds, name, t) for name in self.variables]
+                labels = self._plane(ds, self.label_variable, t) if self.label_variable \
+                    else None
+            fields = np.stack([self._canonical(p) for p in planes], axis=-1)
+            labels = None if labels is None else self._canonical(labels)
         except (OSError, RuntimeError, ValueError) as err:  # netCDF's "HDF error", zlib
             raise DataFileError(self.path, f"time step {t}: cannot be read (damaged or "
                                            f"truncated file?): "

@@ -30,11 +30,11 @@ def remove_unfinished(out_dir):
 
 
 def _netcdf_lock():
-    """The lock xarray takes around netCDF-C and HDF5 calls: reads in other threads
-    (the input pipeline's) and these writes never run in the library at once."""
-    from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK
+    """The lock around every netCDF call climseg makes: reads in other threads (the
+    input pipeline's) and these writes never run in the library at once."""
+    from data.model_output import NETCDF_LOCK
 
-    return NETCDF4_PYTHON_LOCK
+    return NETCDF_LOCK
 
 
 def _version():

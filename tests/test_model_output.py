@@ -125,3 +125,19 @@ def test_damaged_compressed_data_and_empty_time_are_named(tmp_path):
     with pytest.raises(DataFileError, match=rf"^{empty}: has no time steps \(time is empty\); "
                                             "expected at least one"):
         file_samples([str(empty)])
+
+
+def test_threads_read_and_write_netcdf_at_once(tmp_path, steps):
+    """The pipelines' reader threads and the mask writer share netCDF's HDF5 library,
+    which is not thread-safe: concurrent opens, reads, evictions and writes neither
+    crash the process (a segmentation fault without the lock) nor mix up values."""
+    from conftest import WORKERS_DIR, run_python
+
+    fields, labels = steps
+    for n in range(12):
+        write_model_output(tmp_path / f"f{n:02d}.nc", fields[:3], labels[:3],
+                           channels=["TMQ", "U850", "V850", "PSL"],
+                           file_format="NETCDF3_64BIT" if n % 4 == 3 else "NETCDF4")
+    proc = run_python([WORKERS_DIR / "netcdf_threads.py", tmp_path], timeout=300, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert "read 360 steps in 6 threads while writing" in proc.stdout
