@@ -95,7 +95,29 @@ def os_error_reason(error):
     number = getattr(error, "errno", None)
     if isinstance(number, int):
         return os.strerror(number)
+    if getattr(error, "strerror", None):  # OSError(None, text, path): the text alone
+        return " ".join(error.strerror.split())
     return " ".join(str(error).split())
+
+
+
+def write_failed(error, where=None, kept="the files written before are complete"):
+    """The `CommandError` for an output that could not be written (a full disk, a
+    directory without permission): `WHERE: REASON; KEPT`.
+
+    Args:
+        error: the `OSError` (netCDF's write errors arrive as OSError through
+            `data.files.written_atomically`).
+        where: what could not be written. Defaults to the error's file name.
+        kept: what the user still has. Defaults to the files written before.
+
+    Example:
+
+    >>> str(write_failed(OSError(28, "No space left on device", "/out/a.csv")))
+    '/out/a.csv: No space left on device; the files written before are complete'
+    """
+    where = where or getattr(error, "filename", None)
+    return CommandError(f"{f'{where}: ' if where else ''}{os_error_reason(error)}; {kept}")
 
 
 EXIT_FAILED = 1

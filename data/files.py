@@ -1,8 +1,10 @@
 """Which files a data set is made of, and which of them a shard reads."""
 
 import contextlib
+import errno
 import glob
 import os
+import shutil
 
 import numpy as np
 
@@ -154,7 +156,12 @@ def _check_shard(num_shards, shard_index):
 @contextlib.contextmanager
 def written_atomically(path):
     """Yields a temporary name beside `path` to write; renamed to `path` when the block
-    ends, removed if it fails (a full disk, an exception): `path` is whole or absent."""
+    ends, removed if it fails (a full disk, an exception): `path` is whole or absent.
+
+    A write error comes out as an `OSError` naming `path` (not the temporary
+    name): also h5py's (no file name) and netCDF-C's, which reports a full disk
+    as a `RuntimeError` "NetCDF: HDF error" or as "Permission denied" in a
+    writable directory; those say how much space is left."""
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
     try:
         yield tmp
@@ -162,6 +169,26 @@ def written_atomically(path):
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(e, OSError) and not e.filename:  # h5py's errors name no file
-            raise OSError(e.errno, e.strerror or " ".join(str(e).split()), path) from e
+        error = _write_error(e, tmp, path)
+        if error is not None:
+            raise error from e
         raise
+
+
+def _write_error(error, tmp, path):
+    """`error` of writing `tmp` as an OSError naming `path`; None for other errors."""
+    netcdf = isinstance(error, RuntimeError) and str(error).startswith("NetCDF:")
+    if not (netcdf or isinstance(error, OSError)):
+        return None
+    if isinstance(error, OSError) and error.filename not in (None, tmp, os.fspath(path)):
+        return None  # another file's error names that file
+    number = getattr(error, "errno", None)
+    text = getattr(error, "strerror", None) or " ".join(str(error).split())
+    if number == errno.ENOSPC:
+        return OSError(number, os.strerror(number), path)
+    directory = os.path.dirname(os.fspath(path)) or "."
+    if netcdf or (number == errno.EACCES and os.access(directory, os.W_OK)):
+        free = shutil.disk_usage(directory).free
+        return OSError(None, f"netCDF could not write it ({text}), with {free / 1024:.0f} kB "
+                             "free on its disk: is the disk full?", path)
+    return OSError(number, text, path)

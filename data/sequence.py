@@ -304,11 +304,7 @@ def write_steps(path, lat, lon, first, steps):
         attrs={"Conventions": "CF-1.8", "title": "climseg synthetic sequence",
                "source": "data.sequence (climseg-synth --sequence)"})
     with written_atomically(path) as tmp:
-        try:
-            dataset.to_netcdf(tmp, encoding=encoding)
-        except RuntimeError as e:  # netCDF-C's "HDF error" on a full disk, among others
-            raise OSError(None, f"netCDF could not write it ({e}); is the disk full?", path) \
-                from e
+        dataset.to_netcdf(tmp, encoding=encoding)
     return path
 
 

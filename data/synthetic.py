@@ -181,7 +181,7 @@ def main(argv=None):
 
 
 def _synth(argv):
-    from data.errors import DEBUG_HELP, CommandError, os_error_reason
+    from data.errors import DEBUG_HELP, write_failed
 
     parser = argparse.ArgumentParser(
         prog="climseg-synth",
@@ -232,9 +232,7 @@ def _synth(argv):
     except ValueError as err:
         parser.error(str(err))
     except OSError as err:  # a full disk, a directory that cannot be written
-        where = f"{err.filename}: " if getattr(err, "filename", None) else f"{args.out_dir}: "
-        raise CommandError(f"cannot write {where}{os_error_reason(err)}; the files written "
-                           "before are complete") from err
+        raise write_failed(err, f"cannot write {err.filename or args.out_dir}") from err
     print(f"climseg-synth: wrote {len(paths)} files to {args.out_dir}", file=sys.stderr)
     return 0
 

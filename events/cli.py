@@ -93,14 +93,12 @@ def main(argv=None):
 
 
 def _events(argv):
-    from data.errors import os_error_reason
+    from data.errors import write_failed
 
     try:
         return _run(argv)
     except OSError as e:  # a full disk, a directory that cannot be written
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        raise CommandError(f"{where}{os_error_reason(e)}; the files written before are "
-                           "complete") from e
+        raise write_failed(e) from e
 
 
 def _run(argv):

@@ -20,7 +20,7 @@ import sys
 import time
 
 import climseg_tf
-from data.errors import DEBUG_HELP, CommandError, os_error_reason
+from data.errors import DEBUG_HELP, CommandError, os_error_reason, write_failed
 from data.flag_types import integer
 from data.model_output import NETCDF_SUFFIXES
 from data.predictions import PROBABILITIES
@@ -332,9 +332,8 @@ class _Writer:
 def _write_error(out_dir, path, error):
     """The one line for an output of `path` that cannot be written (e.g. a full disk)."""
 
-    return CommandError(f"--output-dir {out_dir}: cannot write the outputs of {path}: "
-                        f"{os_error_reason(error)}; the files completed before are intact and "
-                        "a rerun does the rest")
+    return write_failed(error, f"--output-dir {out_dir}: cannot write the outputs of {path}",
+                        "the files completed before are intact and a rerun does the rest")
 
 
 class _Pipeline:
