@@ -444,6 +444,19 @@ def _read_errors(path):
             path, f"cannot read the data (truncated or corrupt file?): {err}") from None
 
 
+def sample_coordinates(path):
+    """`(lat, lon)`: an HDF5 sample's 1-D `lat` and `lon` datasets (float64), or
+    `(None, None)` when it lacks them (DeepCAM's files hold none).
+
+    Raises:
+        DataFileError: the file cannot be opened.
+    """
+    with _open(path) as f:
+        found = [np.asarray(f[name], np.float64) if name in f and f[name].ndim == 1 else None
+                 for name in ("lat", "lon")]
+    return tuple(found) if all(v is not None for v in found) else (None, None)
+
+
 def _open(path):
     try:
         return h5py.File(path, "r")

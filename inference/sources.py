@@ -12,7 +12,7 @@ import numpy as np
 
 from data import predictions
 from data.errors import DataFileError
-from data.layouts import _open, inspect_file, read_sample
+from data.layouts import inspect_file, read_sample, sample_coordinates
 from data.model_output import ModelOutput, is_netcdf
 
 
@@ -27,12 +27,10 @@ class _SampleFile:
         info = inspect_file(path)
         self.grid = (info.height, info.width)
         self.lat_values = self.lon_values = None
-        with _open(path) as f:
-            lat, lon = (np.asarray(f[name]) if name in f and f[name].ndim == 1 else None
-                        for name in ("lat", "lon"))
-        if lat is not None and lon is not None and (lat.size, lon.size) == self.grid \
+        lat, lon = sample_coordinates(path)
+        if lat is not None and (lat.size, lon.size) == self.grid \
                 and np.all(np.diff(lat) > 0) and np.all(np.diff(lon) > 0):
-            self.lat_values, self.lon_values = lat.astype(np.float64), lon.astype(np.float64)
+            self.lat_values, self.lon_values = lat, lon
 
     def coordinate(self, name):
         return None, {}
