@@ -11,7 +11,9 @@ rounds of two measurements that take turns, so that both see the same load:
    that start-up and the first batch are left out. A command whose output
    has no two such lines is timed end to end instead, minus its start-up.
 2. The bare forward, `model(x, training=False)` on an in-memory batch, in
-   this process, with the same checkpoint's weights at the same grid; after
+   this process, with the same checkpoint's weights at the same grid, both
+   eager and compiled (`tf.function`, as climseg-predict runs it), the faster
+   of the two each step being the reference; after
    each forward a float32 2048^2 matmul (`bench.models.matmul_step`) and,
    under mixed_bfloat16, a bfloat16 4096^2 one, so that the forward's
    GFLOP/s (`zoo.count_flops`, executed) compare with the matmul under the
@@ -278,19 +280,33 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
-def forward_steps(model, x, steps, matmuls=()):
+def compiled_forward(model):
+    """`model(x, training=False)` as one compiled function (traced on its first call)."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False))
+
+
+def forward_steps(model, x, steps, matmuls=(), compiled=None):
     """`steps` timed `model(x, training=False)`, each followed by the `matmuls`' rates.
 
     Args:
         matmuls: `(name, step, flops)` of matmuls to time after each forward
             (median of 3), so that both see the same load.
+        compiled: `compiled_forward(model)`, warmed up: each step also times
+            it, and the faster of the two is the step's `seconds`.
 
     Returns:
-        A list per step: `{"seconds": ..., name: GFLOP/s of that matmul, ...}`.
+        A list per step: `{"seconds": ..., "eager_seconds": ...,
+        "compiled_seconds": ..., name: GFLOP/s of that matmul, ...}`.
     """
     out = []
     for _ in range(steps):
-        row = {"seconds": _seconds(lambda: model(x, training=False).numpy())}
+        eager = _seconds(lambda: model(x, training=False).numpy())
+        row = {"seconds": eager, "eager_seconds": eager}
+        if compiled is not None:
+            row["compiled_seconds"] = _seconds(lambda: compiled(x).numpy())
+            row["seconds"] = min(eager, row["compiled_seconds"])
         for name, step, flops in matmuls:
             row[name] = flops / statistics.median(_seconds(step) for _ in range(3)) / 1e9
         out.append(row)
@@ -309,8 +325,10 @@ def forward_worker(args):
     model = checkpoint_model(args.checkpoint, (args.height, args.width), precision)
     x = random_inputs(batch, model)
     model(x, training=False)  # warm-up: oneDNN's primitives for this shape
+    compiled = compiled_forward(model)
+    compiled(x)
     climseg_tf.broadcast_object(None, "bench.predict.start")  # Horovod: start together
-    times = [r["seconds"] for r in forward_steps(model, x, args.steps)]
+    times = [r["seconds"] for r in forward_steps(model, x, args.steps, compiled=compiled)]
     times = climseg_tf.allgather_object(times, "bench.predict.times")
     if hvd.rank() == 0:  # only rank 0 prints
         print(FORWARD_TAG + json.dumps({
@@ -355,6 +373,8 @@ def measure(args, work):
             for batch in args.batches:
                 x = random_inputs(batch, model)
                 model(x, training=False)  # warm-up: oneDNN's primitives for this shape
+                compiled = compiled_forward(model)
+                compiled(x)
                 # As many samples as predict's progress lines span (all but its first batch).
                 steps = max(2, (samples - batch) // batch)
                 entry = {"batch": batch, "predict": [], "how": [], "forward": [],
@@ -371,7 +391,7 @@ def measure(args, work):
                     entry["how"].append(how)
                     entry["first_sample_seconds"].append(first_sample_seconds(run["lines"],
                                                                               run["wall"]))
-                    forward = forward_steps(model, x, steps, matmuls)
+                    forward = forward_steps(model, x, steps, matmuls, compiled)
                     entry["forward"].append(forward)
                     bare = batch / statistics.median(f["seconds"] for f in forward)
                     print(f"round {r + 1}/{args.rounds}, batch {batch}: climseg-predict "

@@ -555,3 +555,17 @@ def test_predict_part_runs_the_script_at_the_suite_sizes(monkeypatch):
     assert calls[-1][1][:4] == ["--height", 192, "--width", 288]
     assert calls[-1][1][-4:] == ["--times", 8, "--rounds", 1]
     assert "predict" in _parts("models,predict")
+
+
+def test_the_bare_forward_is_the_faster_of_eager_and_compiled():
+    from bench.predict import compiled_forward, forward_steps
+
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 2)), tf.keras.layers.Conv2D(3, 3)])
+    x = tf.ones((1, 8, 8, 2))
+    compiled = compiled_forward(model)
+    np.testing.assert_allclose(compiled(x), model(x, training=False), rtol=1e-6)
+    rows = forward_steps(model, x, 3, compiled=compiled)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["seconds"] == min(row["eager_seconds"], row["compiled_seconds"]) > 0
+    assert set(forward_steps(model, x, 1)[0]) == {"seconds", "eager_seconds"}
