@@ -112,9 +112,21 @@ def inspect_file(path):
     if _is_model_output(path):
         from data.model_output import ModelOutput
 
+        try:
+            key = _file_key(path)
+        except OSError as err:  # gone since _is_model_output looked
+            raise DataFileError(path, f"cannot be read: {err.strerror}") from None
+        with _OPEN_LOCK:
+            if key in _INFOS:
+                return _INFOS[key]
         with ModelOutput(path, channels="available") as out:
-            return FileInfo("model_output", *out.grid,
+            info = FileInfo("model_output", *out.grid,
                             ("labels_0",) * (out.label_variable is not None), out.num_times)
+        with _OPEN_LOCK:
+            _INFOS[key] = info
+            while len(_INFOS) > _KEEP_INFOS:
+                _INFOS.pop(next(iter(_INFOS)))
+        return info
     with _open(path) as f:
         return _detect(f, path)
 
@@ -152,9 +164,13 @@ def _file_key(path):
 
 
 # Model-output files are opened once (xarray's metadata) and kept for the reads of
-# their other time steps; a file changed on disk is opened afresh.
+# their other time steps; a file changed on disk is opened afresh. Their metadata
+# (`inspect_file`), needed by the grid check, the sample count and the pipeline, is
+# read once per file.
 _OPEN_LOCK = threading.Lock()
 _KINDS = {}
+_INFOS = {}
+_KEEP_INFOS = 1 << 16
 _OPENED = collections.OrderedDict()
 _KEEP_OPEN = 8
 

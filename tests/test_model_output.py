@@ -1,5 +1,7 @@
 """data.model_output: model output as models write it, read on the canonical grid."""
 
+import os
+
 import numpy as np
 import pytest
 from model_output_files import synthetic_steps, write_model_output
@@ -141,3 +143,19 @@ def test_threads_read_and_write_netcdf_at_once(tmp_path, steps):
     proc = run_python([WORKERS_DIR / "netcdf_threads.py", tmp_path], timeout=300, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "read 360 steps in 6 threads while writing" in proc.stdout
+
+
+def test_metadata_is_read_once_per_file_and_again_when_it_changes(tmp_path, steps):
+    from data.layouts import file_samples, inspect_file
+
+    fields, labels = steps
+    path = tmp_path / "h2.nc"
+    write_model_output(path, fields[:2], labels[:2], channels=["TMQ", "PSL"])
+    first = inspect_file(str(path))
+    assert first.num_times == 2 and inspect_file(str(path)) is first  # not read again
+    assert file_samples([str(path)]) == [(str(path), 0), (str(path), 1)]
+    os.remove(path)  # rewritten with another number of steps: read afresh
+    write_model_output(path, fields, labels, channels=["TMQ", "PSL"])
+    os.utime(path, ns=(1, 1))  # a different modification time even on a coarse clock
+    assert inspect_file(str(path)).num_times == 3
+    assert len(file_samples([str(path)])) == 3
