@@ -26,8 +26,13 @@ the machine's description and load:
    masks (2,920 steps; `--events-steps` fewer) with --jobs 1 and 2, against ClimateNet's
    track_events on the first steps when `--climatenet DIR` gives a copy of its repository
    (bench/events.py; the masks are generated once into the cache, about a second a step).
+9. gpu (first with `--gpu`, or `--only gpu`): deeplabv3plus training on a GPU at
+   768x1152, both kernel sets, fp32, mixed_bfloat16 and mixed_float16 (loss
+   scaling), batch 2, 4 and 8, against the bf16 matmul peak timed in the same run,
+   beside MLPerf DeepCAM's PyTorch figures on an H200 (bench/gpu.py).
 
     .venv/bin/python -m bench                               # everything (about 20 min on 2 cores)
+    .venv/bin/python -m bench --gpu                         # on a GPU machine
     .venv/bin/python -m bench --quick                       # fewer steps and repeats
     .venv/bin/python -m bench --only models,precision --full-size
 
@@ -57,10 +62,11 @@ from bench.report import machine_text, write_report  # noqa: E402
 # isort: on
 
 PARTS = ("models", "versus", "data", "scaling", "memory", "precision", "profile", "predict",
-         "events")
+         "events", "gpu")
 # What runs without --only: the events part takes hours at its full size (a year of
-# masks to generate once, at 1 to 2 s a step, then six runs over them) and needs ClimateNet.
-DEFAULT_PARTS = PARTS[:-1]
+# masks to generate once, at 1 to 2 s a step, then six runs over them) and needs
+# ClimateNet; the gpu part needs a GPU (--gpu).
+DEFAULT_PARTS = PARTS[:-2]
 REDUCED, FULL = (192, 288), (768, 1152)
 # Run at 192x288, or 768x1152 with --full-size.
 SIZED_PARTS = ("models", "versus", "precision", "predict")
@@ -330,6 +336,10 @@ def run_part(part, args):
         out = _run("predict.py", ["--height", size[0], "--width", size[1], "--files", 2,
                                   "--times", times, "--rounds", rounds], args.timeout)
         return _tagged(out, "PREDICT_RESULT ")
+    if part == "gpu":  # always full size: the size of the figures it is compared with
+        steps, warmup = (3, 1) if quick else (10, 3)
+        out = _run("gpu.py", ["--steps", steps, "--warmup", warmup, *device], args.timeout)
+        return _tagged(out, "GPU_RESULT ")
     if part == "events":
         extra = ["--quick"] if quick else []
         if getattr(args, "events_steps", None):
@@ -365,7 +375,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", type=_parts, default=list(DEFAULT_PARTS),
                         help=f"comma-separated parts to run, of {','.join(PARTS)}. Default "
-                             f"all but events: {','.join(DEFAULT_PARTS)}")
+                             f"all but events and gpu: {','.join(DEFAULT_PARTS)}")
     parser.add_argument("--quick", action="store_true",
                         help="fewer timed steps and repeats (about 10 minutes instead of 20)")
     parser.add_argument("--full-size", action="store_true",
@@ -377,8 +387,10 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds per script run (the scaling part runs two)")
     parser.add_argument("--gpu", action="store_true",
-                        help="models, precision (fp32 and mixed_float16) and profile on the GPU "
-                             "(an error without one); default: CPU only, GPUs hidden")
+                        help="the gpu part (both kernel sets, fp32, bf16 and fp16 against the "
+                             "bf16 matmul peak, 768x1152) first, then models, precision and "
+                             "profile on the GPU (an error without one); default: CPU only, "
+                             "GPUs hidden")
     parser.add_argument("--update", action="store_true",
                         help="keep the other parts of the existing report and replace only "
                              "those run now (each part's date and load are recorded)")
@@ -388,6 +400,8 @@ def main(argv=None):
                         help="events: a copy of github.com/andregraubner/ClimateNet (with the "
                              "numpy 2 fix, see bench/events.py) to compare with")
     args = parser.parse_args(argv)
+    if args.gpu and "gpu" not in args.only:
+        args.only = ["gpu", *args.only]
 
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     previous = Path(args.output + ".json")

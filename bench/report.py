@@ -1,4 +1,4 @@
-"""The suite's report: the results dict as Markdown and JSON, and the goals of issues 7, 18, 19.
+"""The suite's report: the results dict as Markdown and JSON, and the goals of issues 7, 18-20.
 
 `python -m bench` collects a dict:
 
@@ -42,6 +42,11 @@
                 "climatenet": {"defaults"|"agree": {"seconds", "load_seconds", "steps",
                                "tracks", "wall_seconds", "peak_rss_bytes", "settings"}},
                 "speedups": {"<setting>_jobs<N>": {"same_steps", "per_step"}}},
+     "gpu": {"device", "compute_capability", "tensorflow", "bf16_matmul_size",
+             "bf16_matmul_gflops", "bf16_matmul_gflops_runs",
+             "rows": [{"model", "kernels", "precision", "batch", "input", "jit_compile",
+                       "out_of_memory", "samples_per_second", "gflops", "flops_per_sample",
+                       "loss_scaling", "fraction_of_bf16_peak"}, ...]},
      "errors": {part: message}}
 
 and `write_report` turns it into report.md and report.json. A part that was
@@ -62,6 +67,17 @@ GOAL_SCALING = 0.95
 GOAL_PREDICT = 0.9
 GOAL_BF16 = 0.6
 GOAL_PREDICT_RANKS = 0.95
+# Issue 20's goal on a GPU: deeplabv3plus bf16 training at 768x1152 reaches this
+# fraction of the chip's bfloat16 matmul peak measured in the same run.
+GOAL_GPU_BF16 = 0.40
+# MLPerf HPC DeepCAM's PyTorch reference on one H200 (measured, quoted by issue 20):
+# 768x1152, channels-last, 0.655 TFLOP forward (3x for a training step).
+DEEPCAM_H200 = (
+    ("bf16, batch 8", 77.5, 152.0, 0.19),
+    ("bf16, batch 8, torch.compile", 92.1, 181.0, 0.225),
+    ("fp32/TF32, batch 4", 33.4, None, None),
+)
+DEEPCAM_H200_PEAK_TFLOPS = 805.0
 # Issue 19's goal: climseg-events against ClimateNet's track_events on the same masks.
 GOAL_EVENTS_SPEEDUP = 10.0
 BF16_ISA = ("AVX-512 BF16", "AMX")  # cpu_info's names of bfloat16 hardware
@@ -168,7 +184,59 @@ def goals(results):
                      f"{f' at batch {batch}' if batch else ''}{theirs_with} "
                      f"({deepcam['source']})",
                      f"{gb:.2f} GB", gb < theirs))
-    return rows + predict_goals(results) + events_goals(results)
+    return rows + predict_goals(results) + events_goals(results) + gpu_goals(results)
+
+
+def _gpu_best(rows, **match):
+    """The fastest row of the GPU part matching `match`, or None."""
+    found = [r for r in rows if not r["out_of_memory"]
+             and all(r[k] == v for k, v in match.items())]
+    return max(found, key=lambda r: r["samples_per_second"], default=None)
+
+
+def gpu_goals(results):
+    """Issue 20's GPU goal: deeplabv3plus bf16 training >= GOAL_GPU_BF16 of the bf16 peak."""
+    gpu = results.get("gpu")
+    if not gpu or gpu["device"].startswith("CPU"):
+        return []
+    rows = []
+    for kernels in sorted({r["kernels"] for r in gpu["rows"]}):
+        best = _gpu_best(gpu["rows"], model="deeplabv3plus", precision="mixed_bfloat16",
+                         kernels=kernels)
+        if best:
+            rows.append((f"deeplabv3plus bf16 training >= {GOAL_GPU_BF16} x the bfloat16 matmul "
+                         f"peak on {gpu['device']} ({kernels} kernels, {best['input']})",
+                         f"{best['fraction_of_bf16_peak']:.3f} at batch {best['batch']} "
+                         f"({best['gflops']:.0f} vs {gpu['bf16_matmul_gflops']:.0f} GFLOP/s)",
+                         best["fraction_of_bf16_peak"] >= GOAL_GPU_BF16))
+    return rows
+
+
+def gpu_markdown(results):
+    """The GPU part's section: every kernel set, precision and batch, and DeepCAM on an H200."""
+    gpu = results["gpu"]
+    out = ["## Training on a GPU (`bench/gpu.py`)", "",
+           f"{gpu['device']} (compute capability {gpu.get('compute_capability')}), TensorFlow "
+           f"{gpu['tensorflow']}: `model.fit` steps on an in-memory batch, median after "
+           "warm-up; GFLOP/s count the FLOPs the graph executes; x peak: over a "
+           f"{gpu['bf16_matmul_size']}^2 bfloat16 matmul timed in the same run "
+           f"({gpu['bf16_matmul_gflops']:.0f} GFLOP/s). mixed_float16 uses dynamic loss "
+           "scaling.", ""]
+    out.append(_table(
+        ["model", "kernels", "precision", "XLA", "input", "batch", "samples/s", "GFLOP/s",
+         "x bf16 peak"],
+        [(r["model"], r["kernels"], r["precision"], "yes" if r["jit_compile"] else "no",
+          r["input"], r["batch"]) + (("out of memory", "", "") if r["out_of_memory"] else (
+              f"{r['samples_per_second']:.2f}", f"{r['gflops']:.0f}",
+              f"{r['fraction_of_bf16_peak']:.3f}")) for r in gpu["rows"]]))
+    out += ["", "For comparison, MLPerf HPC DeepCAM's PyTorch reference on one H200 "
+            f"(measured; 768x1152, channels-last; {DEEPCAM_H200_PEAK_TFLOPS:.0f} TFLOP/s bf16 "
+            "matmul peak):", ""]
+    out.append(_table(["DeepCAM PyTorch on H200", "samples/s", "TFLOP/s", "x bf16 peak"],
+                      [(what, f"{rate}", "" if tflops is None else f"{tflops:.0f}",
+                        "" if frac is None else f"{frac}")
+                       for what, rate, tflops, frac in DEEPCAM_H200]))
+    return "\n".join(out)
 
 
 def events_goals(results):
@@ -516,10 +584,12 @@ def markdown(results):
         out += ["", predict_markdown(results)]
     if results.get("events"):
         out += ["", events_markdown(results)]
+    if results.get("gpu"):
+        out += ["", gpu_markdown(results)]
     rows = goals(results)
     if rows:
         numbers = ["7"] + ["18"] * bool(results.get("predict")) + ["19"] * bool(
-            results.get("events", {}).get("speedups"))
+            results.get("events", {}).get("speedups")) + ["20"] * bool(gpu_goals(results))
         issues = (f"issues {', '.join(numbers[:-1])} and {numbers[-1]}" if len(numbers) > 1
                   else "issue 7")
         out += ["", f"## Goals ({issues})", ""]

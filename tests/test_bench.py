@@ -569,3 +569,64 @@ def test_the_bare_forward_is_the_faster_of_eager_and_compiled():
     for row in rows:
         assert row["seconds"] == min(row["eager_seconds"], row["compiled_seconds"]) > 0
     assert set(forward_steps(model, x, 1)[0]) == {"seconds", "eager_seconds"}
+
+
+def _gpu_result(device="NVIDIA H200"):
+    rows = []
+    for kernels, rate in (("reference", 8.0), ("cpu", 6.0)):
+        for precision, scale in (("fp32", 0.5), ("mixed_bfloat16", 1.0)):
+            for batch in (2, 4):
+                gflops = rate * scale * batch * 100.0  # 2 TFLOP a sample... at batch 4
+                rows.append({"model": "deeplabv3plus", "kernels": kernels,
+                             "precision": precision, "batch": batch, "input": "768x1152x16",
+                             "jit_compile": False, "out_of_memory": False,
+                             "samples_per_second": gflops / 2000.0, "gflops": gflops,
+                             "flops_per_sample": 2e12, "loss_scaling": False,
+                             "fraction_of_bf16_peak": gflops / 8000.0})
+    rows.append(dict(rows[-1], batch=8, out_of_memory=True))
+    return {"device": device, "compute_capability": [9, 0], "tensorflow": "2.18.1",
+            "bf16_matmul_size": 8192, "bf16_matmul_gflops": 8000.0,
+            "bf16_matmul_gflops_runs": [7900.0, 8000.0], "rows": rows}
+
+
+def test_report_gpu_section_and_issue_20_goal():
+    results = {"machine": {"date": "2026-12-04 20:00", "cpu": "x", "cores": 2,
+                           "load_before": [0.1, 0.1, 0.1], "tensorflow": "2.18.1",
+                           "onednn": "1"},
+               "gpu": _gpu_result()}
+    text = report.markdown(results)
+    assert "## Training on a GPU (`bench/gpu.py`)" in text
+    assert "| deeplabv3plus | reference | mixed_bfloat16 | no | 768x1152x16 | 4 | 1.60 | 3200 | " \
+           "0.400 |" in text
+    assert "| deeplabv3plus | cpu | mixed_bfloat16 | no | 768x1152x16 | 8 | out of memory |" in text
+    assert "| bf16, batch 8 | 77.5 | 152 | 0.19 |" in text
+    assert "## Goals (issues 7 and 20)" in text
+    rows = {g: (m, ok) for g, m, ok in report.goals(results)}
+    # The best batch of each kernel set: 0.400 reaches the goal, 0.300 does not.
+    assert rows["deeplabv3plus bf16 training >= 0.4 x the bfloat16 matmul peak on NVIDIA H200 "
+                "(reference kernels, 768x1152x16)"] == (
+        "0.400 at batch 4 (3200 vs 8000 GFLOP/s)", True)
+    assert rows["deeplabv3plus bf16 training >= 0.4 x the bfloat16 matmul peak on NVIDIA H200 "
+                "(cpu kernels, 768x1152x16)"][1] is False
+    # A check of the script on a CPU is no GPU figure: no goal row.
+    assert report.gpu_goals({"gpu": _gpu_result("CPU (a check, not a measurement)")}) == []
+
+
+def test_gpu_part_runs_first_with_gpu_and_refuses_a_machine_without_one(monkeypatch):
+    import argparse
+
+    import bench.__main__ as suite
+
+    calls = []
+    monkeypatch.setattr(suite, "_run", lambda script, args, timeout: calls.append(
+        (script, args)) or 'GPU_RESULT {"rows": []}\n')
+    assert suite.run_part("gpu", argparse.Namespace(full_size=False, quick=True, timeout=10,
+                                                    gpu=True)) == {"rows": []}
+    assert calls[-1] == ("gpu.py", ["--steps", 3, "--warmup", 1, "--device", "gpu"])
+    assert "gpu" not in suite.DEFAULT_PARTS
+    proc = run_python([Path(suite.__file__).parent / "gpu.py"], check=False, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "bench/gpu.py: error: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
+        "is empty); run it on a machine with a CUDA GPU, or with --device cpu to check the "
+        "script")
