@@ -1,10 +1,16 @@
-"""Shared test set-up: Keras 2, few threads, seeded RNGs, and a horovodrun helper."""
+"""Shared test set-up: Keras 2, few threads, seeded RNGs, a horovodrun helper, and commands
+run in this process."""
 
+import contextlib
+import io
 import os
 import random
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 # Before TensorFlow is imported: two cores are shared by pytest and, in
 # Horovod tests, by two more ranks.
@@ -104,6 +110,103 @@ def run_mpirun(args, np_=2, timeout=600, check=True, env_overrides=None):
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n"
                     f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+class Finished(NamedTuple):
+    """What a command run in this process returned and printed (as `subprocess.run` gives)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def command_state():
+    """Runs a command's `main` in this process and undoes what it leaves behind.
+
+    Restored afterwards: the environment, the working directory, the SIGINT
+    and SIGTERM handlers, Keras's global precision policy, the RNGs, the open
+    model-output files of data.layouts (closed) and Horovod (shut down).
+    Horovod runs through Gloo here: a lone process then joins no job and can
+    initialize again later, whereas an MPI singleton cannot be initialized
+    after it is finalized, and leaves PMIx variables in the environment of
+    every process started after it.
+    """
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    policy = tf.keras.mixed_precision.global_policy()
+    rng = random.getstate(), np.random.get_state()  # noqa: NPY002
+    os.environ.update(HOROVOD_CONTROLLER="gloo", HOROVOD_CPU_OPERATIONS="gloo")
+    try:
+        yield
+    finally:
+        hvd = sys.modules.get("horovod.tensorflow")
+        if hvd is not None and hvd.is_initialized():
+            hvd.shutdown()
+        from data import layouts
+
+        with layouts._OPEN_LOCK:
+            opened = list(layouts._OPENED.values())
+            layouts._OPENED.clear()
+            layouts._KINDS.clear()
+        for source in opened:
+            source.close()
+        tf.keras.mixed_precision.set_global_policy(policy)
+        tf.keras.backend.clear_session()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.chdir(cwd)
+        for name in set(os.environ) - set(environ):
+            del os.environ[name]
+        os.environ.update(environ)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])  # noqa: NPY002
+
+
+def run_main(main, args, capfd=None):
+    """Runs `main([str(a) for a in args])` in this process, as a command runs it.
+
+    Returns a `Finished`: the status it returned (or exited with) and what it
+    printed, read through `capfd` (both file descriptors, so TensorFlow's own
+    lines too) when given, else through Python's streams.
+    """
+    argv = [str(a) for a in args]
+    if capfd is not None:
+        capfd.readouterr()  # only this command's output
+        out, err = contextlib.nullcontext(), contextlib.nullcontext()
+    else:
+        out, err = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+            io.StringIO())
+    with command_state(), out as stdout, err as stderr:
+        try:
+            status = main(argv)
+        except SystemExit as e:  # argparse's exits, as the process would end
+            status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            if not isinstance(e.code, int | None):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            # Not what a command does (run_command catches errors): show where.
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+    if capfd is not None:
+        captured = capfd.readouterr()
+        return Finished(status or 0, captured.out, captured.err)
+    return Finished(status or 0, stdout.getvalue(), stderr.getvalue())
+
+
+def check_main(main, args):
+    """`run_main` without capture fixtures (e.g. in a module-scoped fixture); fails the test
+    with the command's output unless it ends with status 0."""
+    proc = run_main(main, args)
+    if proc.returncode != 0:
+        pytest.fail(f"main({' '.join(map(str, args))}) returned {proc.returncode}\n"
+                    f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n"
+                    f"{proc.stderr[-4000:]}")
     return proc
 
 

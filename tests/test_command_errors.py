@@ -2,9 +2,10 @@
 the traceback only with --debug or CLIMSEG_DEBUG=1, and the failing rank named under Horovod."""
 
 import os
+import subprocess
 
 import pytest
-from conftest import TESTS_DIR, run_horovod, run_python
+from conftest import BIN_DIR, TESTS_DIR, run_horovod, run_main, run_python, worker_env
 
 import data
 from data import errors
@@ -50,23 +51,18 @@ CASES = {
 }
 
 
-def _run(command, argv, env=None):
-    """Runs a command in a fresh interpreter (train.py, or a console script's main)."""
+def _main(command):
+    """The command's `main(argv)`, as its console script (or `python train.py`) calls it."""
     if command == "train.py":
-        return run_python([TRAIN, *TINY, *argv], check=False, env_overrides=env)
-    module = {"climseg-stats": "data.stats", "climseg-stage": "data.staging"}[command]
-    code = f"import sys; from {module} import main; sys.exit(main())"
-    return run_python(["-c", code, *argv], check=False, env_overrides=env)
+        import train
+
+        return lambda argv: train.main([*TINY, *argv])
+    from data import staging, stats
+
+    return {"climseg-stats": stats.main, "climseg-stage": staging.main}[command]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("debug", ["", "--debug", "CLIMSEG_DEBUG=1"])
-def test_an_error_is_one_line_with_the_status_of_its_kind(dataset, case, debug):
-    command, argv, status, line = CASES[case]
-    argv = [a.format(d=dataset) for a in argv] + (["--debug"] if debug == "--debug" else [])
-    env = {"CLIMSEG_DEBUG": "1" if debug.startswith("CLIMSEG_DEBUG") else None}
-    proc = _run(command, argv, env)
+def _check(proc, dataset, status, line, debug):
     assert proc.returncode == status
     assert proc.stderr.strip().splitlines()[-1] == line.format(d=dataset)
     if debug:  # the traceback first, with the cause of the error
@@ -75,6 +71,43 @@ def test_an_error_is_one_line_with_the_status_of_its_kind(dataset, case, debug):
     else:
         assert "Traceback" not in proc.stderr + proc.stdout
     assert not os.path.exists(dataset / "out" / "checkpoints")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("debug", ["", "--debug", "CLIMSEG_DEBUG=1"])
+def test_an_error_is_one_line_with_the_status_of_its_kind(dataset, case, debug, capfd,
+                                                          monkeypatch):
+    # In this process, through the command's main (what its console script runs); the
+    # processes below show that a real one prints the same.
+    command, argv, status, line = CASES[case]
+    argv = [a.format(d=dataset) for a in argv] + (["--debug"] if debug == "--debug" else [])
+    if debug.startswith("CLIMSEG_DEBUG"):
+        monkeypatch.setenv("CLIMSEG_DEBUG", "1")
+    else:
+        monkeypatch.delenv("CLIMSEG_DEBUG", raising=False)
+    _check(run_main(_main(command), argv, capfd), dataset, status, line, debug)
+
+
+# One case per command in a process of its own, as a user starts it: the installed
+# console script, or `python train.py`; once plain, once with --debug.
+PROCESS_CASES = {"climseg-stats": "stats: output not writable",
+                 "climseg-stage": "stage: bad oversample",
+                 "train.py": "train: staging fails"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(PROCESS_CASES))
+@pytest.mark.parametrize("debug", ["", "--debug"])
+def test_a_command_started_as_a_process_prints_the_same_line(dataset, command, debug):
+    _, argv, status, line = CASES[PROCESS_CASES[command]]
+    argv = [a.format(d=dataset) for a in argv] + ([debug] if debug else [])
+    if command == "train.py":
+        proc = run_python([TRAIN, *TINY, *argv], check=False,
+                          env_overrides={"CLIMSEG_DEBUG": None})
+    else:
+        proc = subprocess.run([str(BIN_DIR / command), *argv], capture_output=True, text=True,
+                              env=worker_env(2, {"CLIMSEG_DEBUG": None}), timeout=600)
+    _check(proc, dataset, status, line, debug)
 
 
 def test_an_unexpected_error_is_one_line_that_points_to_debug(capsys, monkeypatch):
