@@ -11,9 +11,19 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import TESTS_DIR, cf_problems, read_masks, run_horovod, run_python, worker_env
+from conftest import (
+    TESTS_DIR,
+    cf_problems,
+    check_main,
+    read_masks,
+    run_horovod,
+    run_main,
+    run_python,
+    worker_env,
+)
 
 import data
+from inference.predict import main as predict
 
 TRAIN = str(TESTS_DIR.parent / "train.py")
 PREDICT = str(TESTS_DIR.parent / "inference" / "predict.py")
@@ -26,8 +36,10 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     data.generate(root / "train", 8, 64, 96, seed=1)
     data.generate(root / "val", 5, 64, 96, seed=2)
-    run_python([TRAIN, *TINY, "--data-train", root / "train", "--output-dir", root / "run",
-                "--epochs", "1", "--wandb-mode", "disabled"])
+    import train
+
+    check_main(train.main, [*TINY, "--data-train", root / "train", "--output-dir", root / "run",
+                            "--epochs", "1", "--wandb-mode", "disabled"])
     return root, root / "run" / "checkpoints" / "best"
 
 
@@ -40,11 +52,12 @@ def _masks(directory):
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_path):
+def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_path, capfd):
     root, best = trained
     one, two = tmp_path / "one", tmp_path / "two"
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
-                       one, "--batch-size", "1"])
+    proc = run_main(predict, ["--checkpoint", best, "--input", root / "val", "--output-dir",
+                              one, "--batch-size", "1"], capfd)
+    assert proc.returncode == 0, proc.stderr
     assert "5 files (5 samples to predict) on 1 rank(s), batch 1" in proc.stdout
     assert "predicted 5/5 samples" in proc.stdout and "samples/s" in proc.stdout
     proc = run_horovod([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
@@ -74,7 +87,7 @@ def test_a_rerun_after_sigkill_finishes_the_rest(trained, tmp_path):
     data.generate(many, 24, 64, 96, seed=5, stats=False)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     args = ["--checkpoint", best, "--input", many, "--batch-size", "1"]
-    run_python([PREDICT, *args, "--output-dir", whole])
+    check_main(predict, [*args, "--output-dir", whole])  # the reference, in this process
     proc = subprocess.Popen([sys.executable, PREDICT, *map(str, args), "--output-dir",
                              str(killed)], env=worker_env(2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -98,16 +111,19 @@ def test_a_rerun_after_sigkill_finishes_the_rest(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_other_grids_and_the_alias(trained, tmp_path):
+def test_other_grids_and_the_alias(trained, tmp_path, capfd):
+    import train
+
     root, best = trained
     data.generate(tmp_path / "small", 2, 32, 48, seed=3, stats=False)
-    proc = run_python([TRAIN, "predict", "--checkpoint", best, "--input", tmp_path / "small",
-                       "--output-dir", tmp_path / "out", "--no-maps"])
+    proc = run_main(train.main, ["predict", "--checkpoint", best, "--input", tmp_path / "small",
+                                 "--output-dir", tmp_path / "out", "--no-maps"], capfd)
+    assert proc.returncode == 0, proc.stderr
     assert "tiramisu at 32x48" in proc.stdout
     assert {m.shape for m in _masks(tmp_path / "out").values()} == {(32, 48)}
     data.generate(tmp_path / "odd", 1, 30, 44, seed=4, stats=False)
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", tmp_path / "odd",
-                       "--output-dir", tmp_path / "bad"], check=False)
+    proc = run_main(predict, ["--checkpoint", best, "--input", tmp_path / "odd",
+                              "--output-dir", tmp_path / "bad"], capfd)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert (f"climseg-predict: error: --input: {tmp_path / 'odd'}/data-2106-01-01-00-1.h5 has a "
             "30x44 grid; the checkpoint's tiramisu was trained at 64x96 and cannot be built at "
@@ -117,7 +133,8 @@ def test_other_grids_and_the_alias(trained, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, tmp_path):
+def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, tmp_path,
+                                                                        capfd):
     import xarray as xr
     from model_output_files import synthetic_steps, write_model_output
 
@@ -136,12 +153,13 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
                        descending=True, lon180=True, file_format="NETCDF3_CLASSIC")
     write_model_output(runs / "c.h2.nc", fields, labels, rename={"TMQ": "PRW"},
                        file_format="NETCDF3_64BIT")
-    run_python([PREDICT, "--checkpoint", best, "--input", samples, "--output-dir",
-                tmp_path / "expected", "--no-maps"])
+    check_main(predict, ["--checkpoint", best, "--input", samples, "--output-dir",
+                         tmp_path / "expected", "--no-maps"])
     expected = np.stack([m for _, m in sorted(_masks(tmp_path / "expected").items())])
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
-                       tmp_path / "out", "--batch-size", "2", "--rename", "PRW=TMQ",
-                       "--probabilities", "byte"])
+    proc = run_main(predict, ["--checkpoint", best, "--input", runs, "--output-dir",
+                              tmp_path / "out", "--batch-size", "2", "--rename", "PRW=TMQ",
+                              "--probabilities", "byte"], capfd)
+    assert proc.returncode == 0, proc.stderr
     assert "3 files (9 samples to predict)" in proc.stdout
     assert len(glob.glob(str(tmp_path / "out" / "a.h2.mask.t000*.png"))) == 3
     for name in ("a", "b", "c"):
@@ -172,14 +190,15 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
     assert cf_problems(tmp_path / "out" / "b.h2.mask.nc", tmp_path / "cf.json") == ([], True)
 
     # A missing variable is one line naming the file and what is there.
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs / "c.h2.nc",
-                       "--output-dir", tmp_path / "bad"], check=False)
+    proc = run_main(predict, ["--checkpoint", best, "--input", runs / "c.h2.nc",
+                              "--output-dir", tmp_path / "bad"], capfd)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"--input: {runs / 'c.h2.nc'}: has no variable TMQ for channel TMQ" in proc.stderr
 
 
 @pytest.mark.slow
-def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tmp_path):
+def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tmp_path,
+                                                                      capfd):
     from model_output_files import synthetic_steps, write_model_output
 
     root, best = trained
@@ -190,8 +209,8 @@ def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tm
     holes = fields.copy()
     holes[1, 5, 5, 0] = np.nan  # missing values in TMQ at time step 1
     write_model_output(runs / "holes.nc", holes)
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
-                       tmp_path / "out", "--no-maps"], check=False)
+    proc = run_main(predict, ["--checkpoint", best, "--input", runs, "--output-dir",
+                              tmp_path / "out", "--no-maps"], capfd)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     assert "error: 1 file(s) not predicted" in proc.stdout
     assert f"{runs / 'holes.nc'}: time step 1: TMQ hold NaN, Inf or missing values" in proc.stdout
@@ -199,9 +218,9 @@ def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tm
     # Two inputs that would write the same mask name are refused before any work.
     (tmp_path / "other").mkdir()
     write_model_output(tmp_path / "other" / "good.nc", fields)
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", runs / "good.nc",
-                       tmp_path / "other" / "good.nc", "--output-dir", tmp_path / "two"],
-                      check=False)
+    proc = run_main(predict, ["--checkpoint", best, "--input", runs / "good.nc",
+                              tmp_path / "other" / "good.nc", "--output-dir", tmp_path / "two"],
+                    capfd)
     assert proc.returncode == 2 and "would both write good.mask.*" in proc.stderr
     assert not os.path.exists(tmp_path / "two")
 
@@ -218,7 +237,7 @@ def test_the_steps_of_one_file_split_over_ranks_give_the_same_file(trained, tmp_
     runs.mkdir()
     write_model_output(runs / "year.nc", fields)
     args = ["--checkpoint", best, "--input", runs, "--no-maps", "--probabilities", "byte"]
-    run_python([PREDICT, *args, "--output-dir", tmp_path / "one", "--batch-size", "2"])
+    check_main(predict, [*args, "--output-dir", tmp_path / "one", "--batch-size", "2"])
     proc = run_horovod([PREDICT, *args, "--output-dir", tmp_path / "two"])
     assert "1 files (5 samples to predict) on 2 rank(s)" in proc.stdout
     assert os.listdir(tmp_path / "two") == ["year.mask.nc"]  # the parts are merged and gone
@@ -237,7 +256,8 @@ def test_the_steps_of_one_file_split_over_ranks_give_the_same_file(trained, tmp_
 
 
 @pytest.mark.slow
-def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, tmp_path):
+def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, tmp_path,
+                                                                        capfd):
     from model_output_files import synthetic_steps, write_model_output
 
     root, best = trained
@@ -248,13 +268,15 @@ def test_unusable_files_stop_before_any_work_or_are_skipped_and_listed(trained, 
     (runs / "empty.nc").write_bytes(b"")
     (runs / "noise.h5").write_bytes(os.urandom(4096))
     args = ["--checkpoint", best, "--input", runs, "--no-maps"]
-    proc = run_python([PREDICT, *args, "--output-dir", tmp_path / "out"], check=False)
+    proc = run_main(predict, [*args, "--output-dir", tmp_path / "out"], capfd)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr  # refused before any work
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"climseg-predict: error: --input: {runs / 'empty.nc'}: cannot be read as netCDF")
     assert "(and 1 more); fix or remove the file, or give --skip-bad-files" in proc.stderr
     assert not os.path.exists(tmp_path / "out")
-    proc = run_python([PREDICT, *args, "--output-dir", tmp_path / "out", "--skip-bad-files"])
+    proc = run_main(predict, [*args, "--output-dir", tmp_path / "out", "--skip-bad-files"],
+                    capfd)
+    assert proc.returncode == 0, proc.stderr
     assert "skipped 2 unusable file(s) (--skip-bad-files):" in proc.stdout
     assert f"  {runs / 'noise.h5'}: cannot be opened as HDF5" in proc.stdout
     assert os.listdir(tmp_path / "out") == ["good.mask.nc"]
@@ -303,7 +325,8 @@ CHECKPOINT_CASES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
-def test_a_bad_checkpoint_or_output_dir_is_one_line_with_status_2(trained, tmp_path, case):
+def test_a_bad_checkpoint_or_output_dir_is_one_line_with_status_2(trained, tmp_path, case,
+                                                                   capfd):
     root, best = trained
     damage, message = CHECKPOINT_CASES[case]
     checkpoint, out = tmp_path / "ckpt", tmp_path / "out"
@@ -312,8 +335,8 @@ def test_a_bad_checkpoint_or_output_dir_is_one_line_with_status_2(trained, tmp_p
         out.write_text("not a directory")
     else:
         damage(checkpoint)
-    proc = run_python([PREDICT, "--checkpoint", checkpoint, "--input", root / "val",
-                       "--output-dir", out, "--no-maps"], check=False)
+    proc = run_main(predict, ["--checkpoint", checkpoint, "--input", root / "val",
+                              "--output-dir", out, "--no-maps"], capfd)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("climseg-predict: error: ")
@@ -338,7 +361,8 @@ def test_debug_shows_the_traceback_with_the_same_line(trained, tmp_path):
 
 @pytest.mark.slow
 def test_an_output_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(trained,
-                                                                               tmp_path):
+                                                                               tmp_path,
+                                                                               capfd):
     from model_output_files import synthetic_steps, write_model_output
 
     root, best = trained
@@ -346,8 +370,8 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_no_partial_file
     write_model_output(tmp_path / "a.nc", fields)
     out = tmp_path / "out"
     (out / "a.mask.t0001.png").mkdir(parents=True)  # where the second map would go
-    proc = run_python([PREDICT, "--checkpoint", best, "--input", tmp_path / "a.nc",
-                       "--output-dir", out], check=False)
+    proc = run_main(predict, ["--checkpoint", best, "--input", tmp_path / "a.nc",
+                              "--output-dir", out], capfd)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"climseg-predict: error: --output-dir {out}: cannot write the outputs of "
