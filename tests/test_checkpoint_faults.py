@@ -11,9 +11,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import TESTS_DIR, run_python
+from conftest import check_main, run_main
 
 import data
+import train
 from callbacks.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -22,7 +23,6 @@ from callbacks.checkpoint import (
     verify_checkpoint,
 )
 
-TRAIN = str(TESTS_DIR.parent / "train.py")
 TINY = ["--model", "tiramisu", "--model-option", "blocks=[1,1,2]",
         "--model-option", "growth_rate=4", "--model-option", "initial_filters=8",
         "--model-option", "kernel_size=3", "--model-option", "dropout=0"]
@@ -38,7 +38,8 @@ def dataset(tmp_path_factory):
 
 
 def _args(dataset, out, epochs, *extra):
-    return [TRAIN, *TINY, "--data-train", dataset / "train", "--data-val", dataset / "val",
+    """train.py's arguments; train.main runs them in this process (conftest.run_main)."""
+    return [*TINY, "--data-train", dataset / "train", "--data-val", dataset / "val",
             "--output-dir", out, "--wandb-mode", "disabled", "--steps-per-epoch", "1",
             "--epochs", str(epochs), *extra]
 
@@ -47,7 +48,7 @@ def _args(dataset, out, epochs, *extra):
 def finished_run(dataset, tmp_path_factory):
     """A real two-epoch run: checkpoints of epochs 1 and 2, best, metrics.json, curves.png."""
     out = tmp_path_factory.mktemp("run") / "run"
-    run_python(_args(dataset, out, 2))
+    check_main(train.main, _args(dataset, out, 2))
     assert sorted(os.listdir(out / "checkpoints")) == ["best", OLDER, NEWEST]
     return out
 
@@ -114,11 +115,12 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_one_line(finished_run, tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["state truncated", "meta without step"])
 def test_train_resumes_from_the_newest_checkpoint_that_verifies(dataset, finished_run,
-                                                                tmp_path, damage):
+                                                                tmp_path, damage, capfd):
     out = _copy(finished_run, tmp_path)
     newest = out / "checkpoints" / NEWEST
     DAMAGES[damage][0](newest)
-    proc = run_python(_args(dataset, out, 3))
+    proc = run_main(train.main, _args(dataset, out, 3), capfd)
+    assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     skipped = [line for line in lines if "skipping damaged checkpoint" in line]
     assert len(skipped) == 1 and skipped[0].startswith(f"climseg: skipping damaged checkpoint "
@@ -135,11 +137,12 @@ def test_train_resumes_from_the_newest_checkpoint_that_verifies(dataset, finishe
 
 
 @pytest.mark.slow
-def test_no_checkpoint_that_verifies_stops_with_one_line(dataset, finished_run, tmp_path):
+def test_no_checkpoint_that_verifies_stops_with_one_line(dataset, finished_run, tmp_path,
+                                                         capfd):
     out = _copy(finished_run, tmp_path)
     for name in (OLDER, NEWEST):
         _truncate(out / "checkpoints" / name / STATE_DATA, 0)
-    proc = run_python(_args(dataset, out, 3), check=False)
+    proc = run_main(train.main, _args(dataset, out, 3), capfd)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -154,12 +157,14 @@ def test_no_checkpoint_that_verifies_stops_with_one_line(dataset, finished_run, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("record", ["best/meta.json", "metrics.json"])
-def test_a_corrupt_record_does_not_block_resuming(dataset, finished_run, tmp_path, record):
+def test_a_corrupt_record_does_not_block_resuming(dataset, finished_run, tmp_path, record,
+                                                  capfd):
     out = _copy(finished_run, tmp_path)
     path = out / ("checkpoints/" if record.startswith("best") else "") / record
     _truncate(path, 30)
     damaged = path.read_bytes()
-    proc = run_python(_args(dataset, out, 3))
+    proc = run_main(train.main, _args(dataset, out, 3), capfd)
+    assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"climseg: resuming from {out / 'checkpoints' / NEWEST} (epoch 2, step 2)" \
         in proc.stdout.splitlines()
@@ -206,13 +211,14 @@ def test_unfinished_writes_of_killed_runs_are_removed_and_nothing_else(finished_
 
 
 @pytest.mark.slow
-def test_train_removes_unfinished_writes_on_start(dataset, finished_run, tmp_path):
+def test_train_removes_unfinished_writes_on_start(dataset, finished_run, tmp_path, capfd):
     out = _copy(finished_run, tmp_path)
     dead = _dead_pid()
     shutil.copytree(out / "checkpoints" / NEWEST,
                     out / "checkpoints" / f"ckpt-e0003-s00000003.tmp-{dead}")
     (out / "checkpoints" / "notes.tmp-1").write_text("mine")
-    proc = run_python(_args(dataset, out, 2))
+    proc = run_main(train.main, _args(dataset, out, 2), capfd)
+    assert proc.returncode == 0, proc.stderr
     assert (f"climseg: removed 1 unfinished checkpoint write(s) of a killed run from "
             f"{out / 'checkpoints'}: ckpt-e0003-s00000003.tmp-{dead}") in proc.stdout
     assert sorted(os.listdir(out / "checkpoints")) == ["best", OLDER, NEWEST, "notes.tmp-1"]
@@ -230,12 +236,13 @@ def _fill(disk, leave):
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_writing_the_curves_is_one_line(dataset, finished_run, small_disk):
+def test_a_full_disk_while_writing_the_curves_is_one_line(dataset, finished_run, small_disk,
+                                                          capfd):
     out = small_disk / "run"
     shutil.copytree(finished_run, out)
     curves = (out / "curves.png").read_bytes()
     _fill(small_disk, 16 << 10)  # metrics.json fits, curves.png (about 66 kB) does not
-    proc = run_python(_args(dataset, out, 3), check=False)
+    proc = run_main(train.main, _args(dataset, out, 3), capfd)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -288,12 +295,12 @@ def test_staging_where_it_cannot_write_is_one_line(dataset, request, tmp_path, c
 
 
 @pytest.mark.slow
-def test_train_staging_to_a_full_disk_is_one_line(dataset, small_disk):
+def test_train_staging_to_a_full_disk_is_one_line(dataset, small_disk, capfd):
     _fill(small_disk, 0)
     stage = small_disk / "stage"
-    proc = run_python([TRAIN, *TINY, "--data-train", dataset / "train", "--stage-dir", stage,
-                       "--output-dir", small_disk.parent / "out", "--wandb-mode", "disabled"],
-                      check=False)
+    proc = run_main(train.main, [*TINY, "--data-train", dataset / "train", "--stage-dir", stage,
+                                 "--output-dir", small_disk.parent / "out", "--wandb-mode",
+                                 "disabled"], capfd)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"train.py: error: --stage-dir {stage}: {stage / 'rank0'}: not enough space to stage "
