@@ -137,6 +137,9 @@ def build_parser():
     g.add_argument("--single-rank-rate", type=_positive_float,
                    help="samples/s of one rank training alone on the same per-rank work: "
                         "the parallel efficiency of each epoch is reported against it")
+    g.add_argument("--nan-check-every", type=_positive_int, default=50,
+                   help="check for a NaN or Inf training loss every N steps (and at every "
+                        "epoch's end); all ranks stop together")
     g.add_argument("--checkpoint-every", type=_positive_int, default=1,
                    help="write a checkpoint every N epochs")
     g.add_argument("--checkpoint-every-steps", type=_positive_int,
@@ -426,7 +429,8 @@ def build_model(args, job, train_set):
                            f"({e}); give --class-weights none or three numbers, or statistics "
                            "of data holding every class", usage=True) from e
     optimizer = callbacks.build_optimizer(
-        args.optimizer, args.lr, weight_decay=args.weight_decay, larc=args.larc,
+        args.optimizer, learning_rate_schedule(args, train_set.steps),
+        weight_decay=args.weight_decay, larc=args.larc,
         larc_eta=args.larc_eta, larc_mode=args.larc_mode, gradient_lag=args.gradient_lag,
         precision=args.precision)
     if args.gradient_lag:
@@ -441,6 +445,20 @@ def build_model(args, job, train_set):
     metrics = zoo.iou_metrics(data.NUM_CLASSES, class_names=data.CLASS_KEYS)
     return (model, dict(optimizer=optimizer, loss=loss, weighted_metrics=metrics),
             {"model_kwargs": kwargs, "class_weights": class_weights})
+
+
+def learning_rate_schedule(args, steps):
+    """The run's learning rate: stages, warmup, decay and rank scaling, evaluated in the graph
+    from the optimizer's step (no host read per step)."""
+    import callbacks
+
+    return callbacks.MultiStageSchedule(
+        args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
+        warmup_start=args.warmup_start,
+        decay=None if args.lr_decay == "none" else args.lr_decay,
+        decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
+        # Horovod: scale the learning rate by the number of ranks.
+        scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
 
 
 def resume_or_initialise(args, job, model, compile_args, train_set):
@@ -547,7 +565,7 @@ def make_callbacks(args, job, train_set, model, compile_args, details, config, s
     import zoo
 
     steps = train_set.steps
-    stop = callbacks.StopOnNonFinite()
+    stop = callbacks.StopOnNonFinite(every=args.nan_check_every)
     ckpt_meta = {"model": args.model, "model_kwargs": details["model_kwargs"],
                  "channels": train_set.channels,
                  "channel_names": [data.CHANNELS[c] for c in train_set.channels],
@@ -557,12 +575,7 @@ def make_callbacks(args, job, train_set, model, compile_args, details, config, s
     callback_list = [
         callbacks.MetricAverage(),  # first: the callbacks after it see global values
         stop,
-        callbacks.MultiStageLearningRate(
-            args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
-            warmup_start=args.warmup_start,
-            decay=None if args.lr_decay == "none" else args.lr_decay,
-            decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
-            scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps),
+        callbacks.LearningRateLogger(),  # the schedule runs in the graph; logged per epoch
         callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, job.rank),
                              single_rank_rate=args.single_rank_rate),
         # metrics.json before the checkpoint: killed between the two, a resumed

@@ -9,9 +9,13 @@ puts them in this order):
     opt = GradientLag(opt, lag=1)             # apply the gradient of the previous step
     opt = hvd.DistributedOptimizer(opt)       # Horovod: average gradients, outermost
 
+The learning rate is a schedule the optimizer evaluates in the graph:
+
+    opt = tf.keras.optimizers.Adam(MultiStageSchedule(lr, ..., steps_per_epoch=steps))
+
 Callbacks (`MetricAverage` first in the list):
 
-    callbacks = [MetricAverage(), MultiStageLearningRate(lr, ...), Throughput(batch_size)]
+    callbacks = [MetricAverage(), LearningRateLogger(), Throughput(batch_size)]
 
 Names are imported on first use: `import callbacks` does not load TensorFlow.
 """
@@ -25,8 +29,8 @@ _EXPORTS = {
     **dict.fromkeys(("fit_epochs", "fit_run"), "callbacks.fitting"),
     **dict.fromkeys(("GradientLag", "average_lag_buffers"), "callbacks.gradient_lag"),
     "LARC": "callbacks.larc",
-    **dict.fromkeys(("MultiStageLearningRate", "check_stages", "parse_stages"),
-                    "callbacks.learning_rate"),
+    **dict.fromkeys(("LearningRateLogger", "MultiStageSchedule", "check_stages",
+                     "learning_rate_of", "parse_stages"), "callbacks.learning_rate"),
     "MetricAverage": "callbacks.metric_average",
     **dict.fromkeys(("OPTIMIZERS", "build_optimizer", "gradient_lag_bytes"),
                     "callbacks.optimizers"),

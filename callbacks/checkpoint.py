@@ -314,13 +314,36 @@ def restore_checkpoint(path, model, optimizer=None, expect_model=None):
         return meta
     try:
         status = tf.train.Checkpoint(**objects).read(state)
-        status.assert_existing_objects_matched()
         status.expect_partial()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            if not _only_derived_state_missing(str(e)):
+                raise
     except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model/optimizer "
             f"(model {meta.get('model')!r}): {str(e).splitlines()[0]}") from e
     return meta
+
+
+_UNMATCHED = re.compile(r"Showing (\d+) of (\d+) unmatched objects: \[(.*)\]", re.S)
+
+
+def _only_derived_state_missing(message):
+    """Whether the only objects a restore left unmatched hold the optimizer's current rate.
+
+    An optimizer with a `LearningRateSchedule` keeps the rate of its last
+    step in a `current_learning_rate` variable, recomputed from the schedule
+    at every step; checkpoints written when the rate was a plain variable
+    lack it, and still resume exactly.
+    """
+    match = _UNMATCHED.search(message)
+    if not match or match.group(1) != match.group(2):
+        return False
+    shown = re.findall(r"<tf\.Variable '([^']*)'", match.group(3))
+    return len(shown) == int(match.group(1)) and all(
+        name.split(":")[0].endswith("current_learning_rate") for name in shown)
 
 
 def random_generators(model):
@@ -483,10 +506,17 @@ class Checkpointer(tf.keras.callbacks.Callback):
         self.verbose = verbose
         self.best = None
         self.last_path = None
+        # Batch logs stay tensors (no host read per batch); the step is counted
+        # here, not read from the optimizer after every batch.
+        self._supports_tf_logs = True
+        self._global_step = None
 
     def on_train_begin(self, logs=None):
         self.last_path = None
         self.best = None
+        # Every batch advances `iterations` by one (an applied step, a skipped
+        # gradient-lag or loss-scale step, a micro-batch of an accumulation).
+        self._global_step = self._step()
         unsaved = unsaved_random_layers(self.model)
         if unsaved and self.writer and self.verbose:
             print(f"climseg: note: {len(unsaved)} random layer(s) ({', '.join(unsaved[:3])}"
@@ -542,12 +572,13 @@ class Checkpointer(tf.keras.callbacks.Callback):
             shutil.rmtree(old, ignore_errors=True)
 
     def on_train_batch_end(self, batch, logs=None):
+        self._global_step += 1
         if batch + 1 == self.params.get("steps"):
             # An epoch's last batch: on_epoch_end writes this state when due, with the
             # epoch's metrics. A step checkpoint here would claim a finished epoch
             # whose end (validation, its record) never ran.
             return
-        if self.every_steps and self._step() % self.every_steps == 0:
+        if self.every_steps and self._global_step % self.every_steps == 0:
             # Mid-epoch: `epoch` counts completed epochs; the step tells how far
             # into the next one this is (train.py resumes from there).
             self._save(self._epoch, logs)

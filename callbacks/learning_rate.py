@@ -1,4 +1,4 @@
-"""A multi-stage learning rate with linear warmup and a final decay, set every batch."""
+"""A multi-stage learning rate with linear warmup and a final decay, computed in the graph."""
 
 import math
 import numbers
@@ -70,15 +70,15 @@ def check_stages(stages, unit="epoch"):
         try:
             start, value = stage
         except (TypeError, ValueError) as err:
-            raise ValueError(f"MultiStageLearningRate stages must be (start, value) pairs; "
+            raise ValueError(f"MultiStageSchedule stages must be (start, value) pairs; "
                              f"received the stage {stage!r}.") from err
         _number(start, "stage start")
         _number(value, "stage value")
         if unit == "step" and int(start) != start:
-            raise ValueError(f"MultiStageLearningRate stage start {start!r} must be a whole "
+            raise ValueError(f"MultiStageSchedule stage start {start!r} must be a whole "
                              "number of steps with unit='step'.")
         if checked and start <= checked[-1][0]:
-            raise ValueError("MultiStageLearningRate stage starts must increase; received "
+            raise ValueError("MultiStageSchedule stage starts must increase; received "
                              f"{[s for s, _ in checked] + [start]}.")
         checked.append((start, float(value)))
     return checked
@@ -88,16 +88,20 @@ def _number(value, name, minimum=0.0, strict=False):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) \
             or not math.isfinite(value) or (value <= minimum if strict else value < minimum):
         relation = ">" if strict else ">="
-        raise ValueError(f"MultiStageLearningRate {name} must be a number {relation} {minimum}; "
+        raise ValueError(f"MultiStageSchedule {name} must be a number {relation} {minimum}; "
                          f"received {name}={value!r}.")  # a finite one: NaN and Inf are refused
     return value
 
 
-class MultiStageLearningRate(tf.keras.callbacks.Callback):
-    """Sets the learning rate before every batch from stages, warmup and decay.
+@tf.keras.saving.register_keras_serializable(package="climseg")
+class MultiStageSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Stages, linear warmup and a final decay, as a schedule of the optimizer's step.
 
-    The rate for a global step `s` (the optimizer's `iterations`) is built
-    from, in this order:
+    Give it to the optimizer as its learning rate; the optimizer evaluates it
+    in the graph from its own `iterations` at every `apply_gradients`, so no
+    step reads anything back to Python (on a GPU, a callback that sets the
+    rate before each batch forces a device sync every step). The rate for a
+    schedule step `s` is built from, in this order:
 
     1. stages: `learning_rate` until the first stage starts; from stage
        `(start, value)` on, `value` (with `values="absolute"`) or
@@ -113,19 +117,23 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
     4. Horovod scaling (optional, `scale_by_ranks=True`): everything times the
        number of ranks, the usual `lr x size` rule for data parallelism.
 
-    Positions given in epochs are turned into global steps with
-    `steps_per_epoch` (from the argument, or from `model.fit`'s `steps`), so
-    the schedule changes at batch granularity and fractional epochs are
-    allowed. Because the position is read from `optimizer.iterations`, which
-    checkpoints keep, a resumed run (with `initial_epoch`) continues the
-    schedule exactly where it stopped. With `GradientLag` the global step
-    counts every batch, including the first `lag` ones that apply nothing.
+    The arithmetic is done in float64, in this order, and rounded to float32
+    once, so the rates are exactly those of `learning_rate_at` (its Python
+    twin) as a float32 variable would hold them. Positions given in epochs
+    become steps with `steps_per_epoch`; fractional epochs are allowed.
+    Because the step is the optimizer's `iterations`, which checkpoints keep,
+    a resumed run continues the schedule where it stopped. With `GradientLag`
+    the step counts every batch, including the first `lag` ones that apply
+    nothing. With gradient accumulation over N micro-batches
+    (`steps_per_update=N`), `iterations` counts micro-batches and the
+    schedule step is `iterations // N`: the optimizer's updates.
 
-    This replaces Horovod's `LearningRateWarmupCallback` and
-    `LearningRateScheduleCallback`, which use Keras 3's `keras.backend` and
-    fail with tf-keras. The optimizer must have a float learning rate (not a
-    `LearningRateSchedule`); wrappers such as `LARC`, `GradientLag` and
-    `hvd.DistributedOptimizer` forward it to the inner optimizer.
+    Wrappers (`LARC`, `GradientLag`, Horovod's `DistributedOptimizer`,
+    `LossScaleOptimizer`) evaluate the inner optimizer's schedule: LARC's
+    clip uses the rate of the step being applied. This replaces Horovod's
+    `LearningRateWarmupCallback` and `LearningRateScheduleCallback`, which use
+    Keras 3's `keras.backend` and fail with tf-keras. `LearningRateLogger`
+    puts the rate into the epoch logs.
 
     Reference: Kurth et al., SC18 (arXiv:1810.01993) for the `piece` form;
     Goyal et al., "Accurate, Large Minibatch SGD" (arXiv:1706.02677) for
@@ -152,38 +160,41 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
       decay_power: exponent of `"poly"`. Defaults to `1.0` (linear).
       end_learning_rate: the rate at `decay_end` (for one rank). Defaults to
         `0.0`.
-      scale_by_ranks: multiply every rate by the number of Horovod ranks.
-        Defaults to `False`.
-      steps_per_epoch: steps in one epoch, for positions in epochs. Defaults
-        to `None` (taken from `model.fit`).
-      verbose: 0: quiet; 1: rank 0 prints the rate at every epoch start.
-        Defaults to `0`.
+      scale_by_ranks: multiply every rate by the number of Horovod ranks
+        (read when the schedule is first evaluated). Defaults to `False`.
+      steps_per_epoch: schedule steps (optimizer updates) in one epoch;
+        required when a position is in epochs. Defaults to `None`.
+      steps_per_update: optimizer iterations per schedule step (the
+        micro-batches of one accumulated update). Defaults to `1`.
+      name: name scope of the ops. Defaults to `"MultiStageSchedule"`.
 
     Example:
 
         # 0.001 per rank, x size; 5-epoch warmup from 1/size; x0.1 at epoch 30.
-        lr = MultiStageLearningRate(0.001, stages="piece:30:0.1", warmup=5,
-                                    warmup_start=1 / hvd.size(),
-                                    scale_by_ranks=True)
-        model.fit(..., callbacks=[MetricAverage(), lr, ...])
+        lr = MultiStageSchedule(0.001, stages="piece:30:0.1", warmup=5,
+                                warmup_start=1 / hvd.size(), scale_by_ranks=True,
+                                steps_per_epoch=steps)
+        model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(lr)),
+                      ...)
+        model.fit(..., callbacks=[MetricAverage(), LearningRateLogger(lr), ...])
     """
 
     def __init__(self, learning_rate, stages=(), unit="epoch", values="multiplier", warmup=0,
                  warmup_unit=None, warmup_start=0.0, decay=None, decay_end=None,
                  decay_power=1.0, end_learning_rate=0.0, scale_by_ranks=False,
-                 steps_per_epoch=None, verbose=0):
+                 steps_per_epoch=None, steps_per_update=1, name="MultiStageSchedule"):
         super().__init__()
         self.learning_rate = float(_number(learning_rate, "learning_rate", strict=True))
         if unit not in _UNITS:
-            raise ValueError(f"MultiStageLearningRate unit must be one of {_UNITS}; "
+            raise ValueError(f"MultiStageSchedule unit must be one of {_UNITS}; "
                              f"received unit={unit!r}.")
         if values not in _VALUES:
-            raise ValueError(f"MultiStageLearningRate values must be one of {_VALUES}; "
+            raise ValueError(f"MultiStageSchedule values must be one of {_VALUES}; "
                              f"received values={values!r}.")
         if isinstance(stages, str):
             if stages.startswith("piece") and (unit != "epoch" or values != "multiplier"):
                 raise ValueError(
-                    f"MultiStageLearningRate stages={stages!r} is an SC18 string, in epochs and "
+                    f"MultiStageSchedule stages={stages!r} is an SC18 string, in epochs and "
                     f"multipliers; received unit={unit!r}, values={values!r}."
                 )
             stages = parse_stages(stages)
@@ -192,22 +203,22 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
         self.values = values
         self.warmup_unit = unit if warmup_unit is None else warmup_unit
         if self.warmup_unit not in _UNITS:
-            raise ValueError(f"MultiStageLearningRate warmup_unit must be one of {_UNITS}; "
+            raise ValueError(f"MultiStageSchedule warmup_unit must be one of {_UNITS}; "
                              f"received warmup_unit={warmup_unit!r}.")
         self.warmup = _number(warmup, "warmup")
         self.warmup_start = float(_number(warmup_start, "warmup_start"))
         if self.warmup_start > 1:
-            raise ValueError("MultiStageLearningRate warmup_start must be in [0, 1]; "
+            raise ValueError("MultiStageSchedule warmup_start must be in [0, 1]; "
                              f"received warmup_start={warmup_start!r}.")
         if decay not in _DECAYS:
-            raise ValueError(f"MultiStageLearningRate decay must be one of {_DECAYS}; "
+            raise ValueError(f"MultiStageSchedule decay must be one of {_DECAYS}; "
                              f"received decay={decay!r}.")
         if decay is not None:
             _number(decay_end, "decay_end", strict=True)
             last_start = self.stages[-1][0] if self.stages else 0
             if decay_end <= last_start:
                 raise ValueError(
-                    f"MultiStageLearningRate decay_end={decay_end!r} must come after the start "
+                    f"MultiStageSchedule decay_end={decay_end!r} must come after the start "
                     f"of the last stage ({last_start} {unit}s)."
                 )
         self.decay = decay
@@ -215,49 +226,59 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
         self.decay_power = float(_number(decay_power, "decay_power", strict=True))
         self.end_learning_rate = float(_number(end_learning_rate, "end_learning_rate"))
         self.scale_by_ranks = bool(scale_by_ranks)
-        if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int)
-                                            or steps_per_epoch < 1):
-            raise ValueError("MultiStageLearningRate steps_per_epoch must be an int >= 1 or "
-                             f"None; received steps_per_epoch={steps_per_epoch!r}.")
-        self.steps_per_epoch = steps_per_epoch
-        self.verbose = int(verbose)
-        self._plan = None
-        self._current = None
-
-
-    def _steps(self, position, unit, steps_per_epoch):
-        if unit == "step":
-            return int(round(position))
-        return int(round(position * steps_per_epoch))
-
-    def _resolve(self, steps_per_epoch):
-        """Turns every position into a global step; needs steps_per_epoch for epochs."""
+        for key, value in (("steps_per_epoch", steps_per_epoch),
+                           ("steps_per_update", steps_per_update)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"MultiStageSchedule {key} must be an int >= 1"
+                                 f"{' or None' if key == 'steps_per_epoch' else ''}; "
+                                 f"received {key}={value!r}.")
+        if steps_per_update is None:
+            raise ValueError("MultiStageSchedule steps_per_update must be an int >= 1; "
+                             "received steps_per_update=None.")
         uses_epochs = (self.unit == "epoch" and (self.stages or self.decay)) or (
             self.warmup_unit == "epoch" and self.warmup)
         if uses_epochs and not steps_per_epoch:
             raise ValueError(
-                "MultiStageLearningRate has positions in epochs but does not know the number "
-                "of steps per epoch: pass steps_per_epoch= to it (or to model.fit)."
+                "MultiStageSchedule has positions in epochs but does not know the number of "
+                "steps per epoch: pass steps_per_epoch= to it."
             )
-        _, size = climseg_tf.rank_and_size()
-        plan = {
-            "scale": size if self.scale_by_ranks else 1,
-            "stages": [(self._steps(s, self.unit, steps_per_epoch), v) for s, v in self.stages],
-            "warmup": self._steps(self.warmup, self.warmup_unit, steps_per_epoch),
-        }
-        if self.decay:
-            last = plan["stages"][-1][0] if plan["stages"] else 0
-            plan["decay_begin"] = max(last, plan["warmup"])
-            plan["decay_end"] = self._steps(self.decay_end, self.unit, steps_per_epoch)
-        return plan
+        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_update = steps_per_update
+        self.name = name
+        self._plan = None
+
+    def _steps(self, position, unit):
+        if unit == "step":
+            return int(round(position))
+        return int(round(position * self.steps_per_epoch))
+
+    def plan(self):
+        """Every position as a schedule step, and the rank scale (resolved once)."""
+        if self._plan is None:
+            _, size = climseg_tf.rank_and_size()
+            plan = {
+                "scale": size if self.scale_by_ranks else 1,
+                "stages": [(self._steps(s, self.unit), v) for s, v in self.stages],
+                "warmup": self._steps(self.warmup, self.warmup_unit),
+            }
+            if self.decay:
+                last = plan["stages"][-1][0] if plan["stages"] else 0
+                plan["decay_begin"] = max(last, plan["warmup"])
+                plan["decay_end"] = self._steps(self.decay_end, self.unit)
+            self._plan = plan
+        return self._plan
+
+    def _stage_rate(self, value):
+        return value if self.values == "absolute" else self.learning_rate * value
 
     def learning_rate_at(self, step):
-        """The learning rate this callback sets at global step `step` (an int >= 0)."""
-        plan = self._plan or self._resolve(self.steps_per_epoch)
+        """The rate at schedule step `step` (an int >= 0), in Python float64 arithmetic."""
+        plan = self.plan()
         lr = self.learning_rate
         for start, value in plan["stages"]:
             if step >= start:
-                lr = value if self.values == "absolute" else self.learning_rate * value
+                lr = self._stage_rate(value)
         if self.decay and step >= plan["decay_begin"]:
             span = plan["decay_end"] - plan["decay_begin"]
             done = min((step - plan["decay_begin"]) / span, 1.0) if span > 0 else 1.0
@@ -271,25 +292,110 @@ class MultiStageLearningRate(tf.keras.callbacks.Callback):
         # Horovod: scale the learning rate by the number of ranks.
         return lr * plan["scale"]
 
-    def on_train_begin(self, logs=None):
-        self._plan = self._resolve(self.steps_per_epoch or self.params.get("steps"))
-        self._current = None
+    def __call__(self, step):
+        plan = self.plan()
+        with tf.name_scope(self.name):
+            step = tf.convert_to_tensor(step)
+            if self.steps_per_update > 1:  # micro-batches -> updates
+                step = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_update)
+            # float64 and the order of learning_rate_at: the same numbers, rounded once.
+            step = tf.cast(step, tf.float64)
+            lr = tf.constant(self.learning_rate, tf.float64)
+            for start, value in plan["stages"]:
+                lr = tf.where(step >= start, tf.constant(self._stage_rate(value), tf.float64),
+                              lr)
+            if self.decay:
+                begin, span = plan["decay_begin"], plan["decay_end"] - plan["decay_begin"]
+                done = tf.minimum((step - begin) / span, 1.0) if span > 0 \
+                    else tf.constant(1.0, tf.float64)
+                if self.decay == "cosine":
+                    shape = 0.5 * (1.0 + tf.cos(math.pi * done))
+                else:
+                    shape = tf.pow(1.0 - done, self.decay_power)
+                end = self.end_learning_rate
+                lr = tf.where(step >= begin, end + (lr - end) * shape, lr)
+            if plan["warmup"]:
+                factor = self.warmup_start + (1.0 - self.warmup_start) * step / plan["warmup"]
+                lr = tf.where(step < plan["warmup"], lr * factor, lr)
+            # Horovod: scale the learning rate by the number of ranks.
+            return tf.cast(lr * float(plan["scale"]), tf.float32)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(tf.keras.backend.get_value(self.model.optimizer.iterations))
-        self._current = self.learning_rate_at(step)
-        self.model.optimizer.learning_rate = self._current
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "stages": [[s, v] for s, v in self.stages],
+            "unit": self.unit,
+            "values": self.values,
+            "warmup": self.warmup,
+            "warmup_unit": self.warmup_unit,
+            "warmup_start": self.warmup_start,
+            "decay": self.decay,
+            "decay_end": self.decay_end,
+            "decay_power": self.decay_power,
+            "end_learning_rate": self.end_learning_rate,
+            "scale_by_ranks": self.scale_by_ranks,
+            "steps_per_epoch": self.steps_per_epoch,
+            "steps_per_update": self.steps_per_update,
+            "name": self.name,
+        }
+
+
+def _innermost(optimizer):
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def learning_rate_of(optimizer, step=None):
+    """The learning rate (a Python float) of an optimizer chain at optimizer step `step`.
+
+    Args:
+        optimizer: the compiled optimizer, wrappers included.
+        step: the `iterations` value to evaluate a schedule at. Defaults to
+            `None`: the step just done (`iterations - 1`, or 0 before any).
+
+    Reads the optimizer's step from the device once: call it at an epoch's
+    end or every N steps, not every batch.
+    """
+    inner = _innermost(optimizer)
+    schedule = getattr(inner, "_learning_rate", None)
+    if schedule is None and hasattr(inner, "_hyper"):  # a legacy optimizer (LAMB)
+        schedule = inner._hyper.get("learning_rate")
+    if isinstance(schedule, tf.keras.optimizers.schedules.LearningRateSchedule):
+        if step is None:
+            step = max(int(tf.keras.backend.get_value(optimizer.iterations)) - 1, 0)
+        return float(schedule(step))
+    return float(tf.keras.backend.get_value(schedule if schedule is not None
+                                            else optimizer.learning_rate))
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Puts the optimizer's learning rate into the epoch logs, as `learning_rate`.
+
+    The value is that of the epoch's last step, read once at the epoch's end
+    (a `MultiStageSchedule` is evaluated at that step): nothing happens per
+    batch, so the training loop never waits for the device on its account.
+
+    Args:
+        verbose: 0: quiet; 1: rank 0 prints the rate at every epoch start.
+            Defaults to `0`.
+
+    Example:
+
+        model.fit(..., callbacks=[MetricAverage(), LearningRateLogger(), ...])
+    """
+
+    def __init__(self, verbose=0):
+        super().__init__()
+        self.verbose = int(verbose)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.verbose and climseg_tf.rank_and_size()[0] == 0:  # only rank 0 prints
-            step = int(tf.keras.backend.get_value(self.model.optimizer.iterations))
-            print(f"\nEpoch {epoch + 1}: MultiStageLearningRate: learning rate "
-                  f"{self.learning_rate_at(step):.6g} at global step {step}.")
-
-    def on_train_batch_end(self, batch, logs=None):
-        if logs is not None and self._current is not None:
-            logs["learning_rate"] = self._current
+            optimizer = self.model.optimizer
+            step = int(tf.keras.backend.get_value(optimizer.iterations))
+            print(f"\nEpoch {epoch + 1}: learning rate {learning_rate_of(optimizer, step):.6g} "
+                  f"at global step {step}.")
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._current is not None:
-            logs["learning_rate"] = self._current
+        if logs is not None:
+            logs["learning_rate"] = learning_rate_of(self.model.optimizer)

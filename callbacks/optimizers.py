@@ -18,7 +18,8 @@ def build_optimizer(name, learning_rate, *, weight_decay=0.0, larc=False, larc_e
 
     Args:
         name: one of `OPTIMIZERS` (SGD with momentum 0.9).
-        learning_rate: the (one-rank) learning rate.
+        learning_rate: the learning rate: a number, or a `LearningRateSchedule` of the
+            optimizer's step (e.g. `MultiStageSchedule`) that it evaluates in the graph.
         weight_decay: for AdamW and LAMB, or LARC's decay with the others.
         larc, larc_eta, larc_mode: wrap in `LARC`.
         gradient_lag: wrap in `GradientLag` with this lag (0: none).

@@ -82,6 +82,8 @@ class Throughput(tf.keras.callbacks.Callback):
         self.single_rank_rate = _positive(single_rank_rate, "single_rank_rate")
         self.skip_batches = skip_batches
         self.verbose = int(verbose)
+        # The batch hooks only read the clock: Keras may keep the logs on the device.
+        self._supports_tf_logs = True
         self._reset()
 
     def _reset(self):

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from callbacks import GradientLag, LARC, MetricAverage, MultiStageLearningRate, Throughput
+from callbacks import (GradientLag, LARC, LearningRateLogger, MetricAverage, MultiStageSchedule,
+                       Throughput)
 # isort: on
 
 BATCH = 2  # samples per rank and step
@@ -55,7 +56,12 @@ def main(argv=None):
     # The weight update, innermost first: Adam applies, LARC scales per layer,
     # GradientLag applies the previous step's gradient so that Horovod's
     # allreduce (outermost) overlaps the backward pass.
-    optimizer = tf.keras.optimizers.Adam(args.lr)
+    # Horovod: lr x size, reached after a 4-step warmup from lr; x0.5 from epoch 2, x0.1
+    # from epoch 3 (the SC18 "piece" form). The optimizer evaluates it in the graph.
+    schedule = MultiStageSchedule(args.lr, stages="piece:2:0.5:3:0.1", warmup=4,
+                                  warmup_unit="step", warmup_start=1 / size, scale_by_ranks=True,
+                                  steps_per_epoch=args.steps)
+    optimizer = tf.keras.optimizers.Adam(schedule)
     optimizer = LARC(optimizer, eta=0.002, mode="clip")
     optimizer = GradientLag(optimizer, lag=args.lag)
     optimizer = hvd.DistributedOptimizer(optimizer)
@@ -67,10 +73,7 @@ def main(argv=None):
     callbacks = [
         # First, so that every later callback sees means over ranks; rank 0 prints them.
         MetricAverage(verbose=1),
-        # Horovod: lr x size, reached after a 4-step warmup from lr; x0.5 from epoch 2,
-        # x0.1 from epoch 3 (the SC18 "piece" form).
-        MultiStageLearningRate(args.lr, stages="piece:2:0.5:3:0.1", warmup=4, warmup_unit="step",
-                               warmup_start=1 / size, scale_by_ranks=True, verbose=1),
+        LearningRateLogger(verbose=1),  # the rate, once per epoch
         Throughput(batch_size=BATCH, flops_per_sample=zoo.training_flops_per_sample(model)),
         # Horovod: the lag buffers hold per-rank gradients; average them before rank 0 saves.
         tf.keras.callbacks.LambdaCallback(

@@ -214,3 +214,29 @@ def test_no_step_checkpoint_claims_an_epoch_whose_end_never_ran(tmp_path):
                                       keep=10, verbose=0)])
     names = [os.path.basename(p) for p in list_checkpoints(str(tmp_path))]
     assert names == ["ckpt-e0000-s00000002", "ckpt-e0001-s00000006"]
+
+
+def test_a_checkpoint_from_before_the_in_graph_schedule_resumes(tmp_path):
+    """Written when the rate was a plain variable (set by a callback); restored into an
+    optimizer with a schedule, whose current-rate variable is recomputed at every step."""
+    from callbacks import MultiStageSchedule
+
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = write_checkpoint(str(tmp_path), model, model.optimizer, 1, 2)
+    other = _model(seed=1)
+    other.compile(tf.keras.optimizers.Adam(MultiStageSchedule(0.01, unit="step")), "mse")
+    restore_checkpoint(path, other, other.optimizer)
+    assert int(other.optimizer.iterations.numpy()) == 2
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    other.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Anything else missing is still refused.
+    bigger = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, name="d1"),
+                                  tf.keras.layers.Dense(1, name="d2")])
+    bigger.compile(tf.keras.optimizers.SGD(MultiStageSchedule(0.01, unit="step"), momentum=0.9),
+                   "mse")
+    with pytest.raises(CheckpointError, match="does not fit this model/optimizer"):
+        restore_checkpoint(path, bigger, bigger.optimizer)

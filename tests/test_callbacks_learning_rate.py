@@ -1,4 +1,4 @@
-"""MultiStageLearningRate: exact rates for stages, warmup, decay, resume, and x ranks."""
+"""MultiStageSchedule: exact in-graph rates for stages, warmup, decay, resume, and x ranks."""
 
 import math
 
@@ -10,7 +10,14 @@ from test_callbacks_metric_average import (  # noqa: F401  (one launch for three
     two_rank_fit,
 )
 
-from callbacks import LARC, GradientLag, MultiStageLearningRate, parse_stages
+from callbacks import (
+    LARC,
+    GradientLag,
+    LearningRateLogger,
+    MultiStageSchedule,
+    learning_rate_of,
+    parse_stages,
+)
 
 
 def test_parse_stages_reads_the_sc18_string():
@@ -32,54 +39,123 @@ def _rates(schedule, steps):
 
 
 def test_sc18_piece_multiplies_the_base_rate_from_each_epoch():
-    schedule = MultiStageLearningRate(0.01, "piece:2:0.5:4:0.1", steps_per_epoch=10)
+    schedule = MultiStageSchedule(0.01, "piece:2:0.5:4:0.1", steps_per_epoch=10)
     assert _rates(schedule, [0, 19, 20, 39, 40, 1000]) == [
         0.01, 0.01, 0.005, 0.005, 0.01 * 0.1, 0.01 * 0.1]
 
 
 def test_absolute_stages_in_steps():
-    schedule = MultiStageLearningRate(1.0, [(0, 0.3), (5, 0.2)], unit="step", values="absolute")
+    schedule = MultiStageSchedule(1.0, [(0, 0.3), (5, 0.2)], unit="step", values="absolute")
     assert _rates(schedule, [0, 4, 5, 9]) == [0.3, 0.3, 0.2, 0.2]
 
 
 def test_linear_warmup_from_a_start_factor():
-    schedule = MultiStageLearningRate(0.1, warmup=4, warmup_unit="step", warmup_start=0.25)
+    schedule = MultiStageSchedule(0.1, warmup=4, warmup_unit="step", warmup_start=0.25)
     assert _rates(schedule, [0, 1, 2, 3, 4, 50]) == [
         0.1 * 0.25, 0.1 * (0.25 + 0.75 / 4), 0.1 * (0.25 + 0.75 / 2), 0.1 * (0.25 + 0.75 * 3 / 4),
         0.1, 0.1]
 
 
 def test_warmup_in_fractional_epochs():
-    schedule = MultiStageLearningRate(0.2, warmup=0.5, steps_per_epoch=4)
+    schedule = MultiStageSchedule(0.2, warmup=0.5, steps_per_epoch=4)
     assert _rates(schedule, [0, 1, 2]) == [0.0, 0.1, 0.2]
 
 
 def test_cosine_and_poly_decay_in_the_last_stage():
     common = {"stages": [(10, 0.5)], "unit": "step", "decay_end": 20, "end_learning_rate": 0.1}
-    cosine = MultiStageLearningRate(1.0, decay="cosine", **common)
+    cosine = MultiStageSchedule(1.0, decay="cosine", **common)
     assert _rates(cosine, [9, 10, 15, 20, 30]) == [
         1.0, 0.5, 0.1 + 0.4 * 0.5 * (1 + math.cos(math.pi / 2)), 0.1, 0.1]
-    poly = MultiStageLearningRate(1.0, decay="poly", decay_power=2.0, **common)
+    poly = MultiStageSchedule(1.0, decay="poly", decay_power=2.0, **common)
     assert _rates(poly, [10, 15, 20]) == [0.5, 0.1 + 0.4 * 0.25, 0.1]
 
 
 def test_decay_starts_after_the_warmup():
-    schedule = MultiStageLearningRate(1.0, unit="step", warmup=4, decay="cosine", decay_end=14)
+    schedule = MultiStageSchedule(1.0, unit="step", warmup=4, decay="cosine", decay_end=14)
     assert _rates(schedule, [2, 4, 9, 14]) == [0.5, 1.0, 0.5 * (1 + math.cos(math.pi / 2)), 0.0]
 
 
 def test_scale_by_ranks_without_horovod_is_one_rank():
-    assert MultiStageLearningRate(0.3, unit="step", scale_by_ranks=True).learning_rate_at(7) == 0.3
+    assert MultiStageSchedule(0.3, unit="step", scale_by_ranks=True).learning_rate_at(7) == 0.3
 
 
-def _fit(model, epochs, callback, initial_epoch=0):
-    """3 steps per epoch; returns the rate the optimizer held at every batch, and History."""
+# --------------------------------------------------------------------------- in the graph
+
+def _reference(step, lr, stages=(), warmup=0, warmup_start=0.0, decay=None, decay_begin=0,
+               decay_end=0, power=1.0, end=0.0, per_update=1):
+    """The rate at optimizer iteration `step`, written out independently (positions in steps,
+    multiplier stages), as the float32 an optimizer holds."""
+    step //= per_update
+    rate = lr
+    for start, multiplier in stages:
+        rate = lr * multiplier if step >= start else rate
+    if decay and step >= decay_begin:
+        p = min((step - decay_begin) / (decay_end - decay_begin), 1.0)
+        f = 0.5 * (1.0 + math.cos(math.pi * p)) if decay == "cosine" else (1.0 - p) ** power
+        rate = end + (rate - end) * f
+    if step < warmup:
+        rate *= warmup_start + (1.0 - warmup_start) * step / warmup
+    return float(np.float32(rate))
+
+
+CONFIGS = [
+    # (MultiStageSchedule kwargs, _reference kwargs): 4 steps per epoch where epochs are used.
+    ({"learning_rate": 0.1, "stages": "piece:2:0.5:3:0.1", "warmup": 3, "warmup_unit": "step",
+      "warmup_start": 0.5, "steps_per_epoch": 4},
+     {"lr": 0.1, "stages": [(8, 0.5), (12, 0.1)], "warmup": 3, "warmup_start": 0.5}),
+    ({"learning_rate": 0.003, "stages": [(5, 0.3), (9, 0.07)], "unit": "step"},
+     {"lr": 0.003, "stages": [(5, 0.3), (9, 0.07)]}),
+    ({"learning_rate": 0.7, "warmup": 1.5, "warmup_start": 0.1, "steps_per_epoch": 4},
+     {"lr": 0.7, "warmup": 6, "warmup_start": 0.1}),
+    ({"learning_rate": 0.05, "stages": [(4, 0.5)], "unit": "step", "decay": "cosine",
+      "decay_end": 17, "end_learning_rate": 0.001, "warmup": 6},
+     {"lr": 0.05, "stages": [(4, 0.5)], "warmup": 6, "decay": "cosine", "decay_begin": 6,
+      "decay_end": 17, "end": 0.001}),
+    ({"learning_rate": 0.2, "stages": [(1, 0.9)], "decay": "poly", "decay_power": 2.0,
+      "decay_end": 4, "steps_per_epoch": 4},
+     {"lr": 0.2, "stages": [(4, 0.9)], "decay": "poly", "decay_begin": 4, "decay_end": 16,
+      "power": 2.0}),
+    # Gradient accumulation: 3 iterations (micro-batches) per schedule step.
+    ({"learning_rate": 0.1, "stages": [(2, 0.5)], "unit": "step", "warmup": 2,
+      "warmup_start": 0.25, "steps_per_update": 3},
+     {"lr": 0.1, "stages": [(2, 0.5)], "warmup": 2, "warmup_start": 0.25, "per_update": 3}),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "reference"), CONFIGS)
+def test_in_graph_rates_equal_an_independent_computation(kwargs, reference):
+    schedule = MultiStageSchedule(**kwargs)
+    steps = range(22)
+    in_graph = tf.function(lambda s: schedule(s))
+    got = [float(in_graph(tf.constant(s, tf.int64))) for s in steps]
+    assert got == [_reference(s, **reference) for s in steps]
+    # ... and equal the float32 of its Python twin (the rate the callback used to set).
+    per_update = kwargs.get("steps_per_update", 1)
+    assert got == [float(np.float32(schedule.learning_rate_at(s // per_update))) for s in steps]
+
+
+def test_config_round_trips_through_an_optimizer_and_horovod():
+    import horovod.tensorflow.keras as hvd
+
+    schedule = MultiStageSchedule(**CONFIGS[0][0])
+    opt = LARC(tf.keras.optimizers.SGD(schedule, momentum=0.9))
+    restored = tf.keras.optimizers.deserialize(tf.keras.optimizers.serialize(opt))
+    inner = restored.inner_optimizer._learning_rate
+    assert type(inner) is MultiStageSchedule and inner.get_config() == schedule.get_config()
+    assert hvd.DistributedOptimizer(opt).get_config() == opt.get_config()
+    assert [float(inner(s)) for s in range(14)] == [float(schedule(s)) for s in range(14)]
+
+
+def _fit(model, epochs, initial_epoch=0, logger=None):
+    """3 steps per epoch; returns the rate of every step as the optimizer applied it, and
+    History."""
     seen = []
     record = tf.keras.callbacks.LambdaCallback(
-        on_train_batch_begin=lambda b, logs: seen.append(float(model.optimizer.learning_rate)))
+        on_train_batch_end=lambda b, logs: seen.append(float(model.optimizer.learning_rate)))
     x = np.linspace(-1, 1, 24, dtype="float32").reshape(12, 2)
     history = model.fit(x, x[:, :1], batch_size=4, epochs=epochs, initial_epoch=initial_epoch,
-                        shuffle=False, verbose=0, callbacks=[callback, record])
+                        shuffle=False, verbose=0, callbacks=[logger or LearningRateLogger(),
+                                                             record])
     return seen, history.history
 
 
@@ -90,7 +166,7 @@ def _model(optimizer):
 
 
 SCHEDULE = {"learning_rate": 0.1, "stages": "piece:2:0.5:3:0.1", "warmup": 2,
-            "warmup_unit": "step", "warmup_start": 0.5}
+            "warmup_unit": "step", "warmup_start": 0.5, "steps_per_epoch": 3}
 
 
 def _expected(steps):
@@ -105,38 +181,43 @@ def _expected(steps):
 
 
 @pytest.mark.parametrize("wrap", ["plain", "wrapped"])
-def test_fit_sets_the_exact_rate_before_every_batch(wrap):
-    optimizer = tf.keras.optimizers.SGD(1.0)
+def test_fit_applies_the_exact_rate_at_every_step(wrap):
+    optimizer = tf.keras.optimizers.SGD(MultiStageSchedule(**SCHEDULE))
     if wrap == "wrapped":
         optimizer = GradientLag(LARC(optimizer), lag=1)
-    callback = MultiStageLearningRate(**SCHEDULE)
-    seen, history = _fit(_model(optimizer), 4, callback)
+    seen, history = _fit(_model(optimizer), 4)
+    # Gradient lag's first step applies nothing: the rate held is still step 0's.
     assert seen == _expected(range(12))
-    assert history["learning_rate"] == [callback.learning_rate_at(s) for s in (2, 5, 8, 11)]
+    # The epoch's last step's rate, read once at the epoch's end.
+    assert history["learning_rate"] == [_expected([s])[0] for s in (2, 5, 8, 11)]
 
 
 def test_resumed_run_continues_the_schedule(tmp_path):
-    model = _model(tf.keras.optimizers.SGD(1.0))
-    first, _ = _fit(model, 2, MultiStageLearningRate(**SCHEDULE))
+    model = _model(tf.keras.optimizers.SGD(MultiStageSchedule(**SCHEDULE)))
+    first, _ = _fit(model, 2)
     path = tf.train.Checkpoint(model=model).save(tmp_path / "ckpt")
 
-    resumed = _model(tf.keras.optimizers.SGD(1.0))
+    resumed = _model(tf.keras.optimizers.SGD(MultiStageSchedule(**SCHEDULE)))
     tf.train.Checkpoint(model=resumed).restore(path)
-    rest, _ = _fit(resumed, 4, MultiStageLearningRate(**SCHEDULE), initial_epoch=2)
+    rest, _ = _fit(resumed, 4, initial_epoch=2)
     assert first + rest == _expected(range(12))
 
 
 def test_verbose_prints_the_rate_at_each_epoch(capsys):
-    _fit(_model(tf.keras.optimizers.SGD(1.0)), 1,
-         MultiStageLearningRate(0.05, unit="step", verbose=1))
-    assert "Epoch 1: MultiStageLearningRate: learning rate 0.05 at global step 0." in (
-        capsys.readouterr().out)
+    _fit(_model(tf.keras.optimizers.SGD(MultiStageSchedule(0.05, unit="step"))), 1,
+         logger=LearningRateLogger(verbose=1))
+    assert "Epoch 1: learning rate 0.05 at global step 0." in capsys.readouterr().out
+
+
+def test_logger_reads_a_plain_rate_too():
+    optimizer = tf.keras.optimizers.SGD(0.25)
+    _, history = _fit(_model(optimizer), 1)
+    assert history["learning_rate"] == [0.25] and learning_rate_of(optimizer) == 0.25
 
 
 def test_epochs_need_steps_per_epoch():
-    schedule = MultiStageLearningRate(0.1, "piece:3:0.1")
     with pytest.raises(ValueError, match="pass steps_per_epoch= to it"):
-        schedule.learning_rate_at(0)
+        MultiStageSchedule(0.1, "piece:3:0.1")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -149,22 +230,23 @@ def test_epochs_need_steps_per_epoch():
     ({"stages": [(5, 0.1)], "decay": "poly", "decay_end": 5},
      "decay_end=5 must come after the start of the last stage (5 epochs)."),
     ({"warmup_start": 2.0}, "warmup_start must be in [0, 1]; received warmup_start=2.0."),
+    ({"steps_per_update": 0}, "steps_per_update must be an int >= 1; received "
+                              "steps_per_update=0."),
 ])
 def test_bad_arguments_are_named(kwargs, message):
-    kwargs = {"learning_rate": 0.1, **kwargs}
+    kwargs = {"learning_rate": 0.1, "steps_per_epoch": 3, **kwargs}
     escaped = "".join("\\" + c if c in "()[]." else c for c in message)
     with pytest.raises(ValueError, match=escaped):
-        MultiStageLearningRate(**kwargs)
+        MultiStageSchedule(**kwargs)
 
 
 @pytest.mark.horovod
 @pytest.mark.slow
 def test_two_ranks_scale_the_rate_by_size(two_rank_fit):  # noqa: F811
     ranks, _ = two_rank_fit
-    reference = MultiStageLearningRate(**FIT_SCHEDULE, steps_per_epoch=3)
+    reference = MultiStageSchedule(**FIT_SCHEDULE, steps_per_epoch=3)
     for r in ranks:
         assert r["steps"] == list(range(9))
         assert r["lrs"] == [float(np.float32(2 * reference.learning_rate_at(s)))
                             for s in r["steps"]]
-        assert r["history"]["learning_rate"] == [
-            2 * reference.learning_rate_at(s) for s in (2, 5, 8)]
+        assert r["history"]["learning_rate"] == [r["lrs"][s] for s in (2, 5, 8)]

@@ -116,14 +116,15 @@ def _kill_after(cmd, pattern, env):
     (["--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0, got -1"),
     (["--focal-gamma", "nan"], "argument --focal-gamma: expected a finite number, got nan"),
     (["--channels", ""], "--channels: unknown channel '' in channels=''"),
-    (["--lr-stages", "5:0.1,2:0.5"], "--lr-stages: MultiStageLearningRate stage starts must "
+    (["--lr-stages", "5:0.1,2:0.5"], "--lr-stages: MultiStageSchedule stage starts must "
                                      "increase; received [5.0, 2.0]"),
-    (["--lr-stages", "5:-0.1"], "--lr-stages: MultiStageLearningRate stage value must be a "
+    (["--lr-stages", "5:-0.1"], "--lr-stages: MultiStageSchedule stage value must be a "
                                 "number >= 0.0; received stage value=-0.1"),
     (["--lr-stages", "0:nan"], "stage value must be a number >= 0.0; received stage "
                                "value=nan"),
     (["--lr-stages", "piece:5:nan"], "stage value must be a number >= 0.0; received stage "
                                      "value=nan"),
+    (["--nan-check-every", "0"], "argument --nan-check-every: expected an integer >= 1, got 0"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,14 +1,14 @@
-"""Runs model.fit with MetricAverage, MultiStageLearningRate and Throughput under horovodrun.
+"""Runs model.fit with MetricAverage, a MultiStageSchedule and Throughput under horovodrun.
 
     callbacks_fit.py OUT SCHEDULE_JSON
 
-SCHEDULE_JSON holds MultiStageLearningRate's arguments (scale_by_ranks is
-added). Writes OUT/rank{r}.json with what the callbacks did on this rank:
+SCHEDULE_JSON holds MultiStageSchedule's arguments (scale_by_ranks and
+steps_per_epoch are added). Writes OUT/rank{r}.json with what the callbacks did on this rank:
 - `before`: the epoch logs as a callback placed before MetricAverage saw them;
 - `after`: the epoch logs as the last callback saw them;
 - `history`: `History.history` returned by fit;
-- `lrs`: the optimizer's learning rate at every batch (read after the
-  schedule set it), `steps`: the global step then;
+- `lrs`: the learning rate the optimizer applied at every batch (read after
+  it), `steps`: the global step of that batch;
 - `mismatch`: the error a fit raises when rank 1 logs one more metric.
 Rank r has its own data and a metric `rank_id` equal to r on every sample.
 """
@@ -24,7 +24,13 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from callbacks import GradientLag, MetricAverage, MultiStageLearningRate, Throughput
+from callbacks import (
+    GradientLag,
+    LearningRateLogger,
+    MetricAverage,
+    MultiStageSchedule,
+    Throughput,
+)
 # isort: on
 
 PER_RANK, STEPS_PER_EPOCH, EPOCHS = 4, 3, 3
@@ -37,9 +43,9 @@ class Recorder(tf.keras.callbacks.Callback):
         super().__init__()
         self.epochs, self.lrs, self.steps = [], [], []
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         self.lrs.append(float(self.model.optimizer.learning_rate))
-        self.steps.append(int(self.model.optimizer.iterations))
+        self.steps.append(int(self.model.optimizer.iterations) - 1)
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({k: float(v) for k, v in logs.items()})
@@ -53,7 +59,7 @@ class LateStart(tf.keras.callbacks.Callback):
             time.sleep(0.3)
 
 
-def build(rank, extra_metric=False):
+def build(rank, schedule, extra_metric=False):
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([
         tf.keras.Input((5,)),
@@ -66,7 +72,9 @@ def build(rank, extra_metric=False):
 
     metrics = [rank_id] + (["mae"] if extra_metric else [])
     # Horovod: average gradients (through GradientLag, which forwards the rate).
-    optimizer = hvd.DistributedOptimizer(GradientLag(tf.keras.optimizers.SGD(0.01), lag=1))
+    optimizer = hvd.DistributedOptimizer(GradientLag(tf.keras.optimizers.SGD(
+        MultiStageSchedule(**schedule, scale_by_ranks=True, steps_per_epoch=STEPS_PER_EPOCH)),
+        lag=1))
     model.compile(optimizer=optimizer, loss="mse", metrics=metrics)
     return model
 
@@ -79,12 +87,12 @@ def main():
     x = rng.normal(size=(PER_RANK * STEPS_PER_EPOCH, 5)).astype("float32")
     y = (x.sum(axis=1, keepdims=True) * (1 + rank)).astype("float32")
 
-    model = build(rank)
+    model = build(rank, schedule)
     before, after = Recorder(), Recorder()
     callbacks = [
         before,  # deliberately before MetricAverage: sees this rank's values
         MetricAverage(),
-        MultiStageLearningRate(**schedule, scale_by_ranks=True),
+        LearningRateLogger(),
         *([LateStart()] if rank == 1 else []),  # rank 1's clock starts 0.3 s after rank 0's
         Throughput(batch_size=PER_RANK, flops_per_sample=1000.0, single_rank_rate=100.0),
         after,
@@ -95,8 +103,8 @@ def main():
     # Rank 1 logs one metric more: MetricAverage must refuse, on both ranks.
     mismatch = None
     try:
-        build(rank, extra_metric=rank == 1).fit(x, y, batch_size=PER_RANK, epochs=1, verbose=0,
-                                                callbacks=[MetricAverage()])
+        build(rank, schedule, extra_metric=rank == 1).fit(
+            x, y, batch_size=PER_RANK, epochs=1, verbose=0, callbacks=[MetricAverage()])
     except ValueError as err:
         mismatch = str(err)
 
