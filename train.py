@@ -116,6 +116,11 @@ def build_parser():
     g.add_argument("--gradient-lag", type=_nonnegative_int, default=0,
                    help="apply the gradient of N steps ago (overlaps the allreduce)")
     g.add_argument("--batch-size", type=_positive_int, default=2, help="samples per rank")
+    g.add_argument("--accumulate", type=_positive_int, default=1, metavar="N",
+                   help="apply the mean gradient of N batches as one update (the global batch "
+                        "is N x batch size x ranks; one allreduce per update). "
+                        "--steps-per-epoch counts batches; --lr-stages and --warmup in steps "
+                        "count updates")
     g.add_argument("--epochs", type=_positive_int, default=8)
     g.add_argument("--steps-per-epoch", type=_positive_int,
                    help="default: one pass over this rank's share of the files")
@@ -243,6 +248,8 @@ def parse_args(argv=None):
             args.model_options[key] = yaml.safe_load(value)
         except yaml.YAMLError:
             parser.error(f"--model-option {item!r}: the value is not valid YAML")
+    if args.accumulate > 1:
+        _check_accumulate(parser, args)
     if args.data_val and not args.data_train:
         parser.error("--data-val needs --data-train")
     if args.freeze_backbone and not args.init_checkpoint:
@@ -280,6 +287,25 @@ def parse_args(argv=None):
         except ValueError as e:
             parser.error(f"--lr-stages: {e}")
     return args
+
+
+def _check_accumulate(parser, args):
+    """--accumulate N: what it cannot be combined with, and whole updates per epoch."""
+    n = args.accumulate
+    if args.gradient_lag:
+        parser.error(f"--accumulate {n} cannot be combined with --gradient-lag (the lag would "
+                     "delay micro-batches, not updates); drop one")
+    if args.precision == "mixed_float16":
+        parser.error(f"--accumulate {n} cannot be combined with --precision mixed_float16 "
+                     "(each rank's loss scaling would judge its own partial sums); use "
+                     "mixed_bfloat16 or fp32")
+    if args.freeze_backbone:
+        parser.error(f"--accumulate {n} cannot be combined with --freeze-backbone")
+    for flag, value in (("--steps-per-epoch", args.steps_per_epoch),
+                        ("--checkpoint-every-steps", args.checkpoint_every_steps)):
+        if value is not None and value % n:
+            parser.error(f"{flag} {value} must be a multiple of --accumulate {n} (checkpoints "
+                         "and epochs fall between whole updates)")
 
 
 def _config_flag(argv):
@@ -385,7 +411,7 @@ def prepare_data(args, job):
         train_dir, val_dir = default_dataset(args.cache_dir, job.rank, say=job.say)
         train_paths, val_paths = [train_dir], [val_dir]
     try:
-        return prepare_training_set(
+        train_set = prepare_training_set(
             train_paths, val_paths, batch_size=args.batch_size, stats_path=args.stats,
             normalization=args.normalization, channels=args.channels, label_set=args.label_set,
             skip_bad_files=args.skip_bad_files, augment=args.augment, stage_dir=args.stage_dir,
@@ -397,6 +423,11 @@ def prepare_data(args, job):
         raise CommandError(f"{flag}: {e}", usage=True) from e
     except StagingError as e:  # e.g. a full disk; the message names the directory
         raise CommandError(f"--stage-dir {args.stage_dir}: {e}") from e
+    if train_set.steps % args.accumulate:
+        raise CommandError(f"--accumulate {args.accumulate}: an epoch of {train_set.steps} "
+                           "batches is not a whole number of updates; give --steps-per-epoch "
+                           f"as a multiple of {args.accumulate}", usage=True)
+    return train_set
 
 
 def build_model(args, job, train_set):
@@ -432,7 +463,12 @@ def build_model(args, job, train_set):
         args.optimizer, learning_rate_schedule(args, train_set.steps),
         weight_decay=args.weight_decay, larc=args.larc,
         larc_eta=args.larc_eta, larc_mode=args.larc_mode, gradient_lag=args.gradient_lag,
-        precision=args.precision)
+        accumulate=args.accumulate, precision=args.precision)
+    if args.accumulate > 1:
+        # Horovod: each rank sums N batches' gradients, then one allreduce per update.
+        job.say(f"accumulating {args.accumulate} batches per update: a global batch of "
+                f"{args.accumulate * args.batch_size * job.size} samples, "
+                f"{train_set.steps // args.accumulate} updates per epoch")
     if args.gradient_lag:
         try:
             size = callbacks.gradient_lag_bytes(args.gradient_lag, args.epochs, train_set.steps,
@@ -449,16 +485,19 @@ def build_model(args, job, train_set):
 
 def learning_rate_schedule(args, steps):
     """The run's learning rate: stages, warmup, decay and rank scaling, evaluated in the graph
-    from the optimizer's step (no host read per step)."""
+    from the optimizer's step (no host read per step). With --accumulate N it counts updates:
+    `steps` batches make `steps / N` of them per epoch."""
     import callbacks
 
+    updates = steps // args.accumulate
     return callbacks.MultiStageSchedule(
         args.lr, stages=args.lr_stage_list, unit=args.lr_unit, warmup=args.warmup,
         warmup_start=args.warmup_start,
         decay=None if args.lr_decay == "none" else args.lr_decay,
-        decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * steps,
+        decay_end=args.epochs if args.lr_unit == "epoch" else args.epochs * updates,
         # Horovod: scale the learning rate by the number of ranks.
-        scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=steps)
+        scale_by_ranks=args.lr_scaling == "linear", steps_per_epoch=updates,
+        steps_per_update=args.accumulate)
 
 
 def resume_or_initialise(args, job, model, compile_args, train_set):
@@ -544,7 +583,7 @@ def record_config(args, job, train_set, details):
     """The effective configuration: in config.yaml (rank 0), metrics.json and W&B."""
     config = {k: v for k, v in vars(args).items()
               if k not in ("class_weight_values", "model_options", "lr_stage_list")}
-    config.update(ranks=job.size, global_batch_size=args.batch_size * job.size,
+    config.update(ranks=job.size, global_batch_size=args.batch_size * job.size * args.accumulate,
                   steps_per_epoch=train_set.steps, input_shape=list(train_set.input_shape),
                   class_weights=details["class_weights"], stats_path=train_set.stats_path)
     if job.rank == 0:

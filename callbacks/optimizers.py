@@ -6,14 +6,17 @@ LARC rescales the update, so it wraps the optimizer that applies it;
 GradientLag hands out the gradient of `lag` steps ago, which Horovod's
 `DistributedOptimizer` then averages over ranks; dynamic loss scaling
 (mixed_float16) is outermost, so a step whose averaged gradients overflow is
-skipped on every rank alike.
+skipped on every rank alike. Gradient accumulation is Horovod's own
+(`backward_passes_per_step`): each rank sums N micro-batches' gradients
+locally and allreduces once per N, when the update is applied.
 """
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 
 
 def build_optimizer(name, learning_rate, *, weight_decay=0.0, larc=False, larc_eta=0.002,
-                    larc_mode="clip", gradient_lag=0, distributed=True, precision="fp32"):
+                    larc_mode="clip", gradient_lag=0, accumulate=1, distributed=True,
+                    precision="fp32"):
     """Builds the run's optimizer, wrapped in the module's order.
 
     Args:
@@ -23,6 +26,12 @@ def build_optimizer(name, learning_rate, *, weight_decay=0.0, larc=False, larc_e
         weight_decay: for AdamW and LAMB, or LARC's decay with the others.
         larc, larc_eta, larc_mode: wrap in `LARC`.
         gradient_lag: wrap in `GradientLag` with this lag (0: none).
+        accumulate: apply the mean gradient of this many micro-batches as one
+            update (Horovod's `backward_passes_per_step`, averaged): N steps
+            of batch b give the update of one step of batch N*b. `iterations`
+            still counts micro-batches; give the learning-rate schedule
+            `steps_per_update=accumulate`. Needs `distributed`; not with
+            `gradient_lag`. Defaults to `1`.
         distributed: wrap in Horovod's `DistributedOptimizer` (needs
             `horovod.tensorflow.keras`, initialized). Defaults to True.
         precision: "mixed_float16" adds dynamic loss scaling.
@@ -33,6 +42,10 @@ def build_optimizer(name, learning_rate, *, weight_decay=0.0, larc=False, larc_e
     import tensorflow as tf
 
     from callbacks.gradient_lag import GradientLag
+
+    if accumulate > 1 and (gradient_lag or not distributed):
+        raise ValueError(f"accumulate={accumulate} needs distributed=True (Horovod aggregates "
+                         "the micro-batches) and no gradient_lag (it would lag micro-batches)")
     from callbacks.larc import LARC
 
     if name == "sgd":
@@ -57,7 +70,10 @@ def build_optimizer(name, learning_rate, *, weight_decay=0.0, larc=False, larc_e
     if distributed:
         import horovod.tensorflow.keras as hvd
 
-        opt = hvd.DistributedOptimizer(opt)  # Horovod: average gradients over ranks
+        # Horovod: average gradients over ranks; with accumulation, sum the
+        # micro-batches locally and allreduce (then divide by N) once per update.
+        opt = hvd.DistributedOptimizer(opt, backward_passes_per_step=accumulate,
+                                       average_aggregated_gradients=True)
     if precision == "mixed_float16":
         opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
     return opt

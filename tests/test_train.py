@@ -125,6 +125,16 @@ def _kill_after(cmd, pattern, env):
     (["--lr-stages", "piece:5:nan"], "stage value must be a number >= 0.0; received stage "
                                      "value=nan"),
     (["--nan-check-every", "0"], "argument --nan-check-every: expected an integer >= 1, got 0"),
+    (["--accumulate", "0"], "argument --accumulate: expected an integer >= 1, got 0"),
+    (["--accumulate", "2.5"], "argument --accumulate: expected an integer"),
+    (["--accumulate", "2", "--gradient-lag", "1"],
+     "--accumulate 2 cannot be combined with --gradient-lag"),
+    (["--accumulate", "2", "--precision", "mixed_float16"],
+     "--accumulate 2 cannot be combined with --precision mixed_float16"),
+    (["--accumulate", "3", "--steps-per-epoch", "10"],
+     "--steps-per-epoch 10 must be a multiple of --accumulate 3"),
+    (["--accumulate", "2", "--checkpoint-every-steps", "5"],
+     "--checkpoint-every-steps 5 must be a multiple of --accumulate 2"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -743,3 +753,54 @@ def test_mpirun_trains_the_weights_of_horovodrun_gloo(dataset, tmp_path):
     for name in a:  # two ranks' sums are the same whichever library adds them
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert _training_record(mpi) == _training_record(gloo)
+
+
+def _run_in_process(argv):
+    """train.main on `argv` (as _args gives it, without the script) in this process."""
+    status = train.main([str(a) for a in argv[1:]])
+    assert status == 0
+
+
+@pytest.mark.slow
+def test_accumulating_two_batches_of_one_equals_batches_of_two_and_resumes(dataset, tmp_path,
+                                                                          capsys):
+    """--accumulate 2 --batch-size 1 trains the weights of --batch-size 2 (TINY has no batch
+    norm, whose statistics would differ), with LARC and a schedule in updates; a resume from
+    a mid-epoch checkpoint ends where the uninterrupted run did."""
+    common = ["--epochs", "2", "--optimizer", "sgd", "--larc", "--lr", "0.05", "--lr-unit",
+              "step", "--warmup", "2", "--lr-stages", "4:0.5"]
+    acc, whole, mid = tmp_path / "acc", tmp_path / "whole", tmp_path / "mid"
+    _run_in_process(_args(dataset, acc, *common, "--batch-size", "1", "--accumulate", "2",
+                          "--checkpoint-every-steps", "4", "--keep-checkpoints", "10"))
+    out = capsys.readouterr().out
+    assert ("accumulating 2 batches per update: a global batch of 2 samples, 6 updates per "
+            "epoch") in out and "12 steps per epoch" in out
+    _run_in_process(_args(dataset, whole, *common, "--batch-size", "2"))
+    a, b = _final_weights(acc), _final_weights(whole)
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    # The schedule counts updates: x0.5 from update 4, in epoch 1 (6 updates per epoch).
+    assert [e["learning_rate"] for e in _epochs(acc)] == [e["learning_rate"]
+                                                          for e in _epochs(whole)]
+    assert [e["learning_rate"] for e in _epochs(acc)] == pytest.approx([0.025, 0.025])
+    with open(acc / "config.yaml") as f:
+        assert yaml.safe_load(f)["global_batch_size"] == 2
+
+    # Checkpoints fall between updates: resumed mid-epoch 2 (batch 16 of 24), the same end.
+    shutil.copytree(acc, mid)
+    for name in os.listdir(mid / "checkpoints"):
+        if name != "best" and int(name.split("-s")[1]) > 16:
+            shutil.rmtree(mid / "checkpoints" / name)
+    _run_in_process(_args(dataset, mid, *common, "--batch-size", "1", "--accumulate", "2"))
+    assert "ckpt-e0001-s00000016 (epoch 1, step 16)" in capsys.readouterr().out
+    for name, value in a.items():
+        np.testing.assert_array_equal(_final_weights(mid)[name], value, err_msg=name)
+
+
+def test_an_epoch_of_partial_updates_is_refused(dataset, tmp_path, capsys):
+    status = train.main([str(a) for a in _args(dataset, tmp_path / "r", "--batch-size", "1",
+                                               "--accumulate", "5")[1:]])
+    assert status == 2
+    assert ("train.py: error: --accumulate 5: an epoch of 12 batches is not a whole number of "
+            "updates; give --steps-per-epoch as a multiple of 5") in capsys.readouterr().err
