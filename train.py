@@ -63,6 +63,9 @@ def build_parser():
                    help="DeepLabv3+ decoder (model default: deconv1x, as the paper)")
     g.add_argument("--periodic-padding", action=argparse.BooleanOptionalAction, default=False,
                    help="convolutions wrap around in longitude")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="batch norm with the statistics of all ranks' batches (Horovod's "
+                        "SyncBatchNormalization; one allreduce per layer and step)")
     g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other argument of the model builder, value in YAML syntax, "
                         "e.g. --model-option blocks=[2,2,4] --model-option growth_rate=16")
@@ -448,6 +451,15 @@ def build_model(args, job, train_set):
         model = zoo.get_model(args.model, **kwargs)
     except (ValueError, TypeError) as e:
         raise CommandError(f"--model {args.model}: {e}", usage=True) from e
+    if args.sync_bn:
+        # Horovod: batch statistics over all ranks' batches (the layers keep their names).
+        changed = callbacks.sync_batch_norm(model)
+        if not changed:
+            raise CommandError(f"--sync-bn: model {args.model} has no batch normalization "
+                               "layer (tiramisu has it with --model-option batch_norm=true)",
+                               usage=True)
+        job.say(f"--sync-bn: {len(changed)} batch-norm layers normalise with the statistics "
+                f"of all {job.size} ranks' batches")
     schemes = args.class_weight_values in ("sc18", "deepcam") and args.loss != "jaccard"
     try:
         frequencies = data.class_frequencies(train_set.stats, args.label_set) \

@@ -35,6 +35,7 @@ _EXPORTS = {
     **dict.fromkeys(("OPTIMIZERS", "build_optimizer", "gradient_lag_bytes"),
                     "callbacks.optimizers"),
     "StopOnNonFinite": "callbacks.nan_guard",
+    "sync_batch_norm": "callbacks.sync_batch_norm",
     "TrainingReport": "callbacks.report",
     **dict.fromkeys(("Throughput", "format_flops"), "callbacks.throughput"),
     "WandbValidationImages": "callbacks.wandb_images",
