@@ -125,6 +125,11 @@ def build_parser():
                         "--steps-per-epoch counts batches; --lr-stages and --warmup in steps "
                         "count updates")
     g.add_argument("--epochs", type=_positive_int, default=8)
+    g.add_argument("--target-iou", type=_positive_float, metavar="X",
+                   help="stop after the first epoch whose validation mean IoU reaches X "
+                        "(0 < X <= 1); that epoch's checkpoint is kept")
+    g.add_argument("--validate-every", type=_positive_int, default=1, metavar="N",
+                   help="validate every N epochs and after the last one")
     g.add_argument("--steps-per-epoch", type=_positive_int,
                    help="default: one pass over this rank's share of the files")
 
@@ -265,6 +270,8 @@ def parse_args(argv=None):
     if args.freeze_backbone >= args.epochs:
         parser.error(f"--freeze-backbone {args.freeze_backbone} must be less than --epochs "
                      f"{args.epochs}")
+    if args.target_iou is not None and args.target_iou > 1:
+        parser.error(f"--target-iou must be at most 1 (a mean IoU), got {args.target_iou:g}")
     if args.stage_oversample < 1:
         parser.error(f"--stage-oversample must be >= 1, got {args.stage_oversample}")
     if args.lr_decay != "none" and args.lr_unit == "step" and not args.steps_per_epoch:
@@ -364,7 +371,7 @@ def _train(argv):
     callback_list, stop, run = make_callbacks(args, job, train_set, model, compile_args, details,
                                               config, start)
     seconds, history = fit(args, job, train_set, model, compile_args, callback_list, stop, start)
-    return finish(args, job, train_set, stop, run, seconds, history)
+    return finish(args, job, train_set, stop, run, seconds, history, callback_list)
 
 
 class Job:
@@ -426,6 +433,9 @@ def prepare_data(args, job):
         raise CommandError(f"{flag}: {e}", usage=True) from e
     except StagingError as e:  # e.g. a full disk; the message names the directory
         raise CommandError(f"--stage-dir {args.stage_dir}: {e}") from e
+    if args.target_iou is not None and not train_set.val_files:
+        raise CommandError(f"--target-iou {args.target_iou:g} needs validation files "
+                           "(--data-val): the target is a validation mean IoU", usage=True)
     if train_set.steps % args.accumulate:
         raise CommandError(f"--accumulate {args.accumulate}: an epoch of {train_set.steps} "
                            "batches is not a whole number of updates; give --steps-per-epoch "
@@ -629,6 +639,9 @@ def make_callbacks(args, job, train_set, model, compile_args, details, config, s
         callbacks.LearningRateLogger(),  # the schedule runs in the graph; logged per epoch
         callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, job.rank),
                              single_rank_rate=args.single_rank_rate),
+        # Before the writers: the epoch that reaches the target is recorded and checkpointed.
+        *([callbacks.StopAtTarget(args.target_iou, monitor="val_mean_iou")]
+          if args.target_iou is not None else []),
         # metrics.json before the checkpoint: killed between the two, a resumed
         # run redoes the epoch and replaces its record; the other way round,
         # it would resume after an epoch that metrics.json never recorded.
@@ -671,6 +684,7 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
             train_set.steps, frozen_epochs=args.freeze_backbone,
             set_backbone_trainable=functools.partial(_set_backbone_trainable, zoo, args.model),
             stop=stop, say=job.say, validation_data=train_set.validation_dataset(),
+            validation_freq=validation_epochs(args.validate_every, args.epochs),
             verbose=2 if job.rank == 0 else 0, callbacks=callback_list)
     except tf.errors.OpError as e:
         problem = _data_file_problem(e.message)
@@ -686,6 +700,12 @@ def fit(args, job, train_set, model, compile_args, callback_list, stop, start):
     return time.perf_counter() - began, history
 
 
+def validation_epochs(every, epochs):
+    """The epochs (1-based) that validate: every `every`-th and the last (Keras'
+    `validation_freq`)."""
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
+
+
 def _data_file_problem(message):
     """The data file's own one-line error inside a TensorFlow error raised by the input
     pipeline (`DataFileError: PATH: problem`), or None."""
@@ -699,8 +719,10 @@ def _set_backbone_trainable(zoo, model_name, model, trainable):
     zoo.set_backbone_trainable(model, model_name, trainable)
 
 
-def finish(args, job, train_set, stop, run, seconds, history):
+def finish(args, job, train_set, stop, run, seconds, history, callback_list=()):
     """Reports skipped files, a stop on a non-finite loss, or the run's summary; the exit status."""
+    import callbacks
+
     if args.skip_bad_files:  # every rank's skips, in rank 0's report
         bad = train_set.all_bad_files()
         if len(bad):
@@ -714,6 +736,14 @@ def finish(args, job, train_set, stop, run, seconds, history):
     if job.rank == 0:
         if history is None:
             job.say(f"nothing to do: {args.epochs} epochs were already trained in {job.out}")
+        for target in (c for c in callback_list if isinstance(c, callbacks.StopAtTarget)):
+            if target.reached:
+                kept = next((c.last_path for c in callback_list
+                             if isinstance(c, callbacks.Checkpointer) and c.last_path), None)
+                job.say(f"reached --target-iou {args.target_iou:g}: validation mean IoU "
+                        f"{target.reached[1]:.4f} at epoch {target.reached[0]} of "
+                        f"{args.epochs}; stopped there"
+                        + (f", its checkpoint {kept} kept" if kept else ""))
         _summary(job.out, seconds, job.ckpt_dir)
         if run is not None:
             from callbacks import wandb_run

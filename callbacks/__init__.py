@@ -34,6 +34,7 @@ _EXPORTS = {
     "MetricAverage": "callbacks.metric_average",
     **dict.fromkeys(("OPTIMIZERS", "build_optimizer", "gradient_lag_bytes"),
                     "callbacks.optimizers"),
+    "StopAtTarget": "callbacks.target",
     "StopOnNonFinite": "callbacks.nan_guard",
     "sync_batch_norm": "callbacks.sync_batch_norm",
     "TrainingReport": "callbacks.report",

@@ -454,8 +454,9 @@ class Checkpointer(tf.keras.callbacks.Callback):
 
     Args:
         directory: where checkpoints go (created if missing).
-        every_epochs: write at the end of every N-th epoch; None for never.
-            Defaults to `1`.
+        every_epochs: write at the end of every N-th epoch, and of an epoch
+            after which training stops (`model.stop_training`); None for
+            never. Defaults to `1`.
         every_steps: also write every N global steps (at the end of a batch);
             None for never. Defaults to `None`.
         keep: how many recent checkpoints to keep (the best is kept apart).
@@ -587,7 +588,9 @@ class Checkpointer(tf.keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+        # A run that stops here (e.g. at its target) keeps this epoch's state too.
+        if self.every_epochs and ((epoch + 1) % self.every_epochs == 0
+                                  or self.model.stop_training):
             self._save(epoch + 1, logs)
 
 

@@ -12,7 +12,8 @@ def fit_epochs(model, train_data, first, last, skip, steps, stop=None, **fit):
         skip: batches of epoch `first` already trained (a mid-epoch resume).
         steps: steps per epoch.
         stop: a callback with a `stopped` flag (e.g. `StopOnNonFinite`); no
-            new fit starts once it is set. Defaults to None.
+            new fit starts once it is set, nor once a callback set
+            `model.stop_training` (e.g. `StopAtTarget`). Defaults to None.
         **fit: passed on to `model.fit` (callbacks, validation_data, verbose).
 
     An interrupted epoch runs as a fit of its own over its remaining batches
@@ -26,7 +27,7 @@ def fit_epochs(model, train_data, first, last, skip, steps, stop=None, **fit):
         history = model.fit(train_data(first * steps + skip), epochs=first + 1,
                             initial_epoch=first, steps_per_epoch=steps - skip, **fit)
         first += 1
-    if first < last and not (stop is not None and stop.stopped):
+    if first < last and not (stop is not None and stop.stopped) and not model.stop_training:
         history = model.fit(train_data(first * steps), epochs=last, initial_epoch=first,
                             steps_per_epoch=steps, **fit)
     return history
@@ -60,7 +61,7 @@ def fit_run(model, compile_args, train_data, first, last, skip, steps, *, frozen
         history = fit_epochs(model, train_data, first, frozen_epochs, skip, steps, stop, **fit)
         first, skip = frozen_epochs, 0
         set_backbone_trainable(model, True)
-    if not (stop is not None and stop.stopped) and first < last:
+    if not (stop is not None and stop.stopped) and not model.stop_training and first < last:
         model.compile(**compile_args)
         history = fit_epochs(model, train_data, first, last, skip, steps, stop, **fit)
     return history

@@ -9,7 +9,7 @@ CLASS_LABELS = {class_id: name.replace("_", " ") for class_id, name in enumerate
 
 
 class WandbValidationImages(tf.keras.callbacks.Callback):
-    """Logs validation samples with predicted and true masks to W&B each epoch.
+    """Logs validation samples with predicted and true masks to W&B at each validation.
 
     The image is the first selected channel (TMQ when selected) scaled to its
     range; W&B draws the masks as toggleable overlays. Only the process that
@@ -34,6 +34,8 @@ class WandbValidationImages(tf.keras.callbacks.Callback):
         self.display = list(channels).index(0) if channels and 0 in channels else 0
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" not in logs:
+            return  # no validation this epoch (fit's validation_freq)
         import wandb
 
         fields = np.stack([s[0] for s in self.samples]).astype(np.float32)

@@ -135,6 +135,10 @@ def _kill_after(cmd, pattern, env):
      "--steps-per-epoch 10 must be a multiple of --accumulate 3"),
     (["--accumulate", "2", "--checkpoint-every-steps", "5"],
      "--checkpoint-every-steps 5 must be a multiple of --accumulate 2"),
+    (["--target-iou", "0"], "argument --target-iou: expected a number > 0, got 0"),
+    (["--target-iou", "nan"], "argument --target-iou: expected a finite number, got nan"),
+    (["--target-iou", "1.5"], "--target-iou must be at most 1 (a mean IoU), got 1.5"),
+    (["--validate-every", "0"], "argument --validate-every: expected an integer >= 1, got 0"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -843,3 +847,46 @@ def test_sync_bn_without_batch_norm_is_refused(dataset, tmp_path, capsys):
     assert status == 2
     assert ("train.py: error: --sync-bn: model tiramisu has no batch normalization layer "
             "(tiramisu has it with --model-option batch_norm=true)") in capsys.readouterr().err
+
+
+def test_validation_epochs_are_every_nth_and_the_last():
+    assert train.validation_epochs(1, 3) == [1, 2, 3]
+    assert train.validation_epochs(2, 5) == [2, 4, 5]
+    assert train.validation_epochs(4, 3) == [3]
+
+
+@pytest.mark.slow
+def test_validate_every_and_target_iou(dataset, tmp_path, capsys):
+    short = ["--steps-per-epoch", "2"]
+    every = tmp_path / "every"
+    _run_in_process(_args(dataset, every, *short, "--epochs", "3", "--validate-every", "2",
+                          "--target-iou", "1", "--wandb-mode", "offline"))
+    assert "reached" not in capsys.readouterr().out  # a target of 1 is not met: 3 epochs
+    assert [("val_mean_iou" in e, "val_loss" in e) for e in _epochs(every)] == [
+        (False, False), (True, True), (True, True)]
+    _, history = run_contents(glob.glob(str(every / "wandb" / "*run-*" / "run-*.wandb"))[0])
+    assert [r["epoch/epoch"] for r in history if "epoch/val_mean_iou" in r] == [1, 2]  # 0-based
+    assert sum("validation/samples/all_masks" in r for r in history) == 2
+    assert [r["epoch/epoch"] for r in history if "epoch/loss" in r] == [0, 1, 2]
+
+    # Reached at the first validation (epoch 2 of 4): stopped there, its checkpoint written
+    # although --checkpoint-every 3 would not have written it.
+    target = tmp_path / "target"
+    _run_in_process(_args(dataset, target, *short, "--epochs", "4", "--validate-every", "2",
+                          "--target-iou", "0.01", "--checkpoint-every", "3"))
+    out = capsys.readouterr().out
+    iou = _epochs(target)[-1]["val_mean_iou"]
+    assert f"climseg: val_mean_iou {iou:.4f} reached the target 0.01 at epoch 2: stopping" in out
+    kept = target / "checkpoints" / "ckpt-e0002-s00000004"
+    assert (f"climseg: reached --target-iou 0.01: validation mean IoU {iou:.4f} at epoch 2 of "
+            f"4; stopped there, its checkpoint {kept} kept") in out
+    assert [e["epoch"] for e in _epochs(target)] == [1, 2]
+    assert sorted(os.listdir(target / "checkpoints")) == ["best", kept.name]
+
+
+def test_target_iou_without_validation_files_is_refused(dataset, tmp_path, capsys):
+    status = train.main([*map(str, TINY), "--data-train", str(dataset / "train"),
+                         "--output-dir", str(tmp_path / "r"), "--target-iou", "0.5"])
+    assert status == 2
+    assert ("train.py: error: --target-iou 0.5 needs validation files (--data-val): the target "
+            "is a validation mean IoU") in capsys.readouterr().err
