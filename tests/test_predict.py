@@ -1,6 +1,7 @@
 """climseg-predict: batches, ranks, resuming, other grids, and its alias `train.py predict`."""
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import (
     TESTS_DIR,
+    WORKERS_DIR,
     cf_problems,
     check_main,
     read_masks,
@@ -43,6 +45,51 @@ def trained(tmp_path_factory):
     return root, root / "run" / "checkpoints" / "best"
 
 
+@pytest.fixture(scope="module")
+def two_ranks(trained, tmp_path_factory):
+    """The tests' two-rank climseg-predict runs, in one horovodrun launch (one TensorFlow
+    start-up per rank for the three): `(directory, {run: rank 0's lines}, all stdout)`.
+
+    Their inputs are here for the tests to predict alone: `runs/` (three model-output
+    files of the same fields, in three layouts) and `year/year.nc` (five steps).
+    """
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    base = tmp_path_factory.mktemp("two_ranks")
+    fields, labels = synthetic_steps(3, 64, 96, seed=9)
+    runs = base / "runs"
+    runs.mkdir()
+    write_model_output(runs / "a.h2.nc", fields, labels)
+    write_model_output(runs / "b.h2.nc", fields, labels, order=("time", "lon", "lat"),
+                       descending=True, lon180=True, file_format="NETCDF3_CLASSIC")
+    write_model_output(runs / "c.h2.nc", fields, labels, rename={"TMQ": "PRW"},
+                       file_format="NETCDF3_64BIT")
+    (base / "year").mkdir()
+    write_model_output(base / "year" / "year.nc", synthetic_steps(5, 64, 96, seed=13)[0])
+    checkpoint = ["--checkpoint", str(best)]
+    runs_json = {
+        "val": [*checkpoint, "--input", str(root / "val"), "--output-dir", str(base / "val"),
+                "--batch-size", "2", "--no-maps"],
+        "model output": [*checkpoint, "--input", str(runs), "--output-dir",
+                         str(base / "model output"), "--rename", "PRW=TMQ", "--no-maps",
+                         "--probabilities", "byte"],
+        "year": [*checkpoint, "--input", str(base / "year"), "--no-maps", "--probabilities",
+                 "byte", "--output-dir", str(base / "year out")],
+    }
+    (base / "runs.json").write_text(json.dumps(runs_json))
+    proc = run_horovod([WORKERS_DIR / "predict_runs.py", base / "runs.json"])
+    lines, name = {}, None
+    for line in proc.stdout.splitlines():
+        if "climseg-test: run " in line:
+            name = line.split("climseg-test: run ", 1)[1]
+            lines[name] = []
+        elif name is not None and "climseg-test: " not in line:
+            lines[name].append(line)
+    assert sorted(lines) == sorted(runs_json), proc.stdout[-4000:]
+    return base, {name: "\n".join(run) for name, run in lines.items()}, proc.stdout
+
+
 def _masks(directory):
     out = {}
     for path in sorted(glob.glob(str(directory / "*.mask.nc"))):
@@ -52,18 +99,19 @@ def _masks(directory):
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_path, capfd):
+def test_two_ranks_and_batches_give_the_same_files_written_once(trained, two_ranks, tmp_path,
+                                                                capfd):
     root, best = trained
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two = tmp_path / "one", two_ranks[0] / "val"
     proc = run_main(predict, ["--checkpoint", best, "--input", root / "val", "--output-dir",
                               one, "--batch-size", "1"], capfd)
     assert proc.returncode == 0, proc.stderr
     assert "5 files (5 samples to predict) on 1 rank(s), batch 1" in proc.stdout
     assert "predicted 5/5 samples" in proc.stdout and "samples/s" in proc.stdout
-    proc = run_horovod([PREDICT, "--checkpoint", best, "--input", root / "val", "--output-dir",
-                        two, "--batch-size", "2", "--no-maps"])
-    assert "5 files (5 samples to predict) on 2 rank(s), batch 2" in proc.stdout
-    assert proc.stdout.count("climseg-predict: masks in") == 1  # rank 0 only
+    stdout = two_ranks[1]["val"]  # horovodrun ... predict.py --batch-size 2 --no-maps
+    assert "5 files (5 samples to predict) on 2 rank(s), batch 2" in stdout
+    assert stdout.count("climseg-predict: masks in") == 1  # rank 0 only
+    assert two_ranks[2].count("climseg-predict: masks in") == len(two_ranks[1])  # in all runs
     names = sorted(os.listdir(two))
     assert len(names) == 5 and all(n.endswith(".mask.nc") for n in names)
     for name in names:  # byte for byte
@@ -77,7 +125,7 @@ def test_two_ranks_and_batches_give_the_same_files_written_once(trained, tmp_pat
     tp = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - tp
     iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    assert f"mean {np.nanmean(iou):.3f}" in proc.stdout
+    assert f"mean {np.nanmean(iou):.3f}" in stdout
 
 
 @pytest.mark.slow
@@ -133,26 +181,20 @@ def test_other_grids_and_the_alias(trained, tmp_path, capfd):
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, tmp_path,
-                                                                        capfd):
+def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained, two_ranks,
+                                                                        tmp_path, capfd):
     import xarray as xr
-    from model_output_files import synthetic_steps, write_model_output
+    from model_output_files import synthetic_steps
 
     root, best = trained
-    fields, labels = synthetic_steps(3, 64, 96, seed=9)
+    fields, labels = synthetic_steps(3, 64, 96, seed=9)  # those of two_ranks' runs/
     samples = tmp_path / "samples"  # the same fields, one HDF5 sample per time step
     samples.mkdir()
     for t in range(3):
         with h5py.File(samples / f"step-{t}.h5", "w") as f:
             f["climate/data"] = fields[t]
             f["climate/labels_0"] = labels[t]
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    write_model_output(runs / "a.h2.nc", fields, labels)
-    write_model_output(runs / "b.h2.nc", fields, labels, order=("time", "lon", "lat"),
-                       descending=True, lon180=True, file_format="NETCDF3_CLASSIC")
-    write_model_output(runs / "c.h2.nc", fields, labels, rename={"TMQ": "PRW"},
-                       file_format="NETCDF3_64BIT")
+    runs = two_ranks[0] / "runs"  # a.h2.nc; b: (lon, lat), descending, -180..180; c: PRW
     check_main(predict, ["--checkpoint", best, "--input", samples, "--output-dir",
                          tmp_path / "expected", "--no-maps"])
     expected = np.stack([m for _, m in sorted(_masks(tmp_path / "expected").items())])
@@ -177,14 +219,12 @@ def test_model_output_files_give_the_masks_of_their_samples_as_cf_netcdf(trained
     # IoU from the files' LABELS: three times the samples' confusion.
     assert "IoU background" in proc.stdout
 
-    # Two ranks write the same netCDF files, byte for byte, each once.
-    proc = run_horovod([PREDICT, "--checkpoint", best, "--input", runs, "--output-dir",
-                        tmp_path / "two", "--rename", "PRW=TMQ", "--no-maps",
-                        "--probabilities", "byte"])
-    assert sorted(os.listdir(tmp_path / "two")) == ["a.h2.mask.nc", "b.h2.mask.nc",
-                                                    "c.h2.mask.nc"]
-    for name in os.listdir(tmp_path / "two"):
-        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+    # Two ranks write the same netCDF files, byte for byte, each once (horovodrun ...
+    # predict.py --input runs --rename PRW=TMQ --no-maps --probabilities byte).
+    two = two_ranks[0] / "model output"
+    assert sorted(os.listdir(two)) == ["a.h2.mask.nc", "b.h2.mask.nc", "c.h2.mask.nc"]
+    for name in os.listdir(two):
+        assert (two / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
 
     # The IOOS compliance checker finds no CF problem (masks and packed probabilities).
     assert cf_problems(tmp_path / "out" / "b.h2.mask.nc", tmp_path / "cf.json") == ([], True)
@@ -227,22 +267,19 @@ def test_a_bad_time_step_fails_its_file_only_and_names_collide_never(trained, tm
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_the_steps_of_one_file_split_over_ranks_give_the_same_file(trained, tmp_path):
+def test_the_steps_of_one_file_split_over_ranks_give_the_same_file(trained, two_ranks,
+                                                                    tmp_path):
     import xarray as xr
-    from model_output_files import synthetic_steps, write_model_output
 
     root, best = trained
-    fields, _ = synthetic_steps(5, 64, 96, seed=13)
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    write_model_output(runs / "year.nc", fields)
+    runs = two_ranks[0] / "year"  # year.nc: five steps
     args = ["--checkpoint", best, "--input", runs, "--no-maps", "--probabilities", "byte"]
     check_main(predict, [*args, "--output-dir", tmp_path / "one", "--batch-size", "2"])
-    proc = run_horovod([PREDICT, *args, "--output-dir", tmp_path / "two"])
-    assert "1 files (5 samples to predict) on 2 rank(s)" in proc.stdout
-    assert os.listdir(tmp_path / "two") == ["year.mask.nc"]  # the parts are merged and gone
+    two = two_ranks[0] / "year out"  # horovodrun ... predict.py *args (batch 1 per rank)
+    assert "1 files (5 samples to predict) on 2 rank(s)" in two_ranks[1]["year"]
+    assert os.listdir(two) == ["year.mask.nc"]  # the parts are merged and gone
     assert (tmp_path / "one" / "year.mask.nc").read_bytes() == \
-        (tmp_path / "two" / "year.mask.nc").read_bytes()
+        (two / "year.mask.nc").read_bytes()
     with xr.open_dataset(tmp_path / "one" / "year.mask.nc") as out:
         probs = np.stack([out[f"probability_{name}"].values for name in data.CLASSES], -1)
         masks = out["mask"].values
