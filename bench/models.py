@@ -16,6 +16,7 @@ FLOPs per second, which can exceed the machine's rate.
 
     .venv/bin/python bench/models.py                 # 192x288x16, batch 2
     .venv/bin/python bench/models.py --models deeplabv3plus --steps 10
+    .venv/bin/python bench/models.py --models deeplabv3plus --kernels reference
 
 Not a test: it takes minutes on two cores.
 """
@@ -93,7 +94,7 @@ class StepTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
+def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops, **options):
     """Median samples/s, GFLOP/s, and ratio to the matmul rate of `name`.
 
     The machine may be shared: a matmul is timed right after every model
@@ -106,7 +107,7 @@ def model_rate(name, input_shape, batch, steps, warmup, matmul, matmul_flops):
         architecture_flops_per_sample, effective_gflops (architecture FLOPs).
     """
     architecture_flops = zoo.training_flops_per_sample(name, input_shape)
-    model = compiled_model(name, input_shape)
+    model = compiled_model(name, input_shape, **options)
     flops = zoo.training_flops_per_sample(model, input_shape)
     x, y = random_batch(batch, input_shape)
     peaks = []
@@ -194,6 +195,9 @@ def main(argv=None):
     parser.add_argument("--head-to-head", nargs="+", metavar="MODEL", choices=list(zoo.MODELS),
                         help="instead: steps of these models in turn (--steps rounds), samples/s "
                              "of each against the first's under the same load")
+    parser.add_argument("--kernels", choices=("reference", "cpu"),
+                        help="deeplabv3plus's kernel set (zoo.kernels); default: chosen by the "
+                             "device")
     add_step_arguments(parser)
     args = parser.parse_args(argv)
     select_device(args.device)
@@ -221,9 +225,11 @@ def main(argv=None):
     for _ in range(3):
         matmul()  # Warm-up.
     for name in args.models:
+        options = {"kernels": args.kernels} if args.kernels and name == "deeplabv3plus" else {}
         r = model_rate(name, input_shape, args.batch, args.steps, args.warmup, matmul,
-                       matmul_flops)
-        print(f"{name:20s} {r['gflops']:7.1f} GFLOP/s = {r['ratio_to_matmul']:.2f} x matmul "
+                       matmul_flops, **options)
+        label = f"{name} ({args.kernels})" if options else name
+        print(f"{label:20s} {r['gflops']:7.1f} GFLOP/s = {r['ratio_to_matmul']:.2f} x matmul "
               f"({r['matmul_gflops']:5.1f} GFLOP/s float32 2048^2, timed after each step)  "
               f"{r['samples_per_second']:6.4f} samples/s  "
               f"{r['flops_per_sample'] / 1e9:6.1f} GFLOP/training sample executed, "

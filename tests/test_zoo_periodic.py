@@ -256,7 +256,7 @@ def test_deeplabv3plus_training_step_has_no_space_to_batch_or_unit_padding():
     input is kept for the backward pass, nor a pooled copy of a shortcut."""
     import zoo
 
-    model = zoo.get_model("deeplabv3plus", input_shape=(64, 96, 16))
+    model = zoo.get_model("deeplabv3plus", input_shape=(64, 96, 16), kernels="cpu")
 
     @tf.function
     def step(x):
@@ -274,17 +274,3 @@ def test_deeplabv3plus_training_step_has_no_space_to_batch_or_unit_padding():
     # Nor a 1x1 max pooling of stride 1 (a copy) in the later stages' shortcuts.
     pools = {op.name.split("/")[1] for op in ops if op.type == "MaxPool"}
     assert pools == {"pool1_pool", "conv2_block3_0_pool"}, pools
-
-
-def test_atrous_convolution_op_bound_to_a_keras_conv2d_falls_back():
-    """The ASPP binds AtrousConv2D.convolution_op to tf-models-official's Conv2Ds;
-    a case it does not handle (here stride 2) runs Keras' own convolution."""
-    import functools
-
-    from zoo.periodic import AtrousConv2D
-
-    layer = tf.keras.layers.Conv2D(2, 3, strides=2, dilation_rate=1, padding="same")
-    x = tf.random.stateless_normal((1, 8, 8, 3), seed=(5, 6))
-    expected = layer(x).numpy()
-    layer.convolution_op = functools.partial(AtrousConv2D.convolution_op, layer)
-    np.testing.assert_array_equal(layer(x).numpy(), expected)

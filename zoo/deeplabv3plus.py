@@ -1,81 +1,51 @@
 """DeepLabv3+ as the 2018 Gordon Bell climate runs used it.
 
+An encoder-decoder: a ResNet-v2-50 encoder whose last stages trade stride
+for dilation (output stride 8 or 16), atrous spatial pyramid pooling, and the
+paper's "deconv1x" decoder back to full resolution (or the standard bilinear
+one). Written with standard Keras layers; `kernels="cpu"` runs the same
+network, with the same variables, on kernels measured faster on CPU
+(`zoo.kernels`).
+
 Reference:
     Kurth et al., "Exascale Deep Learning for Climate Analytics", SC18
     (arXiv:1810.01993); Chen et al., "Encoder-Decoder with Atrous Separable
-    Convolution for Semantic Image Segmentation" (arXiv:1802.02611).
+    Convolution for Semantic Image Segmentation" (arXiv:1802.02611); He et
+    al., "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027).
 """
 
-import functools
 import math
-import re
 
-import numpy as np
 import tensorflow as tf
-from official.vision.modeling.decoders import aspp as tfm_aspp
 
-from zoo import _common, composed
-from zoo.periodic import (
-    AtrousConv2D,
-    BilinearUpsampling2D,
-    LongitudePadding2D,
-    SubpixelConv2DTranspose,
-    conv2d,
-    conv2d_transpose,
-    longitude_pad,
-    wrap_longitude,
+from zoo import _common
+from zoo.kernels import (
+    KERNELS,
+    check_jit,
+    check_kernels,
+    decoder_tail,
+    default_kernels,
+    resolve_kernels,
 )
-from zoo.recompute import RecomputingConv2D
+from zoo.kernels.atrous import AtrousConv2D
+from zoo.kernels.recompute import RecomputingConv2D
+from zoo.kernels.subpixel import SubpixelConv2DTranspose
+from zoo.periodic import BilinearUpsampling2D, LongitudePadding2D, conv2d, longitude_pad
+
+__all__ = ["ASPP", "DECODERS", "DeconvDecoderTail", "ENDPOINTS", "KERNELS", "OUTPUT_STRIDES",
+           "PeriodicConv2DTranspose", "aspp_rates", "check_jit", "deeplabv3plus", "default_kernels"]
 
 OUTPUT_STRIDES = (8, 16)
 DECODERS = ("deconv1x", "bilinear")
 
-# ResNet-v2-50 units per stage and the stride of each unit (stride on the
-# last unit of a stage, as in TF-slim and tf-keras applications).
-_RESNET50_UNITS = {"conv2": (1, 1, 2), "conv3": (1, 1, 1, 2), "conv4": (1,) * 5 + (2,),
-                   "conv5": (1, 1, 1)}
+# ResNet-v2-50: (stack name, bottleneck filters, units). Each stack but the
+# last subsamples by 2 in its last unit (TF-slim's and tf-keras' ResNet-v2).
+_RESNET50_STACKS = (("conv2", 64, 3), ("conv3", 128, 4), ("conv4", 256, 6), ("conv5", 512, 3))
 
-# Feature taps of the encoder, by layer name of tf-keras' ResNet50V2.
+# Feature taps of the encoder, by layer name.
 # low_level: TF-slim "block1/unit_3/bottleneck_v2/conv1" (stride 4, 64 ch),
 # encoder: "block4", the last unit's output before the final norm.
 ENDPOINTS = {"low_level": "conv2_block3_1_relu", "encoder": "conv5_block3_out"}
-
-
-@tf.keras.utils.register_keras_serializable(package="climseg")
-class ASPP(tfm_aspp.ASPP):
-    """tf-models-official's ASPP, optionally periodic in longitude.
-
-    Adds one argument to `official.vision.modeling.decoders.ASPP`:
-
-    Args:
-        periodic_padding: make the atrous convolutions wrap around in width.
-            Defaults to `False`.
-        **kwargs: passed on to tf-models-official's `ASPP` (`level`,
-            `dilation_rates`, `num_filters`, ...).
-    """
-
-    def __init__(self, periodic_padding=False, **kwargs):
-        super().__init__(**kwargs)
-        self.periodic_padding = bool(periodic_padding)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        # The pyramid creates its convolutions in its own build; build it now
-        # so that they exist to be converted before the first call.
-        shape = input_shape[str(self._config_dict["level"])] if isinstance(
-            input_shape, dict) else input_shape
-        self.aspp.build(tf.TensorShape(shape))
-        self.aspp.built = True
-        if self.periodic_padding:
-            wrap_longitude(self.aspp)
-        else:
-            for layer in self.aspp._flatten_layers(include_self=False, recursive=True):
-                if isinstance(layer, tf.keras.layers.Conv2D) and max(layer.dilation_rate) > 1:
-                    # tf-models-official makes Keras Conv2Ds; run them as ours.
-                    layer.convolution_op = functools.partial(AtrousConv2D.convolution_op, layer)
-
-    def get_config(self):
-        return {**super().get_config(), "periodic_padding": self.periodic_padding}
 
 
 def aspp_rates(output_stride):
@@ -84,189 +54,276 @@ def aspp_rates(output_stride):
 
 
 def _unit_plan(output_stride):
-    """(stride, dilation) of the 3x3 conv of each ResNet unit for `output_stride`.
+    """{(stack, unit): (stride, dilation)} of each unit's 3x3 conv for `output_stride`.
 
     As TF-slim's `stack_blocks_dense`: once the target stride is reached,
     strides become 1 and later units dilate by the skipped stride.
     """
-    current, target, rate, plan = 4, output_stride, 1, {}
-    for stage, strides in _RESNET50_UNITS.items():
-        for block, stride in enumerate(strides, start=1):
-            if current == target:
-                plan[stage, block] = (1, rate)
+    current, rate, plan = 4, 1, {}  # The stem subsamples by 4.
+    for stack, _, units in _RESNET50_STACKS:
+        for unit in range(1, units + 1):
+            stride = 2 if unit == units and stack != "conv5" else 1
+            if current == output_stride:
+                plan[stack, unit] = (1, rate)
                 rate *= stride
             else:
-                plan[stage, block] = (stride, 1)
+                plan[stack, unit] = (stride, 1)
                 current *= stride
     return plan
 
 
-def _resnet50v2(input_shape, output_stride, periodic):
-    """tf-keras' ResNet50V2, re-wired to `output_stride` and periodic padding.
+def _conv_class(kernels):
+    """The ResNet units' convolution layer of the kernel set."""
+    return RecomputingConv2D if kernels == "cpu" else tf.keras.layers.Conv2D
 
-    Returns the input tensor and a dict of endpoint tensors (`ENDPOINTS`).
+
+def _bottleneck_v2(x, filters, stride, dilation, name, periodic, kernels, conv_shortcut=False,
+                   subsampling_unit=False):
+    """A pre-activation (ResNet-v2) bottleneck unit: BN-ReLU, 1x1, 3x3, 1x1, plus shortcut.
+
+    Args:
+        x: input tensor.
+        filters: bottleneck width; the unit outputs `4 * filters` channels.
+        stride: stride of the 3x3 conv (and of the shortcut).
+        dilation: dilation rate of the 3x3 conv.
+        name: layer-name prefix, e.g. "conv3_block4".
+        periodic: wrap the 3x3 conv around in longitude.
+        kernels: "reference" or "cpu".
+        conv_shortcut: a 1x1 conv shortcut (first unit of a stack), else identity.
+        subsampling_unit: the unit where the architecture subsamples (last of
+            a stack): its identity shortcut is pooled by `stride`, and named
+            `{name}_0_pool` whether or not the output stride made it 1.
     """
-    base = tf.keras.applications.ResNet50V2(
-        include_top=False, weights=None, input_shape=input_shape
-    )
+    conv = _conv_class(kernels)
+    preact = tf.keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
+    preact = tf.keras.layers.Activation("relu", name=f"{name}_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = conv(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(preact)
+    elif subsampling_unit and stride > 1:
+        shortcut = tf.keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    elif subsampling_unit:  # Past the output stride: nothing to subsample.
+        shortcut = tf.keras.layers.Identity(name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+
+    x = conv(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
+    x = tf.keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = tf.keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
+    if periodic:
+        x = LongitudePadding2D(dilation, name=f"{name}_2_pad")(x)
+        padding = "valid"
+    elif stride == 1 and kernels == "cpu":
+        # Padded inside the convolution: no padded copy of its input is kept for
+        # the backward pass. ("same" pads 0 before and 1 after for stride 2.)
+        x = tf.keras.layers.Identity(name=f"{name}_2_pad")(x)
+        padding = "same"
+    else:
+        x = tf.keras.layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
+        padding = "valid"
+    x = conv(filters, 3, strides=stride, dilation_rate=dilation, padding=padding,
+             use_bias=False, name=f"{name}_2_conv")(x)
+    x = tf.keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = tf.keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = conv(4 * filters, 1, name=f"{name}_3_conv")(x)
+    return tf.keras.layers.Add(name=f"{name}_out")([shortcut, x])
+
+
+def _stack_v2(x, name, filters, units, plan, periodic, kernels):
+    """`units` bottleneck units named `{name}_block1`, ...; strides and dilations from `plan`."""
+    for unit in range(1, units + 1):
+        stride, dilation = plan[name, unit]
+        x = _bottleneck_v2(x, filters, stride, dilation, f"{name}_block{unit}", periodic, kernels,
+                           conv_shortcut=unit == 1,
+                           subsampling_unit=unit == units and name != "conv5")
+    return x
+
+
+def _resnet50v2(inputs, output_stride, periodic, kernels):
+    """The ResNet-v2-50 encoder at `output_stride`: a dict of endpoint tensors (`ENDPOINTS`).
+
+    As tf-keras' `ResNet50V2` without the top and its final norm (no
+    pretrained weights; the input channels go straight into the stem).
+    """
+    pad = LongitudePadding2D if periodic else tf.keras.layers.ZeroPadding2D
+    x = pad(3, name="conv1_pad")(inputs)
+    x = tf.keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = pad(1, name="pool1_pad")(x)
+    x = tf.keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     plan = _unit_plan(output_stride)
-
-    def clone(layer):
-        config = layer.get_config()
-        unit = re.fullmatch(r"(conv\d)_block(\d+)_2_(pad|conv)", layer.name)
-        if unit:
-            stride, rate = plan[unit[1], int(unit[2])]
-            # A stride-1 unit's conv pads by itself ("same"): no padded copy of
-            # its input is kept for the backward pass. Strided units keep the
-            # explicit, symmetric padding ("same" would pad 0 before, 1 after).
-            pads_itself = stride == 1 and not periodic
-            if unit[3] == "pad":
-                if pads_itself:
-                    return tf.keras.layers.Identity(name=layer.name)
-                pad_cls = LongitudePadding2D if periodic else tf.keras.layers.ZeroPadding2D
-                return pad_cls(rate, name=layer.name)
-            config.update(strides=(stride, stride), dilation_rate=(rate, rate),
-                          padding="same" if pads_itself else "valid")
-            return RecomputingConv2D.from_config(config)
-        elif re.fullmatch(r"conv\d_block\d+_[013]_conv", layer.name):
-            return RecomputingConv2D.from_config(config)
-        elif isinstance(layer, tf.keras.layers.ZeroPadding2D) and periodic:
-            return LongitudePadding2D(config["padding"], name=layer.name)
-        elif isinstance(layer, tf.keras.layers.MaxPooling2D) and layer.pool_size == (1, 1):
-            # An identity shortcut that subsamples: it follows block B-1's
-            # output; give it a stable name and the stride of unit B.
-            previous = layer._inbound_nodes[0].inbound_layers.name
-            stage, block = re.fullmatch(r"(conv\d)_block(\d+)_out", previous).groups()
-            stride = plan[stage, int(block) + 1][0]
-            name = f"{stage}_block{int(block) + 1}_0_pool"
-            if stride == 1:  # A 1x1 pooling of stride 1 would only copy its input.
-                return tf.keras.layers.Identity(name=name)
-            config.update(strides=(stride, stride), name=name)
-        return layer.__class__.from_config(config)
-
-    net = tf.keras.models.clone_model(base, clone_function=clone)
-    return net.input, {key: net.get_layer(name).output for key, name in ENDPOINTS.items()}
+    for name, filters, units in _RESNET50_STACKS:
+        x = _stack_v2(x, name, filters, units, plan, periodic, kernels)
+    # Built as one graph: the taps are layers of it, found by name.
+    encoder = tf.keras.Model(inputs, x)
+    return {key: encoder.get_layer(name).output for key, name in ENDPOINTS.items()}
 
 
-def _conv_bn_relu(x, filters, kernel_size, name, periodic, dilation_rate=1):
-    x = conv2d(x, filters, kernel_size, dilation_rate=dilation_rate, use_bias=False,
-               periodic=periodic, name=f"{name}_conv")
-    x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    return tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+# The sublayers of `ASPP` are named as tf-models-official's ASPP, which this
+# layer replaces, named them (Keras' default names in a fresh session), so that
+# checkpoints keep their weight names: branch i "conv2d_i" and
+# "batch_normalization_i" (i = 0 unsuffixed), image pooling 4, projection 5.
+def _keras_default_name(base, index):
+    return base if index == 0 else f"{base}_{index}"
 
 
-def _along(x, axis, start, stop):
-    """x[start:stop] along `axis` of a 4D tensor."""
-    index = [slice(None)] * 4
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
+@tf.keras.utils.register_keras_serializable(package="climseg")
+class ASPP(tf.keras.layers.Layer):
+    """Atrous spatial pyramid pooling (DeepLabv3), optionally periodic in longitude.
 
+    Five branches of `num_filters` channels on the encoder's output: a 1x1
+    conv, three 3x3 convs at `dilation_rates`, and image pooling (global
+    average, 1x1 conv, spread back over the map), each conv followed by batch
+    norm and ReLU; the branches are concatenated and projected by a 1x1 conv,
+    batch norm and ReLU. As tf-models-official's ASPP with its defaults (no
+    conv biases, "VarianceScaling" init, batch norm momentum 0.99, epsilon
+    1e-3, no dropout), whose checkpoints load into it.
 
-def _ends(x, axis, count):
-    """The first and the last `count` pixels of `x` along `axis`, stacked in the batch."""
-    return tf.concat([_along(x, axis, 0, count), _along(x, axis, x.shape[axis] - count, None)], 0)
+    Args:
+        dilation_rates: the three atrous rates.
+        num_filters: channels of each branch and of the output. Defaults to `256`.
+        periodic_padding: wrap the atrous convolutions around in width.
+            Defaults to `False`.
+        kernels: "reference" or "cpu" (`zoo.kernels`). Defaults to `"reference"`.
+        **kwargs: passed on to `keras.layers.Layer`.
 
-
-def _add_ends(total, ends, axis, count):
-    """`total` plus `ends` (as `_ends(total, axis, count)` takes them) where they came from."""
-    start, end = tf.split(ends, 2, axis=0)
-    size = total.shape[axis]
-    ranges = ([tf.range(tf.shape(total)[0])] + [tf.range(total.shape[d]) for d in range(1, axis)]
-              + [tf.constant(np.r_[0:count, size - count:size], tf.int32)])
-    index = tf.stack(tf.meshgrid(*ranges, indexing="ij"), axis=-1)
-    updates = tf.concat([start, end], axis=axis)
-    return tf.tensor_scatter_nd_add(total, tf.reshape(index, [-1, axis + 1]),
-                                    tf.reshape(updates, [-1, *total.shape[axis + 1:]]))
-
-
-def _with_ends(x, count, axes):
-    """`x` and `_ends(x, axis, count)` for each of `axes`.
-
-    The gradient adds the ends' gradients into `x`'s in place (a scatter-add
-    of the strips) instead of slicing's gradient: a zero-filled tensor the size
-    of `x` per slice, then their sum (at 768x1152, 4 x 57 MB, 50 to 155 ms each).
+    Reference:
+        Chen et al., "Rethinking Atrous Convolution for Semantic Image
+        Segmentation" (arXiv:1706.05587).
     """
 
-    @tf.custom_gradient
-    def with_ends(x):
-        def gradient(total, *ends):
-            for axis, grad in zip(axes, ends, strict=True):
-                total = _add_ends(total, grad, axis, count)
-            return total
+    def __init__(self, dilation_rates, num_filters=256, periodic_padding=False,
+                 kernels="reference", **kwargs):
+        super().__init__(**kwargs)
+        self.dilation_rates = [int(rate) for rate in dilation_rates]
+        self.num_filters = int(num_filters)
+        self.periodic_padding = bool(periodic_padding)
+        self.kernels = check_kernels(kernels)
 
-        return (tf.identity(x), *(_ends(x, axis, count) for axis in axes)), gradient
+    def _conv_norm(self, index, kernel_size=1, dilation_rate=1):
+        conv = tf.keras.layers.Conv2D
+        if self.kernels == "cpu" and dilation_rate > 1:
+            conv = AtrousConv2D
+        padding = "valid" if self.periodic_padding else "same"
+        return (conv(self.num_filters, kernel_size, dilation_rate=dilation_rate, padding=padding,
+                     use_bias=False, kernel_initializer="VarianceScaling",
+                     name=_keras_default_name("conv2d", index)),
+                tf.keras.layers.BatchNormalization(
+                    momentum=0.99, epsilon=1e-3,
+                    name=_keras_default_name("batch_normalization", index)))
 
-    return with_ends(x)
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        # Tracked in this order, which is the order of the weights in checkpoints.
+        self.branches = [self._conv_norm(0)]
+        for i, rate in enumerate(self.dilation_rates, start=1):
+            self.branches.append(self._conv_norm(i, 3, rate))
+        self.pooling = self._conv_norm(len(self.branches))
+        self.projection = self._conv_norm(len(self.branches) + 1)
+        inputs = [channels] * (len(self.branches) + 1) + [self.num_filters * (
+            len(self.branches) + 1)]
+        for (conv, norm), count in zip([*self.branches, self.pooling, self.projection], inputs,
+                                       strict=True):
+            # Absolute scopes: weight names "conv2d_1/kernel:0", as tfm's were.
+            with tf.name_scope(f"{conv.name}/"):
+                conv.build(tf.TensorShape([None, None, None, count]))
+            with tf.name_scope(f"{norm.name}/"):
+                norm.build(tf.TensorShape([None, None, None, self.num_filters]))
+        super().build(input_shape)
+
+    def _branch(self, layers, x, training):
+        conv, norm = layers
+        pad = conv.dilation_rate[0] * (conv.kernel_size[0] - 1) // 2
+        if self.periodic_padding and pad:
+            x = longitude_pad(x, ((pad, pad), (pad, pad)))
+        return tf.nn.relu(norm(conv(x), training=training))
+
+    def call(self, inputs, training=None):
+        branches = [self._branch(layers, inputs, training) for layers in self.branches]
+        pooled = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
+        pooled = self._branch(self.pooling, pooled, training)
+        size = tf.shape(inputs)
+        branches.append(tf.tile(pooled, [1, size[1], size[2], 1]))
+        return self._branch(self.projection, tf.concat(branches, axis=-1), training)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.num_filters])
+
+    def get_config(self):
+        return {**super().get_config(), "dilation_rates": self.dilation_rates,
+                "num_filters": self.num_filters, "periodic_padding": self.periodic_padding,
+                "kernels": self.kernels}
+
+    @classmethod
+    def from_config(cls, config):
+        # `.keras` files of the tfm-based ASPP hold tfm's arguments too (level,
+        # output_tensor, norm settings...); the values the zoo used are ours.
+        known = {"dilation_rates", "num_filters", "periodic_padding", "kernels", "name",
+                 "trainable", "dtype"}
+        return cls(**{key: value for key, value in config.items() if key in known})
 
 
-def _nearest_edges(x, axis, count):
-    """The `count` pixels along `axis` nearest the edge of each strip, as (start,
-    end): the first ones of the start strips (first half of the batch), the last
-    ones of the end strips (second half)."""
-    start, end = tf.split(x, 2, axis=0)
-    return _along(start, axis, 0, count), _along(end, axis, end.shape[axis] - count, None)
+@tf.keras.utils.register_keras_serializable(package="climseg")
+class PeriodicConv2DTranspose(tf.keras.layers.Conv2DTranspose):
+    """Keras' 3x3, stride-2, "same" `Conv2DTranspose`, wrapped around in longitude.
+
+    One wrapped column on each side of the input adds exactly what the border
+    columns get from their neighbours across the dateline; the two output
+    columns per side that the extra columns make are cropped.
+
+    Args:
+        filters: output channels.
+        **kwargs: passed on to `Conv2DTranspose` (kernel size 3, stride 2 and
+            "same" padding are fixed).
+    """
+
+    def __init__(self, filters, **kwargs):
+        for key in ("kernel_size", "strides", "padding"):
+            kwargs.pop(key, None)  # Fixed; present in configs.
+        super().__init__(filters, 3, strides=2, padding="same", **kwargs)
+
+    def call(self, inputs):
+        return super().call(longitude_pad(inputs, ((0, 0), (1, 1))))[:, :, 2:-2]
 
 
-def _nearest_edge(x, axis, count):
-    """`_nearest_edges` as one batch again."""
-    return tf.concat(_nearest_edges(x, axis, count), 0)
-
-
-def _tap_sum_kernel(classes):
-    """(3, 3, 9 classes, classes): out[p] = sum over taps t of x[p + t][t, :]."""
-    kernel = np.einsum("tu,oc->tuoc", np.eye(9), np.eye(classes))
-    return tf.constant(kernel.reshape(3, 3, 9 * classes, classes), tf.float32)
-
-
-# The composed decoder tail differs from the layered chain in TAIL_BORDER
-# output rows (and columns without periodic padding) at each edge
-# (test_zoo_composed measures how many); those come from the layers on thin
-# strips at the edge: TAIL_STRIP // 4 rows of the stride-4 features,
-# TAIL_BORDER + 4 input rows, each layer only as far as the next one needs.
-TAIL_BORDER = 3
-TAIL_STRIP = 8
+def _transposed_conv(filters, name, periodic, kernels):
+    """A 3x3, stride-2, "same" transposed convolution layer of the kernel set."""
+    if kernels == "cpu":
+        return SubpixelConv2DTranspose(filters, periodic=periodic, name=name,
+                                       kernel_initializer="he_uniform")
+    if periodic:
+        return PeriodicConv2DTranspose(filters, name=name, kernel_initializer="he_uniform")
+    return tf.keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=name,
+                                           kernel_initializer="he_uniform")
 
 
 @tf.keras.utils.register_keras_serializable(package="climseg")
 class DeconvDecoderTail(tf.keras.layers.Layer):
     """The linear end of the "deconv1x" decoder, from stride 4 to the logits.
 
-    The paper's decoder has no activation after its second fusion conv at
-    stride 4: two 3x3 stride-2 transposed convolutions to full resolution,
-    a two-conv skip from the input, concatenation, two 3x3 convolutions and
-    the 1x1 logits are one affine map of (stride-4 features, input). Layered,
-    it is ~80% of the network's FLOPs and most of its activation memory (256-
-    and 384-channel maps at full resolution).
-
-    With `composed=True` (the default) the layers' kernels are composed
-    (`zoo.composed`) into two convolutions straight to the 3 logit channels,
-    both on the stride-4 grid: 256 channels to 16 x 3 sub-pixel outputs, and
-    the input in 4x4 blocks (256 channels) to the same outputs. The border
-    rows and columns, where the chain's zero padding of intermediate maps
-    matters, come from the layers on thin strips (`_edges`). Same variables,
-    same outputs and gradients up to float rounding; `composed=False` runs
-    the layered chain (the FLOP count of the architecture is measured on it).
+    Two 3x3 stride-2 transposed convolutions take the stride-4 features to
+    full resolution; a skip from the input (3x3 conv to 64, 3x3 to 128) is
+    concatenated; two 3x3 convolutions to 256 and a 1x1 to the classes. All
+    with biases and no activation, as in the paper's code: the tail is one
+    affine map of (features, input), which `kernels="cpu"` computes as two
+    composed convolutions (`zoo.kernels.decoder_tail`).
 
     Args:
         num_classes: output channels.
         periodic: wrap around in longitude. Defaults to `False`.
-        composed: compute as composed convolutions. Defaults to `True`.
+        kernels: "reference" or "cpu" (`zoo.kernels`). Defaults to `"reference"`.
         **kwargs: passed on to `keras.layers.Layer`.
     """
 
-    def __init__(self, num_classes, periodic=False, composed=True, **kwargs):
+    def __init__(self, num_classes, periodic=False, kernels="reference", **kwargs):
         kwargs.pop("autocast", None)
         kwargs.setdefault("dtype", "float32")  # Compose from float32 variable values.
         super().__init__(autocast=False, **kwargs)
         self.num_classes = int(num_classes)
         self.periodic = bool(periodic)
-        self.composed = bool(composed)
+        self.kernels = check_kernels(kernels)
         padding = "valid" if self.periodic else "same"
         init = dict(kernel_initializer="he_uniform")
-        self.deconv_x2 = SubpixelConv2DTranspose(256, periodic=self.periodic,
-                                                 name="decoder_deconv_x2", **init)
-        self.deconv_x1 = SubpixelConv2DTranspose(256, periodic=self.periodic,
-                                                 name="decoder_deconv_x1", **init)
+        self.deconv_x2 = _transposed_conv(256, "decoder_deconv_x2", self.periodic, self.kernels)
+        self.deconv_x1 = _transposed_conv(256, "decoder_deconv_x1", self.periodic, self.kernels)
         self.convs = {
             name: tf.keras.layers.Conv2D(filters, 3, padding=padding, name=f"decoder_{name}",
                                          **init)
@@ -306,135 +363,10 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
         x = tf.concat([x, tf.cast(skip, x.dtype)], axis=-1)
         return self.logits(self._conv("fuse_conv2", self._conv("fuse_conv1", x)))
 
-    def _edge_convs(self, head):
-        """The two convs that end `_edges`: (kernel, bias) of fuse_conv1 with the
-        head's 3x3 taps composed into it, 384 -> 27 (tap, class) channels, and of
-        the sum of each pixel's 9 neighbours' own tap plus the head's bias."""
-        fuse = self.convs["fuse_conv1"]
-        taps = tf.reshape(head.kernel, [3, 3, -1, self.num_classes])  # (a, b, 256, classes)
-        kernel = tf.einsum("xyim,abmo->xyiabo", tf.convert_to_tensor(fuse.kernel), taps)
-        per_tap = 9 * self.num_classes
-        return ((tf.reshape(kernel, [3, 3, -1, per_tap]),
-                 tf.reshape(tf.einsum("m,abmo->abo", fuse.bias, taps), [per_tap])),
-                (_tap_sum_kernel(self.num_classes), tf.reshape(head.bias, [-1])))
-
-    def _edges(self, feature_ends, image, convs, axis):
-        """The TAIL_BORDER output pixels at both ends of `axis` (1: rows, 2: columns),
-        from the features' TAIL_STRIP // 4 pixels at each end (`_ends`); `convs`:
-        `_edge_convs(head)`.
-
-        The chain runs on thin strips at the two ends, both as one batch (the
-        tail has no batch norm), each map only as far from the edge as the next
-        layer needs it: fuse_conv1 reads TAIL_BORDER + 2 pixels, made from
-        (TAIL_BORDER + 4) // 2 half-resolution pixels (the transposed conv is
-        right from the edge up to there) and TAIL_BORDER + 4 input pixels (two
-        "same" 3x3 convs). fuse_conv1 and `head` (fuse_conv2 and the logits),
-        the bulk of the FLOPs, run as two small convs: the head's 3x3 taps
-        composed into fuse_conv1, 384 -> 27 (tap, class) channels on the
-        TAIL_BORDER + 1 pixels nearest the edge; then each output pixel sums
-        its 9 neighbours' own tap, with zeros beyond the image where the chain
-        pads fuse_conv1's output.
-        """
-        border = TAIL_BORDER
-        x = self.deconv_x2(feature_ends)
-        x = self.deconv_x1(_nearest_edge(x, axis, (border + 4) // 2))
-        skip = self._conv("skip_conv2", self._conv("skip_conv1", _ends(image, axis, border + 4)))
-        x = tf.concat([_nearest_edge(x, axis, border + 2),
-                       tf.cast(_nearest_edge(skip, axis, border + 2), x.dtype)], axis=-1)
-        (fuse_kernel, fuse_bias), (sum_kernel, sum_bias) = convs
-        x = self._edge_conv(x, axis, border + 2, fuse_kernel, fuse_bias)
-        x = self._edge_conv(x, axis, border + 1, sum_kernel, sum_bias)
-        return tf.split(x, 2, axis=0)
-
-    def _edge_conv(self, x, axis, keep, kernel, bias):
-        """A 3x3 conv of the `keep` pixels nearest the edge of the start (first
-        half of the batch) and end strips: `keep - 1` pixels out along `axis`;
-        across it, padded as the layers pad."""
-        start, end = _nearest_edges(x, axis, keep)
-        before, after = [[0, 0]] * 4, [[0, 0]] * 4
-        before[axis], after[axis] = [1, 0], [0, 1]
-        x = tf.concat([tf.pad(start, before), tf.pad(end, after)], 0)
-        if axis == 1 and self.periodic:
-            x = longitude_pad(x, ((0, 0), (1, 1)))
-        else:
-            across = [[0, 0]] * 4
-            across[3 - axis] = [1, 1]
-            x = tf.pad(x, across)
-        out = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "VALID")
-        return tf.nn.bias_add(out, tf.cast(bias, x.dtype))
-
-    @staticmethod
-    def _through(op, layer):
-        """`op` pulled back through the conv or transposed conv `layer`."""
-        kernel = tf.convert_to_tensor(layer.kernel)
-        if isinstance(layer, SubpixelConv2DTranspose):  # Keras' (3, 3, out, in) order.
-            return composed.through_transposed(op, tf.transpose(kernel, [0, 1, 3, 2]),
-                                               layer.bias)
-        return composed.through_conv(op, kernel, layer.bias)
-
-    def _head_op(self):
-        """The `zoo.composed.LinearOp` of the last 3x3 conv and the 1x1 logits."""
-        logits = composed.from_conv1x1(tf.convert_to_tensor(self.logits.kernel),
-                                       self.logits.bias)
-        return self._through(logits, self.convs["fuse_conv2"])
-
-    def composed_ops(self, head=None):
-        """The `zoo.composed.LinearOp`s from the features and from the input.
-
-        Args:
-            head: `_head_op()`, if already computed.
-        """
-        op = self._through(self._head_op() if head is None else head,
-                           self.convs["fuse_conv1"])
-        from_features, from_skip = composed.split_input_channels(
-            op, [self.deconv_x1.filters, self.convs["skip_conv2"].filters])
-        from_features = self._through(self._through(from_features, self.deconv_x1),
-                                      self.deconv_x2)
-        from_image = self._through(self._through(from_skip, self.convs["skip_conv2"]),
-                                   self.convs["skip_conv1"])
-        return from_features, from_image
-
-    def _fits(self, features, image):
-        height, width = image.shape[1], image.shape[2]
-        if height is None or width is None:
-            return False
-        if height % 4 or width % 4:  # The features' grid is the input's in 4x4 blocks.
-            return False
-        return height >= 2 * TAIL_STRIP and (self.periodic or width >= 2 * TAIL_STRIP)
-
-    def _composed(self, features, image):
-        dtype = self.logits.compute_dtype
-        head = self._head_op()  # Shared by the composed map and the border strips.
-        from_features, from_image = self.composed_ops(head)
-        height, width = image.shape[1], image.shape[2]
-        axes = (1,) if self.periodic else (1, 2)
-        features, *feature_ends = _with_ends(features, TAIL_STRIP // 4, axes)
-        convs = self._edge_convs(head)  # Shared by the rows' and the columns' edges.
-        edges = {axis: [tf.cast(edge, dtype) for edge in self._edges(ends, image, convs, axis)]
-                 for axis, ends in zip(axes, feature_ends, strict=True)}
-        # The input's 9x9 conv to the classes runs on 4x4 blocks of the input, as a
-        # 3x3 conv 256 -> 48 on the features' grid (3x faster than 16 -> 3 at full
-        # size), summed with the features' conv before the one sub-pixel shuffle.
-        from_image = composed.fold_input(from_image, from_features.factor)
-        image_blocks = tf.nn.space_to_depth(image, from_features.factor)
-        out = (composed.convolve(from_features, features, self.periodic)
-               + tf.cast(composed.convolve(from_image, image_blocks, self.periodic),
-                         features.dtype))
-        out = tf.cast(tf.nn.depth_to_space(out, from_features.factor), dtype)
-        b = TAIL_BORDER
-        if not self.periodic:
-            left, right = edges[2]
-            out = tf.concat([left[:, b:height - b], out[:, b:height - b, b:width - b],
-                             right[:, b:height - b]], axis=2)
-        else:
-            out = out[:, b:height - b]
-        top, bottom = edges[1]
-        return tf.concat([top, out, bottom], axis=1)
-
     def call(self, inputs):
         features, image = inputs
-        if self.composed and self._fits(features, image):
-            return self._composed(features, image)
+        if self.kernels == "cpu":
+            return decoder_tail.run(self, features, image)
         return self._layered(features, image)
 
     def compute_output_shape(self, input_shape):
@@ -443,25 +375,37 @@ class DeconvDecoderTail(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
-                "periodic": self.periodic, "composed": self.composed}
+                "periodic": self.periodic, "kernels": self.kernels}
+
+    @classmethod
+    def from_config(cls, config):
+        # `.keras` files written before the kernel sets hold `composed` instead.
+        config = dict(config)
+        if "composed" in config:
+            config["kernels"] = "cpu" if config.pop("composed") else "reference"
+        return cls(**config)
 
 
-def _deconv1x_decoder(inputs, low_level, x, num_classes, output_stride, periodic, compose_tail):
+def _conv_bn_relu(x, filters, kernel_size, name, periodic):
+    x = conv2d(x, filters, kernel_size, use_bias=False, periodic=periodic, name=f"{name}_conv")
+    x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _deconv1x_decoder(inputs, low_level, x, num_classes, output_stride, periodic, kernels):
     """The paper's "deconv1x" decoder, to full resolution with an input skip.
 
-    As in the paper's code, the transposed convolutions and the convolutions
-    after the input skip have biases and no activation; only the two fusion
-    convolutions at stride 4 have batch norm and ReLU (so everything after
-    them is `DeconvDecoderTail`, one affine map).
+    The ASPP output is deconvolved to stride 4 (3x3, stride 2, with bias, no
+    activation), concatenated with 48 low-level channels, fused by two 3x3
+    convs with batch norm and ReLU, then `DeconvDecoderTail`.
     """
-    deconv = dict(kernel_initializer="he_uniform", periodic=periodic)
     for i in range(int(math.log2(output_stride // 4))):
-        x = conv2d_transpose(x, 256, 3, name=f"decoder_aspp_deconv{i + 1}", **deconv)
+        x = _transposed_conv(256, f"decoder_aspp_deconv{i + 1}", periodic, kernels)(x)
     low_level = _conv_bn_relu(low_level, 48, 1, "decoder_low_level", periodic)
     x = tf.keras.layers.Concatenate(name="decoder_concat_low_level")([x, low_level])
     x = _conv_bn_relu(x, 256, 3, "decoder_conv1", periodic)
     x = _conv_bn_relu(x, 256, 3, "decoder_conv2", periodic)
-    return DeconvDecoderTail(num_classes, periodic=periodic, composed=compose_tail,
+    return DeconvDecoderTail(num_classes, periodic=periodic, kernels=kernels,
                              name="decoder_tail")([x, inputs])
 
 
@@ -483,50 +427,51 @@ def deeplabv3plus(
     output_stride=8,
     decoder="deconv1x",
     periodic_padding=False,
-    compose_decoder_tail=True,
+    kernels=None,
 ):
     """Builds DeepLabv3+ with a ResNet-v2-50 encoder, as in the SC18 paper.
 
-    The encoder is tf-keras' `ResNet50V2` (no pretrained weights; the 16
-    input channels go straight into the stem), re-wired by layer name for
-    `output_stride` as TF-slim does (strides replaced by dilation). The ASPP
-    is tf-models-official's (1x1 conv, three 3x3 atrous convs at rates
-    12/24/36 at stride 8 or 6/12/18 at stride 16, image pooling, 256 channels).
-    The default "deconv1x" decoder is the one of the paper's large runs: the
-    ASPP output is deconvolved to stride 4, fused with 48 low-level channels,
-    deconvolved twice to full resolution and fused with a two-conv skip from
-    the input. "bilinear" is the standard DeepLabv3+ decoder.
+    The encoder is ResNet-v2-50 (no pretrained weights; the 16 input channels
+    go straight into the stem), with strides replaced by dilation past
+    `output_stride` as TF-slim does. The ASPP has a 1x1 conv, three 3x3
+    atrous convs at rates 12/24/36 at stride 8 or 6/12/18 at stride 16, and
+    image pooling, 256 channels. The default "deconv1x" decoder is the one of
+    the paper's large runs: the ASPP output is deconvolved to stride 4, fused
+    with 48 low-level channels, deconvolved twice to full resolution and fused
+    with a two-conv skip from the input. "bilinear" is the standard
+    DeepLabv3+ decoder.
 
     Differences from the paper's network: batch norm is on (ResNet, ASPP and
     the two fusion convs, as the paper's code with `batchnorm=True`); weight
     decay is left to the training setup. Without batch-norm variables the
     default configuration has exactly the paper code's 43,669,251 parameters.
 
-    For speed and memory on CPU (same variables and results): the atrous
-    convolutions (ResNet and ASPP) run with tf.nn.conv2d's native dilation
-    rather than Keras' SpaceToBatchND path (`zoo.periodic.AtrousConv2D`), the
-    stride-1 ResNet units pad inside their convolution rather than by a
-    padding layer (without periodic padding), and the 3x3 stride-2 transposed
-    convolutions run as four phase convolutions
-    (`zoo.periodic.SubpixelConv2DTranspose`).
+    `kernels` chooses how the layers compute, not what: "reference" runs
+    standard Keras layers; "cpu" runs `zoo.kernels`' implementations measured
+    faster on CPU (recomputing ResNet convs, native atrous convs with a matmul
+    kernel gradient, sub-pixel transposed convs, the composed decoder tail).
+    Same layers, names and variables: weights saved with one load into the
+    other.
 
     Args:
         input_shape: (height, width, channels); height and width multiples of
             `output_stride`, or None. Defaults to `(768, 1152, 16)`.
         num_classes: number of classes. Defaults to `3`.
-        weights: None, or a checkpoint path (`.weights.h5`, `.keras` or TF
-            checkpoint) loaded after the model is built. Defaults to `None`.
+        weights: None, or a checkpoint path (`.weights.h5`, `.h5`, `.keras` or
+            TF checkpoint) loaded after the model is built. Defaults to `None`.
         output_stride: 8 or 16. Defaults to `8`.
         decoder: "deconv1x" or "bilinear". Defaults to `"deconv1x"`.
         periodic_padding: wrap convolutions around in longitude (width).
             Defaults to `False`.
+        kernels: "reference", "cpu", or None for `default_kernels()`' choice
+            ("cpu" without a visible GPU, else "reference"). Defaults to `None`.
 
     Returns:
         An uncompiled `keras.Model` from (batch, H, W, C) inputs to
         (batch, H, W, num_classes) float32 logits.
 
     Example:
-        >>> model = deeplabv3plus(input_shape=(64, 96, 16))
+        >>> model = deeplabv3plus(input_shape=(64, 96, 16), kernels="reference")
         >>> model.output_shape
         (None, 64, 96, 3)
     """
@@ -535,19 +480,15 @@ def deeplabv3plus(
     input_shape = _common.check_input_shape(input_shape, output_stride)
     _common.check_positive_int(num_classes, "num_classes")
     _common.check_weights(weights)
+    kernels = resolve_kernels(kernels)
 
-    inputs, endpoints = _resnet50v2(input_shape, output_stride, periodic_padding)
-    x = ASPP(
-        level=int(math.log2(output_stride)),
-        dilation_rates=aspp_rates(output_stride),
-        num_filters=256,
-        output_tensor=True,
-        periodic_padding=periodic_padding,
-        name="aspp",
-    )(endpoints["encoder"])
+    inputs = tf.keras.Input(input_shape)
+    endpoints = _resnet50v2(inputs, output_stride, periodic_padding, kernels)
+    x = ASPP(aspp_rates(output_stride), num_filters=256, periodic_padding=periodic_padding,
+             kernels=kernels, name="aspp")(endpoints["encoder"])
     if decoder == "deconv1x":
         x = _deconv1x_decoder(inputs, endpoints["low_level"], x, num_classes, output_stride,
-                              periodic_padding, compose_decoder_tail)
+                              periodic_padding, kernels)
     else:
         x = _bilinear_decoder(endpoints["low_level"], x, num_classes, output_stride,
                               periodic_padding)

@@ -15,10 +15,30 @@ from official.vision.modeling.decoders import aspp as tfm_aspp
 from official.vision.modeling.heads import segmentation_heads
 
 from zoo import _common
-from zoo.deeplabv3plus import ASPP, OUTPUT_STRIDES, aspp_rates
+from zoo.deeplabv3plus import OUTPUT_STRIDES, aspp_rates
 from zoo.periodic import BilinearUpsampling2D, wrap_longitude
 
 MODEL_IDS = (50, 101)
+
+
+class _PeriodicASPP(tfm_aspp.ASPP):
+    """tf-models-official's ASPP with its convolutions wrapped in longitude.
+
+    tfm's ASPP creates its pyramid in its own build; it is built here with the
+    input's shape so that its convolutions exist to be converted
+    (`wrap_longitude`) before the first call.
+    """
+
+    def __init__(self, level, **kwargs):
+        super().__init__(level=level, **kwargs)
+        self.level = level
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        shape = input_shape[str(self.level)] if isinstance(input_shape, dict) else input_shape
+        self.aspp.build(tf.TensorShape(shape))
+        self.aspp.built = True
+        wrap_longitude(self.aspp)
 
 
 class _UpsampledDecoder(tf.keras.layers.Layer):
@@ -71,7 +91,7 @@ class TfmDeepLabV3Plus(tf.keras.layers.Layer):
         )
         aspp = dict(level=level, dilation_rates=aspp_rates(self.output_stride), num_filters=256)
         if self.periodic_padding:
-            decoder = ASPP(periodic_padding=True, **aspp)  # zoo's subclass: wraps its convs.
+            decoder = _PeriodicASPP(**aspp)
         else:
             # tfm's own layer, unchanged: the reference keeps tfm's speed too
             # (its atrous convolutions run through SpaceToBatchND).

@@ -22,10 +22,23 @@ from tensorflow.python.profiler import model_analyzer, option_builder
 
 BACKWARD_FACTOR = 3  # forward + backward ~ 3 forward passes
 
-# Builder options that compute the same network with fewer operations; a
-# count by name (the architecture's FLOPs, as papers report them) turns
-# them off. A count of a built model is what its graph executes.
-LAYERED = {"deeplabv3plus": {"compose_decoder_tail": False}}
+# Builder options for a count by name (the architecture's FLOPs, as papers
+# report them). deeplabv3plus: the CPU kernels, whose atrous convolutions are
+# single ops (the reference's SpaceToBatchND pads the map to a multiple of the
+# rate, and the profiler would count the padding), with the decoder tail run
+# layer by layer (`_layered`), not composed into fewer operations. A count of
+# a built model is what its graph executes.
+LAYERED = {"deeplabv3plus": {"kernels": "cpu"}}
+
+
+def _layer_by_layer(model):
+    """`model` with every composed decoder tail set to run its layers one by one."""
+    from zoo.deeplabv3plus import DeconvDecoderTail
+
+    for layer in model.layers:
+        if isinstance(layer, DeconvDecoderTail):
+            layer.kernels = "reference"  # Read at call time; its layers stay the CPU ones.
+    return model
 
 
 def _shape(graph, name):
@@ -76,7 +89,8 @@ def count_flops(model_or_name, input_shape=None, batch_size=1, **model_kwargs):
         from zoo import get_model  # zoo imports this module.
 
         model_kwargs = {**LAYERED.get(model_or_name, {}), **model_kwargs}
-        model = get_model(model_or_name, input_shape=tuple(input_shape), **model_kwargs)
+        model = _layer_by_layer(get_model(model_or_name, input_shape=tuple(input_shape),
+                                          **model_kwargs))
     else:
         if model_kwargs:
             raise ValueError(

@@ -193,76 +193,6 @@ def conv2d(x, filters, kernel_size, *, name, strides=1, dilation_rate=1, periodi
     )(x)
 
 
-@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
-class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
-    """A 3x3, stride-2, "same" `Conv2DTranspose` computed as four small convolutions.
-
-    The same layer, variables and result as Keras' `Conv2DTranspose(filters,
-    3, strides=2, padding="same")`, computed differently: each of the four
-    output phases (even/odd row, even/odd column) is an ordinary convolution
-    of the input with 1, 2, 2 or 4 taps of the kernel, and `depth_to_space`
-    interleaves them. Training on CPU is several times faster than
-    TensorFlow's `Conv2DBackpropInput`, whose filter gradient is slow
-    (measured 38 vs 168 GFLOP/s for a 3x3 conv). Optionally periodic in
-    longitude.
-
-    Args:
-        filters: output channels.
-        periodic: wrap around in width. Defaults to `False`.
-        **kwargs: passed on to `Conv2DTranspose` (kernel_size 3, strides 2
-            and padding "same" are fixed).
-    """
-
-    def __init__(self, filters, periodic=False, **kwargs):
-        for key, fixed in (("kernel_size", (3, 3)), ("strides", (2, 2)), ("padding", "same")):
-            value = kwargs.pop(key, fixed)
-            value = tuple(value) if isinstance(value, list | tuple) else value
-            if value not in (fixed, fixed[0] if isinstance(fixed, tuple) else fixed):
-                raise ValueError(
-                    f"SubpixelConv2DTranspose has {key}={fixed!r}; received {value!r}."
-                )
-        super().__init__(filters, (3, 3), strides=(2, 2), padding="same", **kwargs)
-        if self.data_format != "channels_last" or self.output_padding is not None:
-            raise ValueError("SubpixelConv2DTranspose supports channels_last and no "
-                             "output_padding only.")
-        self.periodic = bool(periodic)
-
-    def call(self, inputs):
-        # out[2i + a] gets x[i] * K[a] (a = 0, 1, 2): even outputs K[0] from
-        # x[m] and K[2] from x[m - 1]; odd outputs K[1] from x[m].
-        # The (3, 3) taps of the (in, out) kernel, unstacked: the gradient of
-        # indexing would be a zero-filled kernel-sized tensor per tap.
-        k = [tf.unstack(row) for row in tf.unstack(tf.transpose(self.kernel, [0, 1, 3, 2]))]
-        taps = {0: [2, 0], 1: [1]}  # Kernel rows for (x[m - 1], x[m]), per phase.
-        # x[m - 1] is a zero row or column (wrapped columns if periodic): each phase
-        # pads the input as far as it reads it. Not slices of one padded copy,
-        # whose gradients are zero-filled copies; not the convolution's explicit
-        # padding, which oneDNN runs several times slower in bfloat16.
-        columns = {0: _wrap_width(inputs, 1, 0) if self.periodic else inputs, 1: inputs}
-        phases = []
-        for a in (0, 1):
-            for b in (0, 1):
-                kernel = tf.stack([tf.stack([k[i][j] for j in taps[b]]) for i in taps[a]])
-                left = 0 if self.periodic else len(taps[b]) - 1
-                top = len(taps[a]) - 1
-                source = columns[b]
-                if top or left:
-                    source = tf.pad(source, [[0, 0], [top, 0], [left, 0], [0, 0]])
-                phases.append(tf.nn.conv2d(source, kernel, 1, "VALID"))
-        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self):
-        config = super().get_config()
-        for key in ("kernel_size", "strides", "padding"):
-            config.pop(key)
-        return {**config, "periodic": self.periodic}
-
-
 def conv2d_transpose(x, filters, kernel_size, *, name, strides=2, periodic=False, **kwargs):
     """A "same" `Conv2DTranspose`; periodic in longitude if asked.
 
@@ -274,6 +204,8 @@ def conv2d_transpose(x, filters, kernel_size, *, name, strides=2, periodic=False
     dateline (valid for kernel_size <= 2 * strides + 1).
     """
     if kernel_size == 3 and strides == 2:
+        from zoo.kernels.subpixel import SubpixelConv2DTranspose
+
         return SubpixelConv2DTranspose(filters, periodic=periodic, name=name, **kwargs)(x)
     if periodic:
         x = LongitudePadding2D(((0, 0), (1, 1)), name=f"{name}_pad")(x)
@@ -283,142 +215,6 @@ def conv2d_transpose(x, filters, kernel_size, *, name, strides=2, periodic=False
     if periodic:
         x = tf.keras.layers.Cropping2D(((0, 0), (strides, strides)), name=f"{name}_crop")(x)
     return x
-
-
-@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
-class AtrousConv2D(tf.keras.layers.Conv2D):
-    """A `Conv2D` whose stride-1 atrous convolution runs by `dilated_conv2d`.
-
-    The same layer, variables and values as Keras' `Conv2D`. Keras goes
-    through `tf.nn.convolution`, which on CPU runs a dilated convolution as
-    SpaceToBatchND, a convolution and BatchToSpaceND: the rearranged input is
-    a copy that the training step keeps for the kernel gradient, and for large
-    rates on small maps it runs many tiny convolutions (about 10x slower,
-    measured: rate 36, 24x36x512 map). Here oneDNN's native dilation runs the
-    convolution and `dilated_conv2d` its kernel gradient. Other strides,
-    rates and paddings run as in `Conv2D`.
-    """
-
-    def convolution_op(self, inputs, kernel):
-        rates = set(self.dilation_rate)
-        if (len(rates) == 1 and max(rates) > 1 and tuple(self.strides) == (1, 1)
-                and self.data_format == "channels_last" and self.padding in ("same", "valid")):
-            return dilated_conv2d(inputs, kernel, max(rates), self.padding.upper())
-        # Not super(): the ASPP binds this method to tf-models-official's Conv2Ds.
-        return tf.keras.layers.Conv2D.convolution_op(self, inputs, kernel)
-
-
-# Largest input window the kernel gradient of `dilated_conv2d` copies at once.
-WINDOW_BYTES = 16 << 20
-
-
-def dilated_conv2d(x, kernel, dilation, padding="SAME", window_bytes=None):
-    """A stride-1 atrous convolution whose kernel gradient is a few matmuls per tap.
-
-    The same values as `tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)`
-    and the same gradients. TensorFlow's CPU kernel gradient for large rates
-    (oneDNN's Conv2DBackpropFilter) is pathologically slow: for DeepLabv3+'s
-    ASPP at 768x1152 (a 96x144x2048 map, rate 36) it took 288 s of a 298 s
-    training step (bench/results/profile_full_before_fix.txt). Here the kernel
-    gradient of tap (a, b) is the input's window at offset (a r, b r) (minus
-    the padding) contracted with the output gradient, one matmul per block of
-    window rows, one block in memory at a time: a window is a copy, and at
-    full size the ASPP's would be about 100 MB each. Taps whose window lies
-    wholly in the padding get zeros. Inputs of unknown height or width run
-    `tf.nn.conv2d` as it is.
-
-    Args:
-        x: NHWC input.
-        kernel: (kh, kw, in, out).
-        dilation: int rate, the same in both axes.
-        padding: "SAME" or "VALID".
-        window_bytes: largest block of an input window copied at once (at
-            least one row). Defaults to `WINDOW_BYTES` (16 MiB).
-
-    Returns:
-        The convolution's output.
-    """
-    dilation = int(dilation)
-    kernel = tf.convert_to_tensor(kernel)  # A read: the gradient reaches the variable.
-    kh, kw = kernel.shape[0], kernel.shape[1]
-    if None in x.shape[1:3]:
-        return tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
-    window_bytes = WINDOW_BYTES if window_bytes is None else int(window_bytes)
-
-    # TensorFlow names a tape's gradient ops "gradient_tape/<forward scope>/...";
-    # ours would be unscoped (profiles could not tell whose they are).
-    scope = backward_scope()
-
-    @tf.custom_gradient
-    def convolve(x, kernel):
-        y = tf.nn.conv2d(x, kernel, 1, padding, dilations=dilation)
-
-        @_in_scope(scope)
-        def gradient(dy):
-            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, padding,
-                                        dilations=dilation)
-            (top, _), (left, _) = (
-                _same_padding(0, k, 1, dilation) if padding == "SAME" else (0, 0)
-                for k in (kh, kw))
-            height, width = x.shape[1], x.shape[2]
-            out_height, out_width = dy.shape[1], dy.shape[2]
-            channels, filters = kernel.shape[2], kernel.shape[3]
-            taps, previous = [], []
-            for a in range(kh):
-                for b in range(kw):
-                    # Tap (a, b) sees x[i + a r - top, j + b r - left] at output
-                    # (i, j); rows and columns in the padding add nothing.
-                    rows = _overlap(a * dilation - top, height, out_height)
-                    cols = _overlap(b * dilation - left, width, out_width)
-                    if rows is None or cols is None:
-                        taps.append(tf.zeros((channels, filters), dy.dtype))
-                        continue
-                    row_bytes = ((x.shape[0] or 1) * (cols[0].stop - cols[0].start)
-                                 * channels * x.dtype.size)
-                    block = max(1, window_bytes // row_bytes)
-                    tap = None
-                    for start in range(0, rows[0].stop - rows[0].start, block):
-                        stop = min(start + block, rows[0].stop - rows[0].start)
-                        # One block at a time: each is a copy of part of the input.
-                        with tf.control_dependencies(previous):
-                            window = x[:, rows[0].start + start:rows[0].start + stop, cols[0]]
-                        part = tf.matmul(
-                            tf.reshape(window, (-1, channels)),
-                            tf.reshape(dy[:, rows[1].start + start:rows[1].start + stop,
-                                          cols[1]], (-1, filters)),
-                            transpose_a=True)
-                        tap = part if tap is None else tap + part
-                        previous = [tap]
-                    taps.append(tap)
-            return dx, tf.reshape(tf.stack(taps), kernel.shape)
-
-        return y, gradient
-
-    return convolve(x, kernel)
-
-
-def backward_scope():
-    """The name scope TensorFlow gives a tape's gradient ops of ops made here:
-    "gradient_tape/<current scope>/", for custom gradients to name theirs alike."""
-    return "/".join(filter(None, ("gradient_tape", tf.get_current_name_scope()))) + "/"
-
-
-def _in_scope(name):
-    """Decorator: run the function under the absolute name scope `name` ("a/b/")."""
-    def decorate(fn):
-        def scoped(*args):
-            with tf.name_scope(name):
-                return fn(*args)
-        return scoped
-    return decorate
-
-
-def _overlap(offset, size, out_size):
-    """(input slice, output slice) where x[o + offset] exists for o in [0, out_size)."""
-    start, stop = max(0, offset), min(size, offset + out_size)
-    if start >= stop:
-        return None
-    return slice(start, stop), slice(start - offset, stop - offset)
 
 
 def _periodic_convolution_op(layer):
@@ -431,6 +227,8 @@ def _periodic_convolution_op(layer):
         # times slower on CPU for large atrous rates.
         rates = set(layer.dilation_rate)
         if len(rates) == 1 and max(rates) > 1 and tuple(layer.strides) == (1, 1):
+            from zoo.kernels.atrous import dilated_conv2d
+
             return dilated_conv2d(longitude_pad(inputs, padding), kernel, max(rates), "VALID")
         return tf.nn.conv2d(
             longitude_pad(inputs, padding),
@@ -497,3 +295,22 @@ def wrap_longitude(layer):
             continue
         converted += 1
     return converted
+
+
+# The CPU kernels that lived here moved to `zoo.kernels`; their old import
+# paths keep working.
+_MOVED = {
+    "AtrousConv2D": "zoo.kernels.atrous",
+    "WINDOW_BYTES": "zoo.kernels.atrous",
+    "backward_scope": "zoo.kernels.atrous",
+    "dilated_conv2d": "zoo.kernels.atrous",
+    "SubpixelConv2DTranspose": "zoo.kernels.subpixel",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
