@@ -180,6 +180,9 @@ def build_parser():
     g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="default: online if WANDB_API_KEY is set, else offline")
     g.add_argument("--wandb-name", help="run name (default: the output directory's name)")
+    g.add_argument("--wandb-log-every", type=_positive_int, default=1, metavar="N",
+                   help="log the batch metrics every N steps (each log reads them from the "
+                        "device: on GPUs give e.g. 50)")
     g.add_argument("--wandb-images", type=_nonnegative_int, default=2,
                    help="validation samples logged as images each epoch")
     return parser
@@ -832,7 +835,7 @@ def _wandb_callbacks(args, train_set, initial_step):
     import data
     from callbacks import wandb_run
 
-    cbs = [wandb_run.metrics_logger(initial_step)]
+    cbs = [wandb_run.metrics_logger(initial_step, every=args.wandb_log_every)]
     if train_set.val_files and args.wandb_images:
         samples = [data.read_sample(p, channels=train_set.channels, label_set="labels_0")
                    for p in train_set.val_files[:args.wandb_images]]

@@ -113,13 +113,17 @@ def start_run(*, mode, directory, run_id, say, **init_kwargs):
         return None
 
 
-def metrics_logger(initial_step=0):
-    """W&B's `WandbMetricsLogger`, logging every batch and epoch at the global step.
+def metrics_logger(initial_step=0, every=1):
+    """W&B's `WandbMetricsLogger`, logging every `every`-th batch and every epoch at the global
+    step.
 
     A resumed run goes on from `initial_step` (the checkpoint's global step),
     so its history continues the interrupted one: W&B's step is the global
-    step, and `batch/batch_step` too. Call after the run has started.
+    step, and `batch/batch_step` too. Keras hands the batch logs over as
+    tensors, read from the device only on the batches logged: with `every`
+    > 1 the other steps never wait for it. Call after the run has started.
     """
+    import numpy as np
     import wandb
     from wandb.integration.keras import WandbMetricsLogger
 
@@ -127,10 +131,13 @@ def metrics_logger(initial_step=0):
         def __init__(self):
             super().__init__(log_freq=1, initial_global_step=initial_step)
             self.global_batch = initial_step
+            self._supports_tf_logs = True
 
         def on_train_batch_end(self, batch, logs=None):
             self.global_step += 1
-            logs = {f"batch/{k}": v for k, v in (logs or {}).items()}
+            if self.global_step % every:
+                return
+            logs = {f"batch/{k}": np.asarray(v).tolist() for k, v in (logs or {}).items()}
             logs["batch/batch_step"] = self.global_step
             lr = self._get_lr()
             if lr is not None:

@@ -139,6 +139,7 @@ def _kill_after(cmd, pattern, env):
     (["--target-iou", "nan"], "argument --target-iou: expected a finite number, got nan"),
     (["--target-iou", "1.5"], "--target-iou must be at most 1 (a mean IoU), got 1.5"),
     (["--validate-every", "0"], "argument --validate-every: expected an integer >= 1, got 0"),
+    (["--wandb-log-every", "0"], "argument --wandb-log-every: expected an integer >= 1, got 0"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -860,7 +861,8 @@ def test_validate_every_and_target_iou(dataset, tmp_path, capsys):
     short = ["--steps-per-epoch", "2"]
     every = tmp_path / "every"
     _run_in_process(_args(dataset, every, *short, "--epochs", "3", "--validate-every", "2",
-                          "--target-iou", "1", "--wandb-mode", "offline"))
+                          "--target-iou", "1", "--wandb-mode", "offline",
+                          "--wandb-log-every", "4"))
     assert "reached" not in capsys.readouterr().out  # a target of 1 is not met: 3 epochs
     assert [("val_mean_iou" in e, "val_loss" in e) for e in _epochs(every)] == [
         (False, False), (True, True), (True, True)]
@@ -868,6 +870,8 @@ def test_validate_every_and_target_iou(dataset, tmp_path, capsys):
     assert [r["epoch/epoch"] for r in history if "epoch/val_mean_iou" in r] == [1, 2]  # 0-based
     assert sum("validation/samples/all_masks" in r for r in history) == 2
     assert [r["epoch/epoch"] for r in history if "epoch/loss" in r] == [0, 1, 2]
+    # Batch metrics every 4th global step only (each log reads them from the device).
+    assert [r["_step"] for r in history if "batch/loss" in r] == [4]
 
     # Reached at the first validation (epoch 2 of 4): stopped there, its checkpoint written
     # although --checkpoint-every 3 would not have written it.
