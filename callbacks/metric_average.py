@@ -44,7 +44,7 @@ class MetricAverage(tf.keras.callbacks.Callback):
 
     Example:
 
-        model.fit(x, y, callbacks=[MetricAverage(), MultiStageLearningRate(1e-3),
+        model.fit(x, y, callbacks=[MetricAverage(), LearningRateLogger(),
                                    tf.keras.callbacks.ModelCheckpoint(...)])
     """
 

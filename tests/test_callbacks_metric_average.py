@@ -1,6 +1,6 @@
 """MetricAverage: scalar logs averaged over two Horovod ranks, before later callbacks read them.
 
-The two-rank run (`two_rank_fit`) also exercises MultiStageLearningRate and
+The two-rank run (`two_rank_fit`) also exercises MultiStageSchedule and
 Throughput; test_callbacks_learning_rate.py and test_callbacks_throughput.py
 import the fixture so that one horovodrun launch serves all three.
 """
@@ -14,7 +14,7 @@ from conftest import WORKERS_DIR, run_horovod
 
 from callbacks import MetricAverage
 
-# MultiStageLearningRate arguments for the two-rank run (scale_by_ranks is added).
+# MultiStageSchedule arguments for the two-rank run (scale_by_ranks, steps_per_epoch added).
 FIT_SCHEDULE = {"learning_rate": 0.01, "stages": [[1, 0.5], [2, 0.25]], "warmup": 2,
                 "warmup_unit": "step", "warmup_start": 0.5}
 

@@ -894,3 +894,23 @@ def test_target_iou_without_validation_files_is_refused(dataset, tmp_path, capsy
     assert status == 2
     assert ("train.py: error: --target-iou 0.5 needs validation files (--data-val): the target "
             "is a validation mean IoU") in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_two_ranks_accumulating_equal_one_rank_with_the_global_batch(dataset, tmp_path):
+    """2 ranks x batch 1 x --accumulate 2 (each rank sums its 2 micro-batches, one allreduce
+    per update) train the weights of 1 rank x batch 4."""
+    def args(out, *extra):
+        return [TRAIN, *TINY, "--data-train", dataset / "train", "--output-dir", out,
+                "--wandb-mode", "disabled", "--epochs", "1", "--optimizer", "sgd", "--lr",
+                "0.05", "--larc", *extra]
+
+    proc = run_horovod(args(tmp_path / "two", "--batch-size", "1", "--accumulate", "2"))
+    assert ("accumulating 2 batches per update: a global batch of 4 samples, 3 updates per "
+            "epoch") in proc.stdout
+    _run_in_process(args(tmp_path / "one", "--batch-size", "4"))
+    a, b = _final_weights(tmp_path / "two"), _final_weights(tmp_path / "one")
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:  # seen: 1.5e-8
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
