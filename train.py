@@ -472,7 +472,7 @@ def build_model(args, job, train_set):
                                "layer (tiramisu has it with --model-option batch_norm=true)",
                                usage=True)
         job.say(f"--sync-bn: {len(changed)} batch-norm layers normalise with the statistics "
-                f"of all {job.size} ranks' batches")
+                f"of the global batch ({job.size} rank(s) x batch {args.batch_size})")
     schemes = args.class_weight_values in ("sc18", "deepcam") and args.loss != "jaccard"
     try:
         frequencies = data.class_frequencies(train_set.stats, args.label_set) \

@@ -824,10 +824,10 @@ def test_sync_bn_on_two_ranks_equals_one_rank_with_the_global_batch(dataset, tmp
 
     one, synced, local = tmp_path / "one", tmp_path / "synced", tmp_path / "local"
     _run_in_process(args(one, "--batch-size", "4", "--sync-bn"))
-    assert ("--sync-bn: 9 batch-norm layers normalise with the statistics of all 1 ranks' "
-            "batches") in capsys.readouterr().out
+    assert ("--sync-bn: 9 batch-norm layers normalise with the statistics of the global "
+            "batch (1 rank(s) x batch 4)") in capsys.readouterr().out
     proc = run_horovod(args(synced, "--batch-size", "2", "--sync-bn"))
-    assert "of all 2 ranks' batches" in proc.stdout
+    assert "of the global batch (2 rank(s) x batch 2)" in proc.stdout
     run_horovod(args(local, "--batch-size", "2"))
 
     reference, a, b = _final_weights(one), _final_weights(synced), _final_weights(local)
