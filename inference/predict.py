@@ -24,6 +24,7 @@ from data.errors import DEBUG_HELP, CommandError, os_error_reason, write_failed
 from data.flag_types import integer
 from data.model_output import NETCDF_SUFFIXES
 from data.predictions import PROBABILITIES
+from zoo.kernels import KERNELS
 
 # TensorFlow's own log lines (CUDA probing, oneDNN notes) bury ours; a user's choice wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,6 +47,12 @@ def build_parser(prog="climseg-predict"):
                         help="samples per forward pass, per rank")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="mixed_bfloat16: bfloat16 arithmetic, float32 logits")
+    parser.add_argument("--kernels", choices=KERNELS,
+                        help="deeplabv3plus's kernels: the reference Keras layers or the fast "
+                             "CPU kernels (the same weights either way); default: chosen by "
+                             "the device (cpu without a GPU, reference with one)")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the forward pass with XLA")
     parser.add_argument("--rename", metavar="NAME=CHANNEL,...",
                         help="the file's variable names for climseg's channels, for models "
                              "whose names differ, e.g. PRW=TMQ,U850_x=U850")
@@ -150,7 +157,8 @@ def _predict(argv, prog):
              sum(climseg_tf.allgather_object(infos, "climseg.predict.files"), [])}
     todo = [p for p in todo if p in infos]
     grid = _common_grid(prog, [(p, infos[p][0]) for p in todo])
-    model = _model_at(prog, meta, weights, grid, args.precision, todo[0]) if todo else None
+    model, kernels = _model_at(prog, meta, weights, grid, args, todo[0]) if todo \
+        else (None, None)
     try:  # after every check: a refusal writes nothing
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
@@ -172,6 +180,9 @@ def _predict(argv, prog):
         + f", {len(files)} files ({len(samples)} samples to predict) on {size} rank(s), "
           f"batch {args.batch_size}"
         + (f"; {skipped} already done in {args.output_dir}" if skipped else ""))
+    if kernels:
+        say(f"{prog}: kernels {kernels[0]} ({kernels[1]})"
+            + ("; forward compiled with XLA" if args.jit_compile else ""))
 
     sources = {}
     for path in dict.fromkeys(p for p, _ in mine):
@@ -187,7 +198,7 @@ def _predict(argv, prog):
     tmq = channels.index(0) if 0 in channels else 0
     pipeline = _Pipeline(sources, mine, grid, len(channels), norm, tmq, writer.failed,
                          args.batch_size)
-    step = _predict_step(model, bool(args.probabilities))
+    step = _predict_step(model, bool(args.probabilities), args.jit_compile)
     for batch, inputs, maps, labels, has_labels in pipeline:
         masks, probabilities = (np.asarray(x) if x is not None else None
                                 for x in step(inputs))
@@ -401,11 +412,12 @@ class _Pipeline:
             start += count
 
 
-def _predict_step(model, probabilities):
-    """A compiled step: (masks (B, H, W) uint8, class probabilities (B, H, W, C) or None)."""
+def _predict_step(model, probabilities, jit_compile=False):
+    """A compiled step: (masks (B, H, W) uint8, class probabilities (B, H, W, C) or None);
+    with `jit_compile`, compiled by XLA."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile or None)
     def step(inputs):
         logits = tf.cast(model(inputs, training=False), tf.float32)
         masks = tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
@@ -476,15 +488,18 @@ def _checkpoint_stats(parser, args, meta):
         parser.error(f"--stats: {e}")
 
 
-def _model_at(prog, meta, weights, grid, precision, example):
+def _model_at(prog, meta, weights, grid, args, example):
     """The checkpoint's model, built for `grid` (a fully convolutional model takes any grid
-    its architecture allows) with the checkpoint's weights."""
+    its architecture allows) with the checkpoint's weights, and `(kernel set, why)` for a
+    model that has kernel sets (else None)."""
+    import inspect
+
     import tensorflow as tf
 
     import zoo
 
-    if precision != "fp32":
-        tf.keras.mixed_precision.set_global_policy(precision)
+    if args.precision != "fp32":
+        tf.keras.mixed_precision.set_global_policy(args.precision)
     kwargs = dict(meta["model_kwargs"])
     trained = tuple(kwargs["input_shape"])
     kwargs["input_shape"] = (*grid, trained[2])
@@ -493,6 +508,18 @@ def _model_at(prog, meta, weights, grid, precision, example):
         raise CommandError(f"--checkpoint {checkpoint}: its meta.json names model "
                            f"{meta['model']!r}, which this climseg does not have; expected one "
                            f"of {', '.join(sorted(zoo.MODELS))}", usage=True)
+    kernels = None  # the kernels it was trained with do not matter: the weights are the same
+    if "kernels" in inspect.signature(zoo.MODELS[meta["model"]]).parameters:
+        kernels = (args.kernels, "--kernels") if args.kernels else zoo.default_kernels()
+        kwargs["kernels"] = kernels[0]
+        if args.jit_compile:
+            try:
+                zoo.check_jit(kernels[0])
+            except ValueError as e:
+                raise CommandError(f"--jit-compile: {e}", usage=True) from e
+    elif args.kernels:
+        raise CommandError(f"--kernels: the checkpoint's {meta['model']} has one kernel set; "
+                           "--kernels chooses deeplabv3plus's", usage=True)
 
     def reason(e):
         return " ".join(str(e).split())[:240]
@@ -514,7 +541,7 @@ def _model_at(prog, meta, weights, grid, precision, example):
         raise CommandError(f"--checkpoint {checkpoint}: {weights} cannot be loaded into its "
                            f"{meta['model']} (truncated, damaged, or of another model?): "
                            f"{reason(e)}", usage=True) from e
-    return model
+    return model, kernels
 
 
 class _Progress:
