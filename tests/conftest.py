@@ -127,12 +127,16 @@ def command_state():
 
     Restored afterwards: the environment, the working directory, the SIGINT
     and SIGTERM handlers, Keras's global precision policy, the RNGs, the open
-    model-output files of data.layouts (closed) and Horovod (shut down).
-    Horovod runs through Gloo here: a lone process then joins no job and can
-    initialize again later, whereas an MPI singleton cannot be initialized
-    after it is finalized, and leaves PMIx variables in the environment of
-    every process started after it.
+    model-output files of data.layouts (closed) and Horovod (shut down if the
+    command initialized it). Horovod runs through Gloo here: a lone process
+    then joins no job and can initialize again later, whereas an MPI
+    singleton cannot be initialized after it is finalized (the process
+    aborts), and leaves PMIx variables in the environment of every process
+    started after it. Horovod that an earlier test initialized (with MPI,
+    say) is left running: the command's `hvd.init()` does nothing then.
     """
+    hvd = sys.modules.get("horovod.tensorflow")
+    horovod_before = hvd is not None and hvd.is_initialized()
     environ = dict(os.environ)
     cwd = os.getcwd()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -143,7 +147,7 @@ def command_state():
         yield
     finally:
         hvd = sys.modules.get("horovod.tensorflow")
-        if hvd is not None and hvd.is_initialized():
+        if hvd is not None and hvd.is_initialized() and not horovod_before:
             hvd.shutdown()
         from data import layouts
 
