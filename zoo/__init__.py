@@ -16,6 +16,7 @@ _EXPORTS = {
     "deeplabv3plus_tfm": "zoo.deeplabv3plus_tfm",
     "tiramisu": "zoo.tiramisu",
     **dict.fromkeys(("count_flops", "training_flops_per_sample"), "zoo.flops"),
+    **dict.fromkeys(("KERNELS", "check_jit", "default_kernels"), "zoo.kernels"),
     **dict.fromkeys(("LOSSES", "FocalLoss", "JaccardLoss", "WeightedCrossEntropy",
                      "class_weights", "get_loss", "training_loss"), "zoo.losses"),
     **dict.fromkeys(("ConfusionMatrixIoU", "DeepCAMIoU", "iou_metrics"), "zoo.metrics"),

@@ -175,7 +175,7 @@ class ASPP(tf.keras.layers.Layer):
     norm and ReLU; the branches are concatenated and projected by a 1x1 conv,
     batch norm and ReLU. As tf-models-official's ASPP with its defaults (no
     conv biases, "VarianceScaling" init, batch norm momentum 0.99, epsilon
-    1e-3, no dropout), whose checkpoints load into it.
+    1e-3, no dropout), whose weights it keeps: the same names, shapes and order.
 
     Args:
         dilation_rates: the three atrous rates.
@@ -212,16 +212,15 @@ class ASPP(tf.keras.layers.Layer):
 
     def build(self, input_shape):
         channels = tf.TensorShape(input_shape)[-1]
-        # Tracked in this order, which is the order of the weights in checkpoints.
-        self.branches = [self._conv_norm(0)]
-        for i, rate in enumerate(self.dilation_rates, start=1):
-            self.branches.append(self._conv_norm(i, 3, rate))
-        self.pooling = self._conv_norm(len(self.branches))
-        self.projection = self._conv_norm(len(self.branches) + 1)
-        inputs = [channels] * (len(self.branches) + 1) + [self.num_filters * (
-            len(self.branches) + 1)]
-        for (conv, norm), count in zip([*self.branches, self.pooling, self.projection], inputs,
-                                       strict=True):
+        rates = [1, *self.dilation_rates]
+        pairs = [self._conv_norm(i, 1 if rate == 1 else 3, rate) for i, rate in enumerate(rates)]
+        pairs += [self._conv_norm(len(rates)), self._conv_norm(len(rates) + 1)]
+        # One flat list, each branch's conv then its norm, then image pooling and
+        # projection: tfm's order, that of the weights in checkpoints. (Keras'
+        # `.keras` format saves the layers of a list, not those of its tuples.)
+        self.pyramid = [layer for pair in pairs for layer in pair]
+        inputs = [channels] * (len(rates) + 1) + [self.num_filters * (len(rates) + 1)]
+        for (conv, norm), count in zip(pairs, inputs, strict=True):
             # Absolute scopes: weight names "conv2d_1/kernel:0", as tfm's were.
             with tf.name_scope(f"{conv.name}/"):
                 conv.build(tf.TensorShape([None, None, None, count]))
@@ -229,20 +228,22 @@ class ASPP(tf.keras.layers.Layer):
                 norm.build(tf.TensorShape([None, None, None, self.num_filters]))
         super().build(input_shape)
 
-    def _branch(self, layers, x, training):
-        conv, norm = layers
+    def _branch(self, index, x, training):
+        """conv -> batch norm -> ReLU of pair `index` of the pyramid."""
+        conv, norm = self.pyramid[2 * index:2 * index + 2]
         pad = conv.dilation_rate[0] * (conv.kernel_size[0] - 1) // 2
         if self.periodic_padding and pad:
             x = longitude_pad(x, ((pad, pad), (pad, pad)))
         return tf.nn.relu(norm(conv(x), training=training))
 
     def call(self, inputs, training=None):
-        branches = [self._branch(layers, inputs, training) for layers in self.branches]
+        count = 1 + len(self.dilation_rates)
+        branches = [self._branch(i, inputs, training) for i in range(count)]
         pooled = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
-        pooled = self._branch(self.pooling, pooled, training)
+        pooled = self._branch(count, pooled, training)
         size = tf.shape(inputs)
         branches.append(tf.tile(pooled, [1, size[1], size[2], 1]))
-        return self._branch(self.projection, tf.concat(branches, axis=-1), training)
+        return self._branch(count + 1, tf.concat(branches, axis=-1), training)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.num_filters])
@@ -458,7 +459,8 @@ def deeplabv3plus(
             `output_stride`, or None. Defaults to `(768, 1152, 16)`.
         num_classes: number of classes. Defaults to `3`.
         weights: None, or a checkpoint path (`.weights.h5`, `.h5`, `.keras` or
-            TF checkpoint) loaded after the model is built. Defaults to `None`.
+            TF checkpoint) loaded after the model is built, saved with either
+            kernel set. Defaults to `None`.
         output_stride: 8 or 16. Defaults to `8`.
         decoder: "deconv1x" or "bilinear". Defaults to `"deconv1x"`.
         periodic_padding: wrap convolutions around in longitude (width).
@@ -493,4 +495,29 @@ def deeplabv3plus(
         x = _bilinear_decoder(endpoints["low_level"], x, num_classes, output_stride,
                               periodic_padding)
     model = tf.keras.Model(inputs, _common.float32_logits(x), name="deeplabv3plus")
+    if weights is not None and _saved_kernels(weights) not in (None, kernels):
+        # Keras' `.weights.h5` format names layers by their class: a file saved
+        # from the other kernel set loads into a model of that set, whose weights
+        # then come over in order (the same variables).
+        other = deeplabv3plus(input_shape, num_classes, weights, output_stride, decoder,
+                              periodic_padding, _saved_kernels(weights))
+        model.set_weights(other.get_weights())
+        return model
     return _common.load_weights(model, weights)
+
+
+def _saved_kernels(path):
+    """The kernel set that wrote a Keras `.weights.h5` file, or None for other formats.
+
+    The format stores each layer under its class name: the CPU kernels' ResNet
+    convolutions as "recomputing_conv2d*".
+    """
+    if not str(path).endswith(".weights.h5"):
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "cpu" if "layers/recomputing_conv2d" in f else "reference"
+    except OSError:
+        return None  # Not readable: loading it says so.

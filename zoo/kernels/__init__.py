@@ -19,8 +19,9 @@ for layer with the same variables:
 
 Weights trained with one set load into the other (checkpoints by layer name
 or position: `model-weights.h5`, `.h5`, `.keras`, TF checkpoints). Keras'
-`.weights.h5` format names layers by their class, so such a file loads into
-a model built with the same kernels only.
+`.weights.h5` format names layers by their class: `model.load_weights` takes
+such a file only from the same set; `zoo.deeplabv3plus(weights=...)` takes it
+from either.
 
 Example:
     >>> kernels, reason = default_kernels()
