@@ -63,6 +63,13 @@ def build_parser():
                    help="DeepLabv3+ decoder (model default: deconv1x, as the paper)")
     g.add_argument("--periodic-padding", action=argparse.BooleanOptionalAction, default=False,
                    help="convolutions wrap around in longitude")
+    g.add_argument("--kernels", choices=("reference", "cpu"),
+                   help="deeplabv3plus's kernels: the reference Keras layers or the fast CPU "
+                        "kernels, with the same weights (default: chosen by the device: cpu "
+                        "without a GPU, reference with one)")
+    g.add_argument("--jit-compile", action="store_true",
+                   help="compile the model's forward and backward pass with XLA (the "
+                        "optimizer's update and Horovod's allreduce stay outside)")
     g.add_argument("--sync-bn", action="store_true",
                    help="batch norm with the statistics of all ranks' batches (Horovod's "
                         "SyncBatchNormalization; one allreduce per layer and step)")
@@ -243,6 +250,11 @@ def parse_args(argv=None):
 
     if args.model != "deeplabv3plus" and args.decoder:
         parser.error(f"--decoder applies to --model deeplabv3plus, not {args.model}")
+    if args.jit_compile and args.sync_bn:
+        parser.error("--jit-compile cannot compile --sync-bn's batch norm (an allreduce inside "
+                     "the model has no XLA kernel); drop one")
+    if args.model != "deeplabv3plus" and args.kernels:
+        parser.error(f"--kernels applies to --model deeplabv3plus, not {args.model}")
     if not args.model.startswith("deeplabv3plus") and args.output_stride:
         parser.error(f"--output-stride applies to the DeepLabv3+ models, not {args.model}")
     if args.optimizer == "lamb" and args.larc:
@@ -460,8 +472,20 @@ def build_model(args, job, train_set):
     if args.decoder:
         kwargs["decoder"] = args.decoder
     kwargs.update(args.model_options)
+    build = dict(kwargs)
+    if args.model == "deeplabv3plus":
+        # Not in the checkpoint's model_kwargs: the weights are the same with either set.
+        kernels = kwargs.pop("kernels", None) or args.kernels
+        kernels, why = (kernels, "--kernels") if kernels else zoo.default_kernels()
+        build["kernels"] = kernels
+        if args.jit_compile:
+            try:
+                zoo.check_jit(kernels)
+            except ValueError as e:
+                raise CommandError(f"--jit-compile: {e}", usage=True) from e
+        job.say(f"kernels {kernels} ({why})")
     try:
-        model = zoo.get_model(args.model, **kwargs)
+        model = zoo.get_model(args.model, **build)
     except (ValueError, TypeError) as e:
         raise CommandError(f"--model {args.model}: {e}", usage=True) from e
     if args.sync_bn:
@@ -504,8 +528,13 @@ def build_model(args, job, train_set):
                 f"{size / 1e6:.1f} MB per rank and in every checkpoint")
     # Weighted, so that the zero-weight padding of validation shards counts for nothing.
     metrics = zoo.iou_metrics(data.NUM_CLASSES, class_names=data.CLASS_KEYS)
+    flops = _flops(zoo, model, job.rank)  # from the graph of its layers, before XLA's
+    if args.jit_compile:  # the model's forward and backward; not Horovod's allreduce
+        callbacks.compile_with_xla(model)
+        job.say("the model's forward and backward pass compiled with XLA")
     return (model, dict(optimizer=optimizer, loss=loss, weighted_metrics=metrics),
-            {"model_kwargs": kwargs, "class_weights": class_weights})
+            {"model_kwargs": kwargs, "class_weights": class_weights,
+             "flops_per_sample": flops})
 
 
 def learning_rate_schedule(args, steps):
@@ -626,7 +655,6 @@ def make_callbacks(args, job, train_set, model, compile_args, details, config, s
     """
     import callbacks
     import data
-    import zoo
 
     steps = train_set.steps
     stop = callbacks.StopOnNonFinite(every=args.nan_check_every)
@@ -640,7 +668,7 @@ def make_callbacks(args, job, train_set, model, compile_args, details, config, s
         callbacks.MetricAverage(),  # first: the callbacks after it see global values
         stop,
         callbacks.LearningRateLogger(),  # the schedule runs in the graph; logged per epoch
-        callbacks.Throughput(args.batch_size, flops_per_sample=_flops(zoo, model, job.rank),
+        callbacks.Throughput(args.batch_size, flops_per_sample=details["flops_per_sample"],
                              single_rank_rate=args.single_rank_rate),
         # Before the writers: the epoch that reaches the target is recorded and checkpointed.
         *([callbacks.StopAtTarget(args.target_iou, monitor="val_mean_iou")]

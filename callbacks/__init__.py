@@ -26,7 +26,7 @@ _EXPORTS = {
     **dict.fromkeys(("Checkpointer", "CheckpointError", "checkpoint_channel_names",
                      "latest_checkpoint", "read_meta", "restore_checkpoint", "resume_point",
                      "resume_position"), "callbacks.checkpoint"),
-    **dict.fromkeys(("fit_epochs", "fit_run"), "callbacks.fitting"),
+    **dict.fromkeys(("compile_with_xla", "fit_epochs", "fit_run"), "callbacks.fitting"),
     **dict.fromkeys(("GradientLag", "average_lag_buffers"), "callbacks.gradient_lag"),
     "LARC": "callbacks.larc",
     **dict.fromkeys(("LearningRateLogger", "MultiStageSchedule", "check_stages",

@@ -65,3 +65,22 @@ def fit_run(model, compile_args, train_data, first, last, skip, steps, *, frozen
         model.compile(**compile_args)
         history = fit_epochs(model, train_data, first, last, skip, steps, stop, **fit)
     return history
+
+
+def compile_with_xla(model):
+    """Makes `model`'s forward pass, and with it the backward pass, one XLA computation.
+
+    Only the model: Keras' `compile(jit_compile=True)` would compile the whole
+    training step, and Horovod's allreduce, inside DistributedOptimizer's
+    update, has no XLA kernel on CPU (nor on GPU without
+    HOROVOD_ENABLE_XLA_OPS), so the optimizer's update and the allreduce stay
+    outside. Layers with collectives of their own (Horovod's
+    SyncBatchNormalization) cannot be compiled.
+
+    Returns:
+        `model`, whose `call` is now compiled with `jit_compile=True`.
+    """
+    import tensorflow as tf
+
+    model.call = tf.function(model.call, jit_compile=True, reduce_retracing=True)
+    return model

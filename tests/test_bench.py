@@ -630,3 +630,22 @@ def test_gpu_part_runs_first_with_gpu_and_refuses_a_machine_without_one(monkeypa
         "bench/gpu.py: error: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
         "is empty); run it on a machine with a CUDA GPU, or with --device cpu to check the "
         "script")
+
+
+def test_gpu_script_runs_on_the_cpu_when_asked():
+    """`--device cpu` checks the script end to end: a deeplabv3plus training step under
+    mixed_bfloat16 with the reference kernels (float16 convolutions crawl on a CPU)."""
+    proc = run_python([Path(report.__file__).parent / "gpu.py", "--device", "cpu",
+                       "--height", 32, "--width", 48, "--batches", 1, "--steps", 1,
+                       "--warmup", 1, "--kernels", "reference", "--precisions",
+                       "mixed_bfloat16", "--matmul-size", 256], timeout=600)
+    result = json.loads(next(line for line in proc.stdout.splitlines()
+                             if line.startswith("GPU_RESULT "))[len("GPU_RESULT "):])
+    assert result["device"] == "CPU (a check, not a measurement)"
+    (row,) = result["rows"]
+    assert (row["kernels"], row["precision"], row["batch"], row["loss_scaling"]) == (
+        "reference", "mixed_bfloat16", 1, False)
+    assert row["samples_per_second"] > 0 and row["flops_per_sample"] > 1e9
+    assert row["fraction_of_bf16_peak"] == pytest.approx(
+        row["gflops"] / result["bf16_matmul_gflops"])
+    assert "deeplabv3plus, kernels reference, mixed_bfloat16, batch 1: " in proc.stdout

@@ -13,7 +13,15 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import TESTS_DIR, read_masks, run_horovod, run_mpirun, run_python, worker_env
+from conftest import (
+    TESTS_DIR,
+    read_masks,
+    run_horovod,
+    run_main,
+    run_mpirun,
+    run_python,
+    worker_env,
+)
 from wandb_records import read_records, run_contents
 
 import data
@@ -140,6 +148,10 @@ def _kill_after(cmd, pattern, env):
     (["--target-iou", "1.5"], "--target-iou must be at most 1 (a mean IoU), got 1.5"),
     (["--validate-every", "0"], "argument --validate-every: expected an integer >= 1, got 0"),
     (["--wandb-log-every", "0"], "argument --wandb-log-every: expected an integer >= 1, got 0"),
+    (["--model", "tiramisu", "--kernels", "cpu"],
+     "--kernels applies to --model deeplabv3plus, not tiramisu"),
+    (["--kernels", "fast"], "argument --kernels: invalid choice: 'fast'"),
+    (["--jit-compile", "--sync-bn"], "--jit-compile cannot compile --sync-bn's batch norm"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -916,3 +928,43 @@ def test_two_ranks_accumulating_equal_one_rank_with_the_global_batch(dataset, tm
     assert a.keys() == b.keys() and len(a) > 5
     for name in a:  # seen: 1.5e-8
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_jit_compile_trains_the_weights_of_the_plain_run(dataset, tmp_path):
+    """--jit-compile: the model's forward and backward as one XLA computation, with
+    Horovod's DistributedOptimizer around it (its allreduce has no XLA kernel), trains
+    what the plain run trains, to XLA's float reordering."""
+    import tensorflow as tf
+
+    import callbacks
+
+    runs = {}
+    for name, extra in (("plain", []), ("xla", ["--jit-compile"])):
+        out = tmp_path / name
+        proc = run_main(train.main, [*TINY, "--data-train", dataset / "train", "--output-dir",
+                                     out, "--epochs", "2", "--batch-size", "2",
+                                     "--wandb-mode", "disabled", "--seed", "3", *extra])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("the model's forward and backward pass compiled with XLA" in proc.stdout) \
+            == bool(extra)
+        with h5py.File(glob.glob(str(out / "checkpoints" / "ckpt-e0002-*" /
+                                     callbacks.checkpoint.WEIGHTS))[0]) as f:
+            runs[name] = {k: np.asarray(v) for k, v in _datasets(f).items()}
+    assert runs["plain"].keys() == runs["xla"].keys() and runs["plain"]
+    for key, value in runs["plain"].items():
+        np.testing.assert_allclose(runs["xla"][key], value, rtol=1e-3, atol=1e-5, err_msg=key)
+    # The compiled call is XLA's: it lowers to HLO (a plain tf.function would not say so).
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 2)), tf.keras.layers.Conv2D(3, 3)])
+    callbacks.compile_with_xla(model)
+    hlo = model.call.experimental_get_compiler_ir(tf.ones((1, 8, 8, 2)), training=False,
+                                                  mask=None)(
+        stage="hlo")
+    assert "convolution" in hlo
+
+
+def _datasets(group):
+    """Every dataset of an HDF5 group, by path."""
+    found = {}
+    group.visititems(lambda name, obj: found.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return found
