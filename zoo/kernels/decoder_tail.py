@@ -163,14 +163,14 @@ def _through(op, layer):
 
 
 def _head_op(tail):
-    """The `zoo.composed.LinearOp` of the last 3x3 conv and the 1x1 logits."""
+    """The `zoo.kernels.composed.LinearOp` of the last 3x3 conv and the 1x1 logits."""
     logits = composed.from_conv1x1(tf.convert_to_tensor(tail.logits.kernel),
                                    tail.logits.bias)
     return _through(logits, tail.convs["fuse_conv2"])
 
 
 def composed_ops(tail, head=None):
-    """The `zoo.composed.LinearOp`s from the features and from the input.
+    """The `zoo.kernels.composed.LinearOp`s from the features and from the input.
 
     Args:
         tail: a built `DeconvDecoderTail`.
