@@ -59,7 +59,7 @@ PRECISIONS = ("fp32", "mixed_bfloat16")
 MODELS = ("deeplabv3plus", "tiramisu")
 TRAIN_GRID = (64, 96)  # the checkpoints' training grid: one step there takes seconds
 BF16_MATMUL_SIZE = 4096  # as issue 18 quotes: 1199 GFLOP/s on an Intel host with AMX
-_PROGRESS = re.compile(r"predicted (\d+)/(\d+) samples")
+_PROGRESS = re.compile(r"climseg-predict: (\d+)/(\d+) samples")
 
 
 def steady_rate(lines):

@@ -17,13 +17,13 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import climseg_tf
 from data.errors import DEBUG_HELP, CommandError, os_error_reason, write_failed
 from data.flag_types import integer
 from data.model_output import NETCDF_SUFFIXES
 from data.predictions import PROBABILITIES
+from data.progress import Progress
 from zoo.kernels import KERNELS
 
 # TensorFlow's own log lines (CUDA probing, oneDNN notes) bury ours; a user's choice wins.
@@ -194,7 +194,10 @@ def _predict(argv, prog):
         if stats is not None else None
     writer = _Writer(sources, mine, args.output_dir, args.probabilities, attrs)
     confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
-    progress = _Progress(len(samples), size, say)
+    # Rank 0 reports for all ranks: its own share's progress, scaled to the whole.
+    progress = Progress(len(samples), prog, enabled=rank == 0, stream=sys.stdout,
+                        interval=5.0, unit="samples", rate=True,
+                        scale=len(samples) / len(mine) if mine else 0)
     tmq = channels.index(0) if 0 in channels else 0
     pipeline = _Pipeline(sources, mine, grid, len(channels), norm, tmq, writer.failed,
                          args.batch_size)
@@ -542,34 +545,6 @@ def _model_at(prog, meta, weights, grid, args, example):
                            f"{meta['model']} (truncated, damaged, or of another model?): "
                            f"{reason(e)}", usage=True) from e
     return model, kernels
-
-
-class _Progress:
-    """Rank 0's progress line: samples done on all ranks (estimated), samples/s, ETA."""
-
-    def __init__(self, total, size, say, interval=5.0):
-        self.total, self.size, self.say, self.interval = total, size, say, interval
-        self.done = 0
-        self.start = self.last = time.perf_counter()
-
-    def update(self, count):
-        self.done += count * self.size  # the ranks go at about the same pace
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self._print(now)
-
-    def close(self):
-        if self.total:
-            self.done = self.total
-            self._print(time.perf_counter())
-
-    def _print(self, now):
-        rate = self.done / max(now - self.start, 1e-9)
-        left = max(self.total - self.done, 0)
-        eta = f", ETA {left / rate:.0f} s" if left and rate > 0 else ""
-        self.say(f"predicted {min(self.done, self.total)}/{self.total} samples, "
-                 f"{rate:.2f} samples/s{eta}")
 
 
 def _iou_line(confusion):

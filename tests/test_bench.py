@@ -448,9 +448,9 @@ def test_profile_gives_a_gradient_inside_a_gradient_to_its_layer():
 PREDICT_LINES = [  # (seconds since the start, line) as bench/predict.py reads them
     (7.5, "[0]<stdout>:climseg-predict: tiramisu at 192x288, 2 files (32 samples to predict) "
           "on 2 rank(s), batch 2"),
-    (14.0, "[0]<stdout>:predicted 8/32 samples, 1.20 samples/s, ETA 20 s"),
-    (19.0, "[0]<stdout>:predicted 16/32 samples, 1.40 samples/s, ETA 11 s"),
-    (26.0, "[0]<stdout>:predicted 32/32 samples, 1.60 samples/s"),
+    (14.0, "[0]<stdout>:climseg-predict: 8/32 samples, 1.20 samples/s, ETA 20 s, 6.5 s"),
+    (19.0, "[0]<stdout>:climseg-predict: 16/32 samples, 1.40 samples/s, ETA 11 s, 11.5 s"),
+    (26.0, "[0]<stdout>:climseg-predict: 32/32 samples, 1.60 samples/s, 18.5 s"),
     (26.5, "[0]<stdout>:climseg-predict: masks in /tmp/masks"),
 ]
 

@@ -107,7 +107,7 @@ def test_two_ranks_and_batches_give_the_same_files_written_once(trained, two_ran
                               one, "--batch-size", "1"], capfd)
     assert proc.returncode == 0, proc.stderr
     assert "5 files (5 samples to predict) on 1 rank(s), batch 1" in proc.stdout
-    assert "predicted 5/5 samples" in proc.stdout and "samples/s" in proc.stdout
+    assert "climseg-predict: 5/5 samples, " in proc.stdout and "samples/s" in proc.stdout
     stdout = two_ranks[1]["val"]  # horovodrun ... predict.py --batch-size 2 --no-maps
     assert "5 files (5 samples to predict) on 2 rank(s), batch 2" in stdout
     assert stdout.count("climseg-predict: masks in") == 1  # rank 0 only
