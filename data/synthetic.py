@@ -28,6 +28,7 @@ of the published data.
 import argparse
 import concurrent.futures
 import datetime
+import io
 import os
 import sys
 
@@ -111,12 +112,20 @@ def file_name(index, run=1):
 
 
 def write_sample(path, data, labels):
-    """Writes one sample in the DeepCAM layout, contiguous and uncompressed like the originals."""
-    with written_atomically(path) as tmp, h5py.File(tmp, "w") as f:
+    """Writes one sample in the DeepCAM layout, contiguous and uncompressed like the originals.
+
+    HDF5 builds the file in memory and one plain write puts it on disk: a
+    full disk fails that write (an OSError naming the file), never one of
+    HDF5's, whose clean-up after a failed write crashed the process once.
+    """
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.create_dataset("climate/data", data=data)
         for name, value in labels.items():
             f.create_dataset(f"climate/{name}", data=value)
         f["climate"].attrs["channels"] = ",".join(CHANNELS)
+    with written_atomically(path) as tmp, open(tmp, "wb") as out:
+        out.write(image.getbuffer())
 
 
 def generate(out_dir, num_files, height=FULL_SIZE[0], width=FULL_SIZE[1], seed=0, *,
