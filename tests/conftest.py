@@ -232,6 +232,17 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+def fill_disk(disk, leave):
+    """Fills the file system of `disk` (e.g. `small_disk`) up to `leave` bytes free."""
+    import shutil
+
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        try:
+            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
+        except OSError:
+            pass
+
+
 def read_masks(path):
     """The `mask` of a climseg-predict output file: (T, H, W), or (H, W) for one time step."""
     import netCDF4

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import check_main, run_main
+from conftest import check_main, fill_disk, run_main
 
 import data
 import train
@@ -226,14 +226,6 @@ def test_train_removes_unfinished_writes_on_start(dataset, finished_run, tmp_pat
 
 # --------------------------------------------------------------------------- full disks
 
-def _fill(disk, leave):
-    """Fills the file system of `disk` up to `leave` bytes free (a real, full tmpfs)."""
-    with open(disk / "filler", "wb") as f:
-        try:
-            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
-        except OSError:
-            pass
-
 
 @pytest.mark.slow
 def test_a_full_disk_while_writing_the_curves_is_one_line(dataset, finished_run, small_disk,
@@ -241,7 +233,7 @@ def test_a_full_disk_while_writing_the_curves_is_one_line(dataset, finished_run,
     out = small_disk / "run"
     shutil.copytree(finished_run, out)
     curves = (out / "curves.png").read_bytes()
-    _fill(small_disk, 16 << 10)  # metrics.json fits, curves.png (about 66 kB) does not
+    fill_disk(small_disk, 16 << 10)  # metrics.json fits, curves.png (about 66 kB) does not
     proc = run_main(train.main, _args(dataset, out, 3), capfd)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -281,7 +273,7 @@ def test_staging_where_it_cannot_write_is_one_line(dataset, request, tmp_path, c
 
     if where == "full":
         disk = request.getfixturevalue("small_disk")
-        _fill(disk, 0)
+        fill_disk(disk, 0)
         stage = disk / "stage"
     elif where == "no inodes":
         stage = request.getfixturevalue("no_inodes_left") / "stage"
@@ -296,7 +288,7 @@ def test_staging_where_it_cannot_write_is_one_line(dataset, request, tmp_path, c
 
 @pytest.mark.slow
 def test_train_staging_to_a_full_disk_is_one_line(dataset, small_disk, capfd):
-    _fill(small_disk, 0)
+    fill_disk(small_disk, 0)
     stage = small_disk / "stage"
     proc = run_main(train.main, [*TINY, "--data-train", dataset / "train", "--stage-dir", stage,
                                  "--output-dir", small_disk.parent / "out", "--wandb-mode",

@@ -3,25 +3,17 @@ outputs written before it whole, no temporary file left (a real, full tmpfs)."""
 
 import csv
 import os
-import shutil
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import fill_disk
 
 from events.cli import main
 
 OUTPUTS = ("events.csv", "tracks.csv", "regions.csv", "events.nc", "tracks.nc",
            "climatology.nc")
 
-
-def _fill(disk, leave):
-    """Fills the file system of `disk` up to `leave` bytes free."""
-    with open(disk / "filler", "wb") as f:
-        try:
-            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
-        except OSError:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def masks(tmp_path_factory):
 @pytest.mark.parametrize("leave", [1000, 30000, 100000])
 def test_a_full_disk_names_the_output_and_keeps_the_ones_before(masks, small_disk, leave,
                                                                 capsys):
-    _fill(small_disk, leave)
+    fill_disk(small_disk, leave)
     out = small_disk / "out"
     assert main(["--input", str(masks), "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
