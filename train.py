@@ -475,14 +475,15 @@ def build_model(args, job, train_set):
     build = dict(kwargs)
     if args.model == "deeplabv3plus":
         # Not in the checkpoint's model_kwargs: the weights are the same with either set.
-        kernels = kwargs.pop("kernels", None) or args.kernels
-        kernels, why = (kernels, "--kernels") if kernels else zoo.default_kernels()
+        given = kwargs.pop("kernels", None)
+        flag = "--model-option kernels" if given else "--kernels"
+        try:
+            kernels, why = zoo.choose_kernels(given or args.kernels, args.jit_compile, flag)
+        except ValueError as e:  # an unknown set (--model-option), or one XLA cannot compile
+            unknown = (given or args.kernels) not in (None, *zoo.KERNELS)
+            raise CommandError(f"{flag if unknown else '--jit-compile'}: {e}",
+                               usage=True) from e
         build["kernels"] = kernels
-        if args.jit_compile:
-            try:
-                zoo.check_jit(kernels)
-            except ValueError as e:
-                raise CommandError(f"--jit-compile: {e}", usage=True) from e
         job.say(f"kernels {kernels} ({why})")
     try:
         model = zoo.get_model(args.model, **build)

@@ -513,13 +513,11 @@ def _model_at(prog, meta, weights, grid, args, example):
                            f"of {', '.join(sorted(zoo.MODELS))}", usage=True)
     kernels = None  # the kernels it was trained with do not matter: the weights are the same
     if "kernels" in inspect.signature(zoo.MODELS[meta["model"]]).parameters:
-        kernels = (args.kernels, "--kernels") if args.kernels else zoo.default_kernels()
+        try:
+            kernels = zoo.choose_kernels(args.kernels, args.jit_compile, "--kernels")
+        except ValueError as e:  # --kernels' choices are checked by argparse
+            raise CommandError(f"--jit-compile: {e}", usage=True) from e
         kwargs["kernels"] = kernels[0]
-        if args.jit_compile:
-            try:
-                zoo.check_jit(kernels[0])
-            except ValueError as e:
-                raise CommandError(f"--jit-compile: {e}", usage=True) from e
     elif args.kernels:
         raise CommandError(f"--kernels: the checkpoint's {meta['model']} has one kernel set; "
                            "--kernels chooses deeplabv3plus's", usage=True)

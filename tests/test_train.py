@@ -968,3 +968,12 @@ def _datasets(group):
     group.visititems(lambda name, obj: found.__setitem__(name, obj[()])
                      if isinstance(obj, h5py.Dataset) else None)
     return found
+
+
+def test_an_unknown_kernel_set_in_a_model_option_is_one_line(dataset, tmp_path):
+    proc = run_main(train.main, [*_args(dataset, tmp_path / "run")[1:], "--model",
+                                 "deeplabv3plus", "--model-option", "kernels=fast"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "train.py: error: --model-option kernels: kernels must be one of 'reference', 'cpu' "
+        "or None (chosen by device); received 'fast'.")

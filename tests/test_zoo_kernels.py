@@ -153,6 +153,19 @@ def test_check_jit_names_a_kernel_that_cannot_be_compiled(monkeypatch):
         zoo_kernels.check_jit("xla")
 
 
+def test_a_command_s_choice_of_kernels_and_why(monkeypatch):
+    assert zoo_kernels.choose_kernels("reference", given="--kernels") == ("reference",
+                                                                          "--kernels")
+    assert zoo_kernels.choose_kernels() == zoo_kernels.default_kernels()  # cpu here
+    assert zoo_kernels.choose_kernels(None, jit_compile=True)[0] == "cpu"
+    with pytest.raises(ValueError, match="received 'fast'"):
+        zoo_kernels.choose_kernels("fast")
+    monkeypatch.setitem(zoo_kernels.NOT_XLA_COMPILABLE, "cpu", {"AtrousConv2D": "a reason"})
+    assert zoo_kernels.choose_kernels("cpu") == ("cpu", "kernels=")  # no XLA asked
+    with pytest.raises(ValueError, match="AtrousConv2D cannot be XLA-compiled"):
+        zoo_kernels.choose_kernels("cpu", jit_compile=True)
+
+
 # The pieces that differ between the kernel sets, each as a small model of the
 # set: (inputs' shapes, builder(kernels, inputs) -> output tensor).
 def _unit(stride, dilation, periodic):

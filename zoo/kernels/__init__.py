@@ -79,3 +79,16 @@ def check_jit(kernels):
         raise ValueError(f"kernels={kernels!r}: {kernel} cannot be XLA-compiled ({reason}); "
                          "use kernels='reference' with jit_compile.")
     return kernels
+
+
+def choose_kernels(kernels=None, jit_compile=False, given="kernels="):
+    """A command's kernel set and why: `kernels` as given (the reason is `given`, e.g. the
+    flag's name), else `default_kernels()`'s; with `jit_compile`, checked by `check_jit`.
+
+    Raises:
+        ValueError: an unknown kernel set, or one that cannot be XLA-compiled.
+    """
+    chosen = (check_kernels(kernels), given) if kernels is not None else default_kernels()
+    if jit_compile:
+        check_jit(chosen[0])
+    return chosen
