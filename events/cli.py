@@ -37,7 +37,8 @@ EVENT_COLUMNS = ("track_id", "class", "time", "lat", "lon", "area_km2", "pixels"
 INTENSITY_COLUMNS = ("max_tmq", "max_wind_speed", "min_psl", "mean_prect")
 TRACK_COLUMNS = ("track_id", "class", "start_time", "end_time", "steps", "lifetime_hours",
                  "genesis_lat", "genesis_lon", "termination_lat", "termination_lon",
-                 "distance_km", "mean_speed_kmh", "max_area_km2")
+                 "distance_km", "mean_speed_kmh", "max_area_km2", "genesis_observed",
+                 "termination_observed")
 TRACK_INTENSITY_COLUMNS = ("max_tmq", "max_wind_speed", "lmi_time", "min_psl",
                            "max_mean_prect")
 
@@ -146,7 +147,8 @@ def _run(argv):
         _write_table(os.path.join(args.output_dir, f"{name}.nc"), columns, rows, dim)
     path = os.path.join(args.output_dir, "climatology.nc")
     dataset = climatology.to_dataset({"input_files": len(files)})
-    dataset = dataset.merge(_count_series(series, events, list(dataset["event"].values)))
+    dataset = dataset.merge(_count_series(series, events, tracks,
+                                          list(dataset["event"].values)))
     written = ["events.csv", "events.nc", "tracks.csv", "tracks.nc"]
     if regions:
         from events.regions import COLUMNS as REGION_COLUMNS
@@ -241,7 +243,9 @@ def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
                 "area_km2": o.area_km2, "pixels": o.pixels, "lat_min": o.lat_min,
                 "lat_max": o.lat_max, "lon_min": o.lon_min, "lon_max": o.lon_max,
                 "file": os.path.basename(step.path), "time_index": step.time_index, **values})
-    return events, summarize_tracks(events), climatology, (series, ids_of)
+    tracks = summarize_tracks(events, first_time=str(series.steps[0][3]),
+                              last_time=str(series.steps[-1][3]))
+    return events, tracks, climatology, (series, ids_of)
 
 
 def _score(truth, series, ids_of, min_area_km2, output_dir):
@@ -278,8 +282,9 @@ def _hours(when, origin):
         return float(when - origin)
 
 
-def _count_series(series, events, classes):
-    """`object_count` (event, time): the objects of each class at every time step."""
+def _count_series(series, events, tracks, classes):
+    """`object_count` (event, time): the objects of each class at every time step;
+    `track_total` (event): the tracks of each class."""
     import numpy as np
     import xarray as xr
 
@@ -288,9 +293,12 @@ def _count_series(series, events, classes):
     for row in events:
         counts[step_of[str(row["time"])], classes.index(row["class"])] += 1
     times = [when for *_, when in series.steps]
+    totals = np.array([sum(t["class"] == name for t in tracks) for name in classes], np.int32)
     return xr.Dataset(
         {"object_count": (("event", "time"), counts.T, {
-            "long_name": "objects of the class at the time step", "units": "1"})},
+            "long_name": "objects of the class at the time step", "units": "1"}),
+         "track_total": (("event",), totals, {
+             "long_name": "tracks of the class in the series", "units": "1"})},
         coords={"time": ("time", times, {"standard_name": "time", "axis": "T"})})
 
 

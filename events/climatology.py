@@ -32,7 +32,7 @@ class Climatology:
         self.class_ids = tuple(class_ids)
         shape = (len(self.class_ids), *grid.shape)
         self.inside = np.zeros(shape, np.int64)  # time steps each cell is inside an object
-        self.genesis = np.zeros(shape, np.int64)  # tracks that start in each cell
+        self.genesis = np.zeros(shape, np.int64)  # tracks that start in each cell (after step 0)
         self.tracks = np.zeros(shape, np.int64)  # distinct tracks through each cell
         self.steps = 0
         self.border_chains = []  # (first object's (step, class, label), class index, cells)
@@ -64,7 +64,9 @@ class Climatology:
             else:
                 chain = (step, *key)
                 self._open[chain] = [k, set(), parent is not None]
-                if parent is None:  # genesis: the cell of the first centroid
+                # Genesis: the cell of the first centroid. An object at the series'
+                # first step may have begun before it, so it is not counted.
+                if parent is None and step > 0:
                     row, col = self._cell(obj.lat, obj.lon)
                     self.genesis[k, row, col] += 1
             self._open[chain][1].update(cells.tolist())
@@ -114,7 +116,8 @@ class Climatology:
                 "long_name": "fraction of time steps the cell is inside an event",
                 "units": "1"}),
              "genesis_count": (dims, self.genesis.astype(np.int32), {
-                 "long_name": "tracks starting in the cell", "units": "1"}),
+                 "long_name": "tracks starting in the cell (after the first time step)",
+                 "units": "1"}),
              "track_count": (dims, self.tracks.astype(np.int32), {
                  "long_name": "distinct tracks passing through the cell", "units": "1"})},
             coords={"event": ("event", np.array(names, dtype=object),
@@ -137,9 +140,14 @@ def compare(path_a, path_b):
         for event in a["event"].values:
             fa = float(a["frequency"].sel(event=event).weighted(weights).mean())
             fb = float(b["frequency"].sel(event=event).weighted(weights).mean())
-            ga = int(a["genesis_count"].sel(event=event).sum())
-            gb = int(b["genesis_count"].sel(event=event).sum())
+            ga, gb = (_tracks(d, event) for d in (a, b))
             change = f"{100 * (fb - fa) / fa:+.1f}%" if fa else "n/a"
             lines.append(f"{event}: area-mean frequency {fa:.4f} -> {fb:.4f} ({change}); "
                          f"tracks {ga} -> {gb} ({gb - ga:+d})")
     return lines
+
+
+def _tracks(dataset, event):
+    """The class's track total (`track_total`; files without it: its geneses)."""
+    name = "track_total" if "track_total" in dataset else "genesis_count"
+    return int(dataset[name].sel(event=event).sum())

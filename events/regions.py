@@ -175,7 +175,7 @@ class AR6Regions:
                  "long_name": "objects (per time step) whose centroid is in the region",
                  "units": "1"}),
              "region_genesis_count": (dims, geneses, {
-                 "long_name": "tracks whose genesis (first centroid) is in the region",
+                 "long_name": "tracks first seen (first centroid) in the region",
                  "units": "1"})},
             coords=coords)
 

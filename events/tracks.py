@@ -99,13 +99,21 @@ def great_circle_km(lat1, lon1, lat2, lon2):
     return EARTH_RADIUS_KM * math.acos(max(-1.0, min(1.0, c)))
 
 
-def summarize_tracks(rows):
+def summarize_tracks(rows, first_time=None, last_time=None):
     """One summary per track from the per-object rows (dicts with track_id, class, time,
     hours, lat, lon, area_km2), in time order.
 
+    Args:
+        rows: the objects' rows.
+        first_time, last_time: the series' first and last time (as the rows'
+            `time`). A track present at the first step may have begun before
+            it, one present at the last step may go on after it: their genesis
+            or termination is not observed. Defaults to None (all observed).
+
     Returns:
         A list of dicts: track_id, class, start/end time, steps, lifetime_hours,
-        genesis and termination lat/lon, distance_km, mean_speed_kmh, max_area_km2;
+        genesis and termination lat/lon, distance_km, mean_speed_kmh, max_area_km2,
+        genesis_observed and termination_observed (1 or 0);
         with the objects' intensities, the lifetime extremes: max_tmq,
         max_wind_speed (and lmi_time, its first time), min_psl, max_mean_prect.
     """
@@ -127,6 +135,8 @@ def summarize_tracks(rows):
             "distance_km": distance,
             "mean_speed_kmh": distance / hours if hours > 0 else math.nan,
             "max_area_km2": max(p["area_km2"] for p in points),
+            "genesis_observed": int(points[0]["time"] != first_time),
+            "termination_observed": int(points[-1]["time"] != last_time),
             **_lifetime_extremes(points)})
     return summaries
 

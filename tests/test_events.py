@@ -132,11 +132,11 @@ def test_command_writes_events_and_tracks(tmp_path, capsys):
         for k, class_id in enumerate((1, 2)):
             np.testing.assert_allclose(clim["frequency"][k], (stack == class_id).mean(0))
             np.testing.assert_array_equal(clim["track_count"][k], (stack == class_id).any(0))
-            assert int(clim["genesis_count"][k].sum()) == 1
-        row, col = np.unravel_index(int(clim["genesis_count"][0].argmax()), stack.shape[1:])
-        # The cell nearest the first centroid (grid spacing 2 degrees).
-        assert abs(LAT[row] - path[0][0]) <= 1 and abs(LON[col] - path[0][1]) <= 1
+            # Both are there from the first step: begun before it, no genesis seen.
+            assert int(clim["genesis_count"][k].sum()) == 0
+        assert clim["track_total"].values.tolist() == [1, 1]
         assert clim["frequency"].attrs["units"] == "1"
+    assert (cyclone["genesis_observed"], cyclone["termination_observed"]) == ("0", "0")
     capsys.readouterr()
     clim = str(tmp_path / "out" / "climatology.nc")
     assert main(["--compare", clim, clim]) == 0
@@ -338,3 +338,25 @@ def test_the_cached_coastlines_are_the_package_s(tmp_path, monkeypatch):
     for a, b, c in zip(first, again, figures._land_fraction(2.0), strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_genesis_is_counted_after_the_first_step_only(tmp_path):
+    # A cyclone from the first step on, and one born at step 1 that dies after step 2.
+    steps = [_mask((1, 40, 44, 10 + 2 * t, 16 + 2 * t),
+                   *([(1, 60, 64, 100, 106)] if t in (1, 2) else [])) for t in range(4)]
+    masks = _write_masks(tmp_path / "m.nc", steps, [0, 3, 6, 9])
+    assert main(["--input", str(masks), "--output-dir", str(tmp_path / "out"),
+                 "--no-regions"]) == 0
+    with open(tmp_path / "out" / "tracks.csv") as f:
+        tracks = {t["start_time"]: t for t in csv.DictReader(f)}
+    old, new = tracks["2106-01-01 00:00:00"], tracks["2106-01-01 03:00:00"]
+    assert (old["genesis_observed"], old["termination_observed"]) == ("0", "0")
+    assert (new["genesis_observed"], new["termination_observed"]) == ("1", "1")
+    with xr.open_dataset(tmp_path / "out" / "climatology.nc") as clim:
+        genesis = clim["genesis_count"].sel(event="tropical_cyclone").values
+        assert int(genesis.sum()) == 1
+        row, col = np.unravel_index(int(genesis.argmax()), genesis.shape)
+        # The cell nearest the newborn's centroid (grid spacing 2 degrees).
+        assert abs(LAT[row] - float(new["genesis_lat"])) <= 1
+        assert abs(LON[col] - float(new["genesis_lon"])) <= 1
+        assert clim["track_total"].sel(event="tropical_cyclone").item() == 2
