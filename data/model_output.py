@@ -66,6 +66,13 @@ def _dimension(dataset, variable, names, standard_name, units):
     return None
 
 
+def lat_lon_dimensions(dataset, variable):
+    """`(lat, lon)`: the names of `variable`'s latitude and longitude dimensions, found by
+    name, standard_name or units (either None where none is found)."""
+    return (_dimension(dataset, variable, _LAT, "latitude", ("degrees_north", "degree_north")),
+            _dimension(dataset, variable, _LON, "longitude", ("degrees_east", "degree_east")))
+
+
 class ModelOutput:
     """One file of model output: its time steps as samples on the canonical grid.
 
@@ -127,8 +134,7 @@ class ModelOutput:
                                                "other names")
             self.variables.append(name)
         first = ds[self.variables[0]]
-        self.lat = _dimension(ds, first, _LAT, "latitude", ("degrees_north", "degree_north"))
-        self.lon = _dimension(ds, first, _LON, "longitude", ("degrees_east", "degree_east"))
+        self.lat, self.lon = lat_lon_dimensions(ds, first)
         if self.lat is None or self.lon is None:
             raise DataFileError(self.path, f"{self.variables[0]} has dimensions {first.dims}; "
                                            "expected a latitude and a longitude (by name, "

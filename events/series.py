@@ -21,6 +21,7 @@ import numpy as np
 
 from data.errors import DataFileError
 from data.files import written_atomically
+from data.model_output import lat_lon_dimensions
 
 VARIABLES = ("mask", "PREDICTED_LABELS", "LABELS")
 
@@ -28,6 +29,13 @@ Step = collections.namedtuple("Step", ["index", "time", "path", "time_index", "o
                                        "intensity", "links"])
 Step.__doc__ = """One analysed time step: its objects (`find_objects`, kept ones), their
 intensities (dicts, or None without fields) and its links to the previous step."""
+
+
+def _values(dataset, dim):
+    """A dimension's coordinate values (its indices where it has none), as floats."""
+    if dim in dataset.variables:
+        return np.asarray(dataset[dim].values, float)
+    return np.arange(dataset.sizes[dim], dtype=float)
 
 
 def _open(path, variable=None):
@@ -55,14 +63,14 @@ class Series:
     def __init__(self, files, variable=None):
         from events.objects import Grid
 
-        found = []
+        found, indexed = [], set()
         for path in files:
             with _open(path) as dataset:
-                name, times = self._check(path, dataset, variable)
-                dims = dataset[name].dims
-                found.append((times[0], path, name, times,
-                              np.asarray(dataset[dims[1]].values, float),
-                              np.asarray(dataset[dims[2]].values, float)))
+                name, times, (time, lat, lon) = self._check(path, dataset, variable)
+                if time not in dataset.variables:
+                    indexed.add(path)
+                found.append((times[0], path, name, times, _values(dataset, lat),
+                              _values(dataset, lon)))
         if not found:
             raise DataFileError("--input", "holds no time steps")
         try:
@@ -82,6 +90,15 @@ class Series:
                                           f"{self.grid.lat[0]:g},{self.grid.lon[0]:g}")
             self.steps += [(path, name, t, when) for t, when in enumerate(times)]
         self.files = [f[1] for f in found]
+        seen = {}
+        for path, _, t, when in self.steps:
+            if path in indexed:
+                continue  # a file without times: its steps go in file order
+            first = seen.setdefault(str(when), (path, t))
+            if first != (path, t):
+                raise DataFileError(path, f"time {when} (step {t}) is also step {first[1]} of "
+                                          f"{first[0]}; expected every time once (files that "
+                                          "overlap in time?)")
 
     @staticmethod
     def _check(path, dataset, variable):
@@ -92,13 +109,17 @@ class Series:
                                       f"; found {found}; name the mask variable with --variable")
         name = names[0]
         dims = dataset[name].dims
-        if len(dims) != 3:
-            raise DataFileError(path, f"{name} has dimensions {dims}; expected (time, lat, lon)")
-        times = list(dataset[dims[0]].values) if dims[0] in dataset.variables \
-            else list(range(dataset.sizes[dims[0]]))
+        lat, lon = lat_lon_dimensions(dataset, dataset[name])
+        if len(dims) != 3 or lat is None or lon is None:
+            raise DataFileError(path, f"{name} has dimensions {dims}; expected time, latitude "
+                                      "and longitude (in any order; lat and lon known by name, "
+                                      "standard_name or units)")
+        (time,) = [d for d in dims if d not in (lat, lon)]
+        times = list(dataset[time].values) if time in dataset.variables \
+            else list(range(dataset.sizes[time]))
         if not times:
             raise DataFileError(path, "holds no time steps")
-        return name, times
+        return name, times, (time, lat, lon)
 
     def __len__(self):
         return len(self.steps)
@@ -120,8 +141,9 @@ class _Reader:
         if path != self._path:
             self.close()
             self._path, self._dataset = path, _open(path)
-        variable = self._dataset[name]
-        return np.asarray(variable.isel({variable.dims[0]: t}).values)
+            self._dims = Series._check(path, self._dataset, name)[2]
+        time, lat, lon = self._dims
+        return np.asarray(self._dataset[name].isel({time: t}).transpose(lat, lon).values)
 
     def close(self):
         if self._dataset is not None:

@@ -360,3 +360,37 @@ def test_genesis_is_counted_after_the_first_step_only(tmp_path):
         assert abs(LAT[row] - float(new["genesis_lat"])) <= 1
         assert abs(LON[col] - float(new["genesis_lon"])) <= 1
         assert clim["track_total"].sel(event="tropical_cyclone").item() == 2
+
+
+def test_masks_are_read_by_dimension_name_in_any_order_and_orientation(tmp_path):
+    """A mask stored (time, lon, lat), latitude north to south and longitude -180..180 gives
+    the objects and tracks of the same mask stored (time, lat, lon) on 0..360."""
+    steps = [_mask((1, 40, 44, 170 + 3 * t, 176 + 3 * t), (2, 60, 64, 85, 100)) for t in range(4)]
+    for name in ("plain", "turned"):
+        (tmp_path / name).mkdir()
+    plain = _write_masks(tmp_path / "plain" / "m.nc", steps, [0, 3, 6, 9])
+    with xr.open_dataset(plain, decode_times=False) as ds:
+        turned = ds.assign_coords(lon=(ds.lon + 180) % 360 - 180).sortby("lon")
+        turned.sortby("lat", ascending=False).transpose("time", "lon", "lat").to_netcdf(
+            tmp_path / "turned" / "m.nc")
+    for name in ("plain", "turned"):
+        assert main(["--input", str(tmp_path / name / "m.nc"), "--output-dir",
+                     str(tmp_path / name / "out"), "--no-regions"]) == 0
+    for table in ("events.csv", "tracks.csv"):
+        a, b = ((tmp_path / name / "out" / table).read_text() for name in ("plain", "turned"))
+        assert a == b and len(a.splitlines()) > 2, table
+
+
+@pytest.mark.parametrize("hours_b, message", [
+    ([9, 12], "time 2106-01-01 09:00:00 (step 0) is also step 3 of "),
+    ([3, 12], "time 2106-01-01 03:00:00 (step 0) is also step 1 of "),
+])
+def test_files_that_overlap_in_time_are_refused(tmp_path, capsys, hours_b, message):
+    steps = [_mask((1, 40, 44, 10, 16)) for _ in range(4)]
+    a = _write_masks(tmp_path / "a.nc", steps, [0, 3, 6, 9])
+    b = _write_masks(tmp_path / "b.nc", steps[:2], hours_b)
+    assert main(["--input", str(a), str(b), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"climseg-events: error: --input: {b}: {message}{a}")
+    assert err.endswith("expected every time once (files that overlap in time?)")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
