@@ -30,6 +30,9 @@ class DataFileError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from (path, problem) in another process (pickle)
+        return type(self), (self.path, self.problem)
+
 
 class BadFileLog:
     """Collects the files skipped with `skip_bad_files=True`, once each.

@@ -53,6 +53,12 @@ def build_parser():
     parser.add_argument("--output-dir", default="events")
     parser.add_argument("--variable", help=f"the class-id variable (default: the first of "
                                            f"{', '.join(VARIABLES)} in the files)")
+    parser.add_argument("--classes", metavar="VALUE=CLASS,...",
+                        help="what the mask's values are, e.g. 1=atmospheric_river for a binary "
+                             "river mask; CLASS: tropical_cyclone (tc), atmospheric_river (ar) "
+                             "or background (default: the variable's flag_values and "
+                             "flag_meanings, else 1=tropical_cyclone,2=atmospheric_river, as "
+                             "climseg and ClimateNet write masks)")
     parser.add_argument("--min-area-km2", type=number(minimum=0), default=0.0,
                         help="drop smaller objects")
     parser.add_argument("--fields", nargs="+", metavar="FILE",
@@ -121,6 +127,14 @@ def _run(argv):
         for line in compare(*args.compare):
             print(f"climseg-events: {line}", flush=True)
         return 0
+    classes = None
+    if args.classes is not None:
+        from events.series import parse_classes
+
+        try:
+            classes = parse_classes(args.classes)
+        except ValueError as e:
+            parser.error(f"--classes: {e}")
     flag, fields = "--input", None
     try:
         files = list_files(args.input, suffixes=NETCDF_SUFFIXES)
@@ -131,7 +145,7 @@ def _run(argv):
         flag = "--input"
         events, tracks, climatology, (series, ids_of) = analyse(
             files, variable=args.variable, min_area_km2=args.min_area_km2, fields=fields,
-            jobs=args.jobs)
+            jobs=args.jobs, classes=classes)
     except DataFileError as e:
         if fields and (e.path in fields or e.path == "--fields"):
             flag = "--fields"
@@ -204,7 +218,7 @@ def _run(argv):
     return 0
 
 
-def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
+def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1, classes=None):
     """Objects, tracks and climatology of a time series of mask files.
 
     Args:
@@ -213,6 +227,8 @@ def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
         min_area_km2: smaller objects are dropped. Defaults to 0.
         fields: input field files (netCDF) for the intensities. Defaults to None.
         jobs: processes, each over a chunk of time steps. Defaults to `1`.
+        classes: `{mask value: class id}`; defaults to the masks' flag meanings
+            (see `events.series.Series`).
 
     Returns:
         `(events, tracks, climatology, (series, ids_of))`: lists of dicts with
@@ -224,7 +240,7 @@ def analyse(files, variable=None, min_area_km2=0.0, fields=None, jobs=1):
     from events.series import Series, run_chunks
     from events.tracks import summarize_tracks
 
-    series = Series(files, variable)
+    series = Series(files, variable, classes)
     source = None
     if fields:
         from events.intensity import FieldSource

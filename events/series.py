@@ -48,27 +48,82 @@ def _open(path, variable=None):
             from None
 
 
+# Names a mask's flag_meanings (or --classes) may give each class, lower case.
+CLASS_ALIASES = {0: ("background", "none", "no_event", "bg"),
+                 1: ("tropical_cyclone", "tropical_cyclones", "tc", "cyclone"),
+                 2: ("atmospheric_river", "atmospheric_rivers", "ar", "river")}
+
+
+def class_of(name):
+    """The class id (0, 1 or 2) a name stands for (`CLASS_ALIASES`), or None."""
+    name = str(name).strip().lower()
+    return next((k for k, names in CLASS_ALIASES.items() if name in names), None)
+
+
+def parse_classes(text):
+    """`"1=atmospheric_river,3=background"` -> `{1: 2, 3: 0}` (mask value -> class id)."""
+    mapping = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        value, sep, name = item.partition("=")
+        try:
+            value = int(value)
+        except ValueError:
+            value = None
+        if not sep or value is None or class_of(name) is None:
+            raise ValueError(f"{item!r}: expected VALUE=CLASS with an integer VALUE and CLASS "
+                             "one of tropical_cyclone (tc), atmospheric_river (ar), background")
+        mapping[value] = class_of(name)
+    if not mapping:
+        raise ValueError(f"{text!r}: expected VALUE=CLASS,...")
+    return mapping
+
+
+def _flag_classes(variable):
+    """The mask values the variable's CF flag_values/flag_meanings give a class, or None."""
+    values, meanings = variable.attrs.get("flag_values"), variable.attrs.get("flag_meanings")
+    if values is None or not meanings:
+        return None
+    values, meanings = np.atleast_1d(values).tolist(), str(meanings).split()
+    if len(values) != len(meanings):
+        return None
+    found = {int(v): class_of(m) for v, m in zip(values, meanings, strict=True)}
+    return {v: k for v, k in found.items() if k is not None} or None
+
+
 class Series:
     """The time steps of mask files in time order, and their grid.
+
+    Mask values are event classes: 1 a tropical cyclone, 2 an atmospheric
+    river, 0 none, as climseg and ClimateNet write them, or as the mask
+    variable's CF `flag_values`/`flag_meanings` name them (`CLASS_ALIASES`),
+    or as `classes` maps them. Another value, met in a mask, is an error
+    naming the file; NaN (a missing value) is no event.
 
     Args:
         files: netCDF mask files, in any order: they are ordered by their first time.
         variable: the class-id variable. Defaults to the first of `VARIABLES` found.
+        classes: `{mask value: class id}` (`parse_classes`). Defaults to the
+            first file's flag meanings, else `{1: 1, 2: 2}`.
 
     Raises:
         DataFileError: a file without the variable or time steps, files whose
             times cannot be ordered, or grids that differ.
     """
 
-    def __init__(self, files, variable=None):
+    def __init__(self, files, variable=None, classes=None):
         from events.objects import Grid
 
+        self.classes_from = "--classes"
         found, indexed = [], set()
         for path in files:
             with _open(path) as dataset:
                 name, times, (time, lat, lon) = self._check(path, dataset, variable)
                 if time not in dataset.variables:
                     indexed.add(path)
+                if classes is None:
+                    flags = _flag_classes(dataset[name])
+                    classes, self.classes_from = (flags, f"the flag meanings of {path}") \
+                        if flags else ({1: 1, 2: 2}, "the default")
                 found.append((times[0], path, name, times, _values(dataset, lat),
                               _values(dataset, lon)))
         if not found:
@@ -78,6 +133,7 @@ class Series:
         except TypeError:
             raise DataFileError(files[0], "the files' times cannot be ordered (a time axis in "
                                           "some files only, or different calendars)") from None
+        self.classes = {0: 0, **{int(v): int(k) for v, k in classes.items()}}
         self.steps = []  # (path, variable, time index, time)
         _, _, _, _, lat, lon = found[0]
         self.grid = Grid(lat, lon)
@@ -121,6 +177,35 @@ class Series:
             raise DataFileError(path, "holds no time steps")
         return name, times, (time, lat, lon)
 
+    def class_ids(self, raw, path, t):
+        """A mask's values as class ids (int8, 0 none), by `classes`; one step of `path`."""
+        if raw.dtype.kind == "f":
+            bad = ~np.isfinite(raw)
+            if bad.any():  # missing values: no event
+                raw = np.where(bad, 0, raw)
+            if not np.array_equal(raw, np.round(raw)):
+                raise DataFileError(path, f"step {t}: mask values are not whole numbers; "
+                                          "expected class ids")
+            raw = raw.astype(np.int64)
+        if raw.dtype == bool:
+            raw = raw.astype(np.int8)
+        low, high = int(raw.min()), int(raw.max())
+        if self.classes == {0: 0, 1: 1, 2: 2} and low >= 0 and high <= 2:
+            return raw.astype(np.int8, copy=False)
+        lookup = np.full(high - low + 1, -1, np.int8)
+        for value, class_id in self.classes.items():
+            if low <= value <= high:
+                lookup[value - low] = class_id
+        ids = lookup[raw - low]
+        if (ids < 0).any():
+            unknown = sorted(set((raw[ids < 0]).tolist()))[:5]
+            known = ", ".join(f"{v}={CLASS_ALIASES[k][0]}" for v, k in sorted(self.classes.items()))
+            raise DataFileError(path, f"step {t}: mask values {unknown} are not classes "
+                                      f"({known}, from {self.classes_from}); give --classes "
+                                      "VALUE=CLASS,... (e.g. 1=atmospheric_river for a binary "
+                                      "river mask, 3=background to ignore a value)")
+        return ids
+
     def __len__(self):
         return len(self.steps)
 
@@ -143,7 +228,8 @@ class _Reader:
             self._path, self._dataset = path, _open(path)
             self._dims = Series._check(path, self._dataset, name)[2]
         time, lat, lon = self._dims
-        return np.asarray(self._dataset[name].isel({time: t}).transpose(lat, lon).values)
+        raw = np.asarray(self._dataset[name].isel({time: t}).transpose(lat, lon).values)
+        return self.series.class_ids(raw, path, t)
 
     def close(self):
         if self._dataset is not None:

@@ -394,3 +394,55 @@ def test_files_that_overlap_in_time_are_refused(tmp_path, capsys, hours_b, messa
     assert err.startswith(f"climseg-events: error: --input: {b}: {message}{a}")
     assert err.endswith("expected every time once (files that overlap in time?)")
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def _tracks_csv(out):
+    with open(out / "tracks.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_mask_values_are_classes_by_flag_meanings_or_classes(tmp_path, capsys):
+    # A binary river mask (TECA/ARTMIP style): 1 is a river, not a cyclone.
+    steps = [_mask((1, 60, 64, 85 + t, 100 + t)) for t in range(3)]
+    plain = _write_masks(tmp_path / "plain.nc", steps, [0, 3, 6])
+    assert main(["--input", str(plain), "--output-dir", str(tmp_path / "a"), "--no-regions",
+                 "--classes", "1=ar"]) == 0
+    assert [t["class"] for t in _tracks_csv(tmp_path / "a")] == ["atmospheric_river"]
+    flagged = tmp_path / "flagged.nc"
+    with xr.open_dataset(plain, decode_times=False) as ds:
+        ds["mask"].attrs.update(flag_values=np.array([0, 1], np.int8),
+                                flag_meanings="no_event atmospheric_river")
+        ds.to_netcdf(flagged)
+    assert main(["--input", str(flagged), "--output-dir", str(tmp_path / "b"),
+                 "--no-regions"]) == 0
+    assert [t["class"] for t in _tracks_csv(tmp_path / "b")] == ["atmospheric_river"]
+    # Missing values (NaN in a float mask) are no event.
+    floats = tmp_path / "floats.nc"
+    with xr.open_dataset(plain, decode_times=False) as ds:
+        values = ds["mask"].values.astype(np.float32)
+        values[:, :10] = np.nan
+        ds.assign(mask=(ds["mask"].dims, values)).to_netcdf(floats)
+    assert main(["--input", str(floats), "--output-dir", str(tmp_path / "c"),
+                 "--no-regions"]) == 0
+    assert [t["class"] for t in _tracks_csv(tmp_path / "c")] == ["tropical_cyclone"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_mask_values_that_are_no_class_are_one_line(tmp_path, capsys, jobs):
+    steps = [_mask((1, 40, 44, 10, 16)) for _ in range(4)]
+    steps[2][0, :5] = 7  # e.g. a fill value
+    path = _write_masks(tmp_path / "m.nc", steps, [0, 3, 6, 9])
+    assert main(["--input", str(path), "--output-dir", str(tmp_path / "out"),
+                 "--jobs", jobs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"climseg-events: error: --input: {path}: step 2: mask values [7] are not "
+                   "classes (0=background, 1=tropical_cyclone, 2=atmospheric_river, from the "
+                   "default); give --classes VALUE=CLASS,... (e.g. 1=atmospheric_river for a "
+                   "binary river mask, 3=background to ignore a value)")
+    assert not (tmp_path / "out").exists()
+    assert main(["--input", str(path), "--output-dir", str(tmp_path / "ok"),
+                 "--classes", "1=tc,7=background"]) == 0
+    with pytest.raises(SystemExit) as stop:
+        main(["--input", str(path), "--classes", "1=storm"])
+    assert stop.value.code == 2
+    assert "--classes: '1=storm': expected VALUE=CLASS" in capsys.readouterr().err
