@@ -150,6 +150,8 @@ def _run(argv):
         if fields and (e.path in fields or e.path == "--fields"):
             flag = "--fields"
         raise CommandError(f"{flag}: {e}", usage=True) from e
+    if series.grid_note:
+        print(f"climseg-events: note: {series.grid_note}", flush=True)
     regions, region_rows = (None, None) if args.no_regions else _regions(series, events, tracks)
     os.makedirs(args.output_dir, exist_ok=True)
     tables = {"events": (EVENT_COLUMNS + (("region",) if regions else ())

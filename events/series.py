@@ -31,11 +31,15 @@ Step.__doc__ = """One analysed time step: its objects (`find_objects`, kept ones
 intensities (dicts, or None without fields) and its links to the previous step."""
 
 
-def _values(dataset, dim):
-    """A dimension's coordinate values (its indices where it has none), as floats."""
+def _values(dataset, dim, axis):
+    """A dimension's coordinate values as floats, or where it has none, those of a
+    global regular grid (`axis` "lat": cell centres from pole to pole; "lon": from 0 east)."""
     if dim in dataset.variables:
         return np.asarray(dataset[dim].values, float)
-    return np.arange(dataset.sizes[dim], dtype=float)
+    n = dataset.sizes[dim]
+    if axis == "lat":
+        return (np.arange(n) + 0.5) * 180.0 / n - 90.0
+    return np.arange(n) * 360.0 / n
 
 
 def _open(path, variable=None):
@@ -113,7 +117,7 @@ class Series:
     def __init__(self, files, variable=None, classes=None):
         from events.objects import Grid
 
-        self.classes_from = "--classes"
+        self.classes_from, self.grid_note = "--classes", None
         found, indexed = [], set()
         for path in files:
             with _open(path) as dataset:
@@ -124,8 +128,12 @@ class Series:
                     flags = _flag_classes(dataset[name])
                     classes, self.classes_from = (flags, f"the flag meanings of {path}") \
                         if flags else ({1: 1, 2: 2}, "the default")
-                found.append((times[0], path, name, times, _values(dataset, lat),
-                              _values(dataset, lon)))
+                if lat not in dataset.variables or lon not in dataset.variables:
+                    self.grid_note = (f"{path} has no latitudes and longitudes ({lat}, {lon} "
+                                      "are indices): taken as a global regular grid, "
+                                      "latitude south to north, longitude from 0 east")
+                found.append((times[0], path, name, times, _values(dataset, lat, "lat"),
+                              _values(dataset, lon, "lon")))
         if not found:
             raise DataFileError("--input", "holds no time steps")
         try:

@@ -446,3 +446,22 @@ def test_mask_values_that_are_no_class_are_one_line(tmp_path, capsys, jobs):
         main(["--input", str(path), "--classes", "1=storm"])
     assert stop.value.code == 2
     assert "--classes: '1=storm': expected VALUE=CLASS" in capsys.readouterr().err
+
+
+def test_masks_without_coordinates_are_on_a_global_regular_grid(tmp_path, capsys):
+    """Masks of HDF5 samples (index dimensions y, x, as climseg-predict writes them) are
+    taken as a global regular grid, said in a note: here LAT and LON exactly."""
+    steps = [_mask((1, 40, 44, 170 + 3 * t, 176 + 3 * t), (2, 60, 64, 85, 100)) for t in range(3)]
+    plain = _write_masks(tmp_path / "plain.nc", steps, [0, 3, 6])
+    bare = tmp_path / "bare.nc"
+    with xr.open_dataset(plain, decode_times=False) as ds:
+        ds["mask"].rename(lat="y", lon="x").drop_vars(["y", "x"]).to_dataset().to_netcdf(bare)
+    for path in (plain, bare):
+        assert main(["--input", str(path), "--output-dir", str(tmp_path / path.stem),
+                     "--no-regions"]) == 0
+    out = capsys.readouterr().out
+    assert (f"climseg-events: note: {bare} has no latitudes and longitudes (y, x are indices): "
+            "taken as a global regular grid") in out and str(plain) not in out
+    a, b = ((tmp_path / name / "events.csv").read_text().replace(name, "F")
+            for name in ("plain", "bare"))
+    assert a == b and len(a.splitlines()) == 7
