@@ -332,7 +332,7 @@ def run_part(part, args):
         # Samples per predict run: enough for progress lines at least 5 s apart.
         times = {(False, False): 16, (False, True): 8, (True, False): 4, (True, True): 2}[
             args.full_size, quick]
-        rounds = 1 if quick or args.full_size else 2
+        rounds = 1 if quick else 2
         out = _run("predict.py", ["--height", size[0], "--width", size[1], "--files", 2,
                                   "--times", times, "--rounds", rounds], args.timeout)
         return _tagged(out, "PREDICT_RESULT ")

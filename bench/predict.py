@@ -17,7 +17,9 @@ rounds of two measurements that take turns, so that both see the same load:
    each forward a float32 2048^2 matmul (`bench.models.matmul_step`) and,
    under mixed_bfloat16, a bfloat16 4096^2 one, so that the forward's
    GFLOP/s (`zoo.count_flops`, executed) compare with the matmul under the
-   same load.
+   same load. Effective GFLOP/s count the architecture's FLOPs instead
+   (`zoo.count_flops` by name, as the paper counts them): they differ for
+   deeplabv3plus, whose default CPU kernels execute about a third of them.
 
 The ratio is the median over rounds of predict's samples/s over the bare
 forward's. Start-up is the wall time of `climseg-predict` on one file of one
@@ -361,12 +363,14 @@ def measure(args, work):
         for precision in args.precisions:
             model = checkpoint_model(checkpoints[name], grid, precision)
             flops = zoo.count_flops(model)
+            arch_flops = architecture_flops(checkpoints[name], grid)
             matmuls = [("fp32_matmul_gflops", fp32_step, fp32_flops)]
             if precision != "fp32":
                 matmuls.append(("bf16_matmul_gflops", bf16_step, bf16_flops))
             row = {"model": name, "precision": precision,
                    "input": f"{grid[0]}x{grid[1]}x16", "samples": samples,
                    "files": args.files, "times": args.times, "flops_per_sample": flops,
+                   "architecture_flops_per_sample": arch_flops,
                    "startup_seconds": [], "batches": []}
             print(f"== {name}, {precision}: {flops / 1e9:.1f} GFLOP per sample (forward, "
                   "executed)", flush=True)
@@ -398,7 +402,7 @@ def measure(args, work):
                           f"{rate:.4f} samples/s ({how}), bare forward {bare:.4f} samples/s "
                           f"= {rate / bare:.3f}; load average {os.getloadavg()[0]:.2f}",
                           flush=True)
-                row["batches"].append(summarize_batch(entry, batch, flops))
+                row["batches"].append(summarize_batch(entry, batch, flops, arch_flops))
             row["startup"] = statistics.median(row["startup_seconds"])
             del model
             tf.keras.backend.clear_session()
@@ -411,7 +415,28 @@ def measure(args, work):
     return results
 
 
-def summarize_batch(entry, batch, flops):
+def architecture_flops(checkpoint, grid):
+    """The forward FLOPs per sample of the checkpoint's architecture at `grid` (by name)."""
+    import callbacks
+    import zoo
+
+    meta = callbacks.read_meta(str(checkpoint))
+    kwargs = dict(meta["model_kwargs"])
+    channels = kwargs.pop("input_shape")[2]
+    return zoo.count_flops(meta["model"], (*grid, channels), **kwargs)
+
+
+def effective(batch_entry, flops, arch_flops):
+    """Adds the effective (architecture-FLOP) rates to a `summarize_batch` entry: the same
+    times over the architecture's FLOPs."""
+    factor = arch_flops / flops
+    batch_entry["effective_gflops"] = batch_entry["forward_gflops"] * factor
+    if "bf16_matmul_ratio" in batch_entry:
+        batch_entry["bf16_matmul_effective_ratio"] = batch_entry["bf16_matmul_ratio"] * factor
+    return batch_entry
+
+
+def summarize_batch(entry, batch, flops, arch_flops=None):
     """Medians of one batch size's rounds: rates, the ratio, GFLOP/s, matmul ratios."""
     rounds = []
     for rate, forward in zip(entry["predict"], entry["forward"], strict=True):
@@ -435,7 +460,7 @@ def summarize_batch(entry, batch, flops):
             # Each forward against the matmul timed right after it.
             result[key.replace("_gflops", "_ratio")] = statistics.median(
                 batch * flops / f["seconds"] / 1e9 / f[key] for f in steps)
-    return result
+    return effective(result, flops, arch_flops) if arch_flops else result
 
 
 def measure_ranks(args, checkpoint, many, one, out, grid, precision, samples):
@@ -469,6 +494,8 @@ def print_row(row):
           "x fp32 matmul | x bf16 matmul")
     for b in row["batches"]:
         bf16 = f"{b['bf16_matmul_ratio']:.2f}" if "bf16_matmul_ratio" in b else "-"
+        if "bf16_matmul_effective_ratio" in b:
+            bf16 += f" ({b['bf16_matmul_effective_ratio']:.2f} effective)"
         print(f"{b['batch']:5d} | {b['predict_samples_per_second']:17.4f} | "
               f"{b['forward_samples_per_second']:22.4f} | {b['ratio']:5.3f} | "
               f"{b['forward_gflops']:15.1f} | {b['fp32_matmul_ratio']:13.2f} | {bf16}")

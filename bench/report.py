@@ -25,13 +25,16 @@
                  "regions": [{"region", "percent", "ms"}, ...],
                  "fused_renamed_ms", "fused_renamed_example"},
      "predict": [{"model", "precision", "input", "samples", "files", "times",
-                  "flops_per_sample" (forward, executed), "startup" (median seconds,
+                  "flops_per_sample" (forward, executed), "architecture_flops_per_sample"
+                  (forward, the architecture's), "startup" (median seconds,
                   import to first sample), "startup_seconds",
                   "batches": [{"batch", "predict_samples_per_second",
                                "forward_samples_per_second", "ratio" (median over rounds),
                                "predict_rates", "forward_rates", "how", "first_sample_seconds",
                                "forward_gflops", "fp32_matmul_gflops", "fp32_matmul_ratio",
-                               "bf16_matmul_gflops", "bf16_matmul_ratio" (mixed_bfloat16)},
+                               "bf16_matmul_gflops", "bf16_matmul_ratio" (mixed_bfloat16),
+                               "effective_gflops", "bf16_matmul_effective_ratio" (by the
+                               architecture's FLOPs)},
                               ...],
                   "ranks": {"ranks", "batch", "predict_samples_per_second",
                             "forward_samples_per_second", "ratio", "predict_rates",
@@ -330,15 +333,23 @@ def predict_goals(results):
                      best["ratio"] >= GOAL_PREDICT))
         bf16 = [b for b in row["batches"] if "bf16_matmul_ratio" in b]
         if bf16:
-            top = max(bf16, key=lambda b: b["bf16_matmul_ratio"])
-            measured = (f"{top['bf16_matmul_ratio']:.2f} at batch {top['batch']} "
-                        f"({top['forward_gflops']:.0f} vs {top['bf16_matmul_gflops']:.0f} "
-                        "GFLOP/s)")
+            # By the architecture's FLOPs (the paper's count), where recorded: a kernel set
+            # that gets the same result with fewer FLOPs is not a slower forward.
+            key = "bf16_matmul_effective_ratio" if "bf16_matmul_effective_ratio" in bf16[0] \
+                else "bf16_matmul_ratio"
+            top = max(bf16, key=lambda b: b[key])
+            rate = top.get("effective_gflops", top["forward_gflops"])
+            measured = (f"{top[key]:.2f} at batch {top['batch']} ({rate:.0f} vs "
+                        f"{top['bf16_matmul_gflops']:.0f} GFLOP/s")
+            if key != "bf16_matmul_ratio":
+                measured += (f", architecture FLOPs; {top['bf16_matmul_ratio']:.2f} by the "
+                             "FLOPs executed")
+            measured += ")"
             if not bf16_hardware:
                 measured += "; this CPU has no bfloat16 hardware (AVX-512 BF16, AMX)"
             rows.append((f"bfloat16 forward >= {GOAL_BF16} x a bfloat16 matmul on a CPU with "
                          f"bfloat16 hardware ({row['model']}, {row['input']})", measured,
-                         top["bf16_matmul_ratio"] >= GOAL_BF16 if bf16_hardware else None))
+                         top[key] >= GOAL_BF16 if bf16_hardware else None))
         ranks = row.get("ranks")
         if ranks:
             rows.append((f"{ranks['ranks']} ranks of climseg-predict >= {GOAL_PREDICT_RANKS} x "
@@ -363,7 +374,9 @@ def predict_markdown(results):
            "(`model(x, training=False)` on an in-memory batch, eager and compiled, the faster "
            "each step) with the same weights, in turns; "
            "the ratio is the median over rounds of predict's rate over the forward's. Forward "
-           "GFLOP/s count the FLOPs the graph executes (fp32's under mixed_bfloat16 too); x P: "
+           "GFLOP/s count the FLOPs the graph executes (fp32's under mixed_bfloat16 too), "
+           "effective GFLOP/s the architecture's (`zoo.count_flops` by name; deeplabv3plus's "
+           "CPU kernels execute fewer for the same result); x P: "
            f"over the report's best float32 matmul rate ({peak:.0f} GFLOP/s); x matmul: each "
            "forward over the matmul timed right after it (float32 2048^2, bfloat16 4096^2). "
            "Start-up: one file of one time step at batch 1, process start to that sample "
@@ -371,19 +384,25 @@ def predict_markdown(results):
     out.append(_table(
         ["model", "precision", "input", "batch", "climseg-predict samples/s",
          "bare forward samples/s", "ratio", "forward GFLOP/s", "x P", "x float32 matmul",
-         "x bfloat16 matmul"],
+         "x bfloat16 matmul", "effective GFLOP/s", "effective x bfloat16 matmul"],
         [(r["model"], r["precision"], r["input"], b["batch"],
           f"{b['predict_samples_per_second']:.4f}", f"{b['forward_samples_per_second']:.4f}",
           f"{b['ratio']:.3f}", f"{b['forward_gflops']:.1f}", f"{b['forward_gflops'] / peak:.2f}",
           f"{b['fp32_matmul_ratio']:.2f}",
           f"{b['bf16_matmul_ratio']:.2f} ({b['bf16_matmul_gflops']:.0f} GFLOP/s)"
-          if "bf16_matmul_ratio" in b else "")
+          if "bf16_matmul_ratio" in b else "",
+          f"{b['effective_gflops']:.1f}" if "effective_gflops" in b else "",
+          f"{b['bf16_matmul_effective_ratio']:.2f}" if "bf16_matmul_effective_ratio" in b
+          else "")
          for r in results["predict"] for b in r["batches"]]))
     out += ["", _table(
         ["model", "precision", "input", "GFLOP / sample (forward, executed)",
+         "GFLOP / sample (architecture)",
          "start-up (import to first sample), s", "2 ranks: climseg-predict samples/s",
          "2 ranks that only compute", "ratio"],
         [(r["model"], r["precision"], r["input"], f"{r['flops_per_sample'] / 1e9:.1f}",
+          f"{r['architecture_flops_per_sample'] / 1e9:.1f}"
+          if "architecture_flops_per_sample" in r else "",
           f"{r['startup']:.1f}",
           *((f"{r['ranks']['predict_samples_per_second']:.4f}",
              f"{r['ranks']['forward_samples_per_second']:.4f}", f"{r['ranks']['ratio']:.3f}")

@@ -494,6 +494,30 @@ def test_predict_batch_summary_takes_medians_and_each_round_under_its_load():
     assert result["first_sample_seconds"] == 16.0
 
 
+def test_predict_effective_rates_count_the_architecture_flops():
+    """A kernel set executing a third of the architecture's FLOPs in the same time: its
+    effective GFLOP/s and bf16 ratio are 3x the executed ones, and the goal reads them."""
+    from bench.predict import summarize_batch
+
+    entry = {"predict": [1.0], "how": ["progress"], "first_sample_seconds": [10.0],
+             "forward": [[{"seconds": 1.0, "fp32_matmul_gflops": 100.0,
+                           "bf16_matmul_gflops": 400.0}] * 3]}
+    result = summarize_batch(entry, batch=2, flops=50e9, arch_flops=150e9)
+    assert result["forward_gflops"] == pytest.approx(100.0)
+    assert result["effective_gflops"] == pytest.approx(300.0)
+    assert result["bf16_matmul_ratio"] == pytest.approx(0.25)
+    assert result["bf16_matmul_effective_ratio"] == pytest.approx(0.75)
+    row = {"model": "deeplabv3plus", "precision": "mixed_bfloat16", "input": "768x1152x16",
+           "flops_per_sample": 50e9, "architecture_flops_per_sample": 150e9, "startup": 9.0,
+           "batches": [{**result, "batch": 2}]}
+    results = {"machine": {"isa": ["AVX-512 BF16", "AMX"]}, "predict": [row]}
+    (goal,) = [g for g in report.predict_goals(results) if g[0].startswith("bfloat16")]
+    assert goal[1:] == ("0.75 at batch 2 (300 vs 400 GFLOP/s, architecture FLOPs; 0.25 by the "
+                        "FLOPs executed)", True)
+    assert "| deeplabv3plus | mixed_bfloat16 | 768x1152x16 | 50.0 | 150.0 | 9.0 |" in \
+        report.predict_markdown(results)
+
+
 def _predict_row(precision, ratios, bf16=None):
     batches = []
     for i, (batch, (rate, ratio)) in enumerate(zip((1, 2, 4), ratios, strict=True)):
@@ -532,7 +556,7 @@ def test_report_predict_section_and_issue_18_goals():
     # x P divides by the best float32 matmul of the report (200 GFLOP/s here).
     assert ("| tiramisu | mixed_bfloat16 | 768x1152x16 | 4 | 0.2500 | 0.2500 | 1.000 | 600.0 | "
             "3.00 | 3.00 | 0.50 (1000 GFLOP/s) |" in text)
-    assert "| tiramisu | fp32 | 768x1152x16 | 1396.0 | 14.2 | 0.1900 | 0.2000 | 0.950 |" in text
+    assert "| tiramisu | fp32 | 768x1152x16 | 1396.0 |  | 14.2 | 0.1900 | 0.2000 | 0.950 |" in text
     # Without bfloat16 hardware that goal is not applicable.
     results["machine"]["isa"] = ["AVX2"]
     rows = {g: ok for g, _, ok in report.goals(results)}
@@ -551,7 +575,7 @@ def test_predict_part_runs_the_script_at_the_suite_sizes(monkeypatch):
     args = argparse.Namespace(full_size=True, quick=False, timeout=10)
     assert suite.run_part("predict", args) == [{"input": "768x1152x16"}]
     assert calls[-1] == ("predict.py", ["--height", 768, "--width", 1152, "--files", 2,
-                                        "--times", 4, "--rounds", 1])
+                                        "--times", 4, "--rounds", 2])
     suite.run_part("predict", argparse.Namespace(full_size=False, quick=True, timeout=10))
     assert calls[-1][1][:4] == ["--height", 192, "--width", 288]
     assert calls[-1][1][-4:] == ["--times", 8, "--rounds", 1]
