@@ -24,8 +24,9 @@ the machine's description and load:
    (bench/predict.py).
 8. events (only when asked: `--only events`): climseg-events over a year of full-size
    masks (2,920 steps; `--events-steps` fewer) with --jobs 1 and 2, against ClimateNet's
-   track_events on the first steps when `--climatenet DIR` gives a copy of its repository
-   (bench/events.py; the masks are generated once into the cache, about a second a step).
+   track_events on the first steps (`--climatenet-steps`) when `--climatenet DIR` gives a
+   copy of its repository (bench/events.py; the masks are generated once into the
+   cache, about a second a step).
 9. gpu (first with `--gpu`, or `--only gpu`): deeplabv3plus training on a GPU at
    768x1152, both kernel sets, fp32, mixed_bfloat16 and mixed_float16 (loss
    scaling), batch 2, 4 and 8, against the bf16 matmul peak timed in the same run,
@@ -344,6 +345,8 @@ def run_part(part, args):
         extra = ["--quick"] if quick else []
         if getattr(args, "events_steps", None):
             extra += ["--steps", args.events_steps]
+        if getattr(args, "climatenet_steps", None):
+            extra += ["--climatenet-steps", args.climatenet_steps]
         if getattr(args, "climatenet", None):
             extra += ["--climatenet", args.climatenet]
         return _tagged(_run("events.py", extra, args.timeout), "EVENTS_RESULT ")
@@ -396,6 +399,9 @@ def main(argv=None):
                              "those run now (each part's date and load are recorded)")
     parser.add_argument("--events-steps", type=int,
                         help="events: time steps of full-size masks. Default 2920 (a year)")
+    parser.add_argument("--climatenet-steps", type=int,
+                        help="events: the first steps ClimateNet runs on (and climseg-events "
+                             "again, start-up included). Default 24")
     parser.add_argument("--climatenet", metavar="DIR",
                         help="events: a copy of github.com/andregraubner/ClimateNet (with the "
                              "numpy 2 fix, see bench/events.py) to compare with")
