@@ -183,6 +183,40 @@ def normalizer(stats, normalization="minmax", channels=None):
     return offset.astype(np.float32), scale.astype(np.float32)
 
 
+def implausible_channels(stats, fields, channels=None):
+    """The channels of one sample whose values the statistics make implausible.
+
+    A channel's mean over the sample is implausible when it lies outside the
+    statistics' range widened by the range's own width on each side (or
+    outside 10 standard deviations of their mean, for statistics without a
+    range): a sign of other units (PSL in hPa for Pa, say) or another
+    variable under the same name. Normalizing such a channel gives values the
+    model never saw, and masks that may be wrong without any error.
+
+    Args:
+        stats: a `Stats`.
+        fields: (H, W, C) values of the selected channels, not normalized.
+        channels: the channel selection, as for `channel_indices`. Defaults to all.
+
+    Returns:
+        A list of `(channel name, sample mean, low, high)`.
+    """
+    indices = channel_indices(channels)
+    means = np.asarray(fields, np.float64).mean(axis=(0, 1))
+    if stats.minval is not None and stats.maxval is not None:
+        low, high = np.asarray(stats.minval)[indices], np.asarray(stats.maxval)[indices]
+        width = high - low
+        low, high = low - width, high + width
+    elif stats.mean is not None and stats.std is not None:
+        centre, spread = np.asarray(stats.mean)[indices], 10 * np.asarray(stats.std)[indices]
+        low, high = centre - spread, centre + spread
+    else:
+        return []
+    return [(CHANNELS[index], float(mean), float(lo), float(hi))
+            for index, mean, lo, hi in zip(indices, means, low, high, strict=True)
+            if np.isfinite(mean) and not lo <= mean <= hi]
+
+
 def normalize(data, offset, scale):
     """Normalizes (H, W, C) float32 `data` in place: `(data - offset) * scale`, per channel.
 

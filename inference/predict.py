@@ -14,9 +14,11 @@ the IoU over all of them (all ranks) is printed at the end.
 """
 
 import argparse
+import functools
 import math
 import os
 import sys
+import threading
 
 import climseg_tf
 from data.errors import DEBUG_HELP, CommandError, os_error_reason, write_failed
@@ -201,6 +203,8 @@ def _predict(argv, prog):
     tmq = channels.index(0) if 0 in channels else 0
     pipeline = _Pipeline(sources, mine, grid, len(channels), norm, tmq, writer.failed,
                          args.batch_size)
+    if stats is not None:  # other units than the checkpoint's data, say: told once per file
+        pipeline.check = functools.partial(_units_warning, prog, stats, channels)
     step = _predict_step(model, bool(args.probabilities), args.jit_compile)
     for batch, inputs, maps, labels, has_labels in pipeline:
         masks, probabilities = (np.asarray(x) if x is not None else None
@@ -365,6 +369,7 @@ class _Pipeline:
         self.samples, self.failed, self.sources = samples, failed, sources
         self.grid, self.num_channels, self.norm, self.tmq = grid, num_channels, norm, tmq
         self.batch_size = batch_size
+        self.check, self._checked, self._lock = None, set(), threading.Lock()
 
     def _read(self, k):
         import numpy as np
@@ -381,6 +386,12 @@ class _Pipeline:
                 self.failed.setdefault(path, str(e))
         if fields is None:
             fields = np.zeros((*self.grid, self.num_channels), np.float32)
+        elif self.check is not None:
+            with self._lock:
+                first = path not in self._checked
+                self._checked.add(path)
+            if first:  # the first step read of each file
+                self.check(path, fields)
         fields = np.ascontiguousarray(fields, np.float32)
         tmq = fields[..., self.tmq].copy()
         if self.norm is not None:
@@ -413,6 +424,20 @@ class _Pipeline:
             count = len(inputs)
             yield self.samples[start:start + count], inputs, maps, labels, has_labels
             start += count
+
+
+def _units_warning(prog, stats, channels, path, fields):
+    """Warns (one line on stderr) when a file's channels are implausible for the statistics
+    the model was trained with (`data.implausible_channels`): other units, most often."""
+    import data
+
+    found = data.implausible_channels(stats, fields, channels)
+    if found:
+        what = "; ".join(f"{name} mean {mean:.4g} outside {low:.4g} to {high:.4g}"
+                         for name, mean, low, high in found)
+        print(f"{prog}: warning: {path}: {what}, the plausible range by the checkpoint's "
+              "statistics: other units? (Pa for hPa, say: fix the file or --rename); its "
+              "masks are written but may be wrong", file=sys.stderr, flush=True)
 
 
 def _predict_step(model, probabilities, jit_compile=False):

@@ -415,3 +415,38 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_no_partial_file
         f"{tmp_path / 'a.nc'}: Is a directory; the files completed before are intact and a "
         "rerun does the rest")
     assert sorted(os.listdir(out)) == ["a.mask.t0000.png", "a.mask.t0001.png"]  # no .tmp-
+
+
+def test_a_file_in_other_units_is_warned_of_once(trained, tmp_path, capfd):
+    from model_output_files import synthetic_steps, write_model_output
+
+    root, best = trained
+    fields, _ = synthetic_steps(3, 64, 96, seed=4)
+    (tmp_path / "in").mkdir()
+    write_model_output(tmp_path / "in" / "pa.nc", fields)
+    hpa = fields.copy()
+    hpa[..., data.CHANNELS.index("PSL")] /= 100.0  # hPa, where training had Pa
+    write_model_output(tmp_path / "in" / "hpa.nc", hpa)
+    proc = run_main(predict, ["--checkpoint", best, "--input", tmp_path / "in",
+                              "--output-dir", tmp_path / "out", "--no-maps"], capfd)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, proc.stderr  # once for its 3 steps, none for pa.nc
+    assert warnings[0].startswith(f"climseg-predict: warning: {tmp_path / 'in' / 'hpa.nc'}: "
+                                  "PSL mean ")
+    assert warnings[0].endswith("the plausible range by the checkpoint's statistics: other "
+                                "units? (Pa for hPa, say: fix the file or --rename); its masks "
+                                "are written but may be wrong")
+    assert sorted(os.listdir(tmp_path / "out")) == ["hpa.mask.nc", "pa.mask.nc"]
+
+
+def test_implausible_channels_against_an_independent_count():
+    stats = data.Stats(minval=np.zeros(16), maxval=np.full(16, 10.0), path="s.h5")
+    fields = np.full((4, 4, 3), 5.0)
+    fields[..., 1] = 25.0  # past max + width (20)
+    fields[..., 2] = -9.0  # within min - width (-10)
+    assert data.implausible_channels(stats, fields, [3, 7, 9]) == [
+        (data.CHANNELS[7], 25.0, -10.0, 20.0)]
+    zscore = data.Stats(None, None, mean=np.full(16, 100.0), std=np.ones(16), path="s.h5")
+    assert [name for name, *_ in data.implausible_channels(zscore, fields, [3, 7, 9])] == [
+        data.CHANNELS[3], data.CHANNELS[7], data.CHANNELS[9]]
