@@ -122,11 +122,7 @@ def inspect_file(path):
         with ModelOutput(path, channels="available") as out:
             info = FileInfo("model_output", *out.grid,
                             ("labels_0",) * (out.label_variable is not None), out.num_times)
-        with _OPEN_LOCK:
-            _INFOS[key] = info
-            while len(_INFOS) > _KEEP_INFOS:
-                _INFOS.pop(next(iter(_INFOS)))
-        return info
+        return _remember(_INFOS, key, info, _KEEP_INFOS)
     with _open(path) as f:
         return _detect(f, path)
 
@@ -150,11 +146,16 @@ def _is_model_output(path):
         kind = False
     except DataFileError:
         kind = True
+    return _remember(_KINDS, key, kind, _KEEP_KINDS)
+
+
+def _remember(cache, key, value, limit):
+    """Stores `value` in one of the bounded caches below (the oldest out first); returns it."""
     with _OPEN_LOCK:
-        _KINDS[key] = kind
-        while len(_KINDS) > 4096:
-            _KINDS.pop(next(iter(_KINDS)))
-    return kind
+        cache[key] = value
+        while len(cache) > limit:
+            cache.pop(next(iter(cache)))
+    return value
 
 
 def _file_key(path):
@@ -168,9 +169,8 @@ def _file_key(path):
 # (`inspect_file`), needed by the grid check, the sample count and the pipeline, is
 # read once per file.
 _OPEN_LOCK = threading.Lock()
-_KINDS = {}
-_INFOS = {}
-_KEEP_INFOS = 1 << 16
+_KINDS, _KEEP_KINDS = {}, 4096
+_INFOS, _KEEP_INFOS = {}, 1 << 16
 _OPENED = collections.OrderedDict()
 _KEEP_OPEN = 8
 
