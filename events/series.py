@@ -87,10 +87,15 @@ def _flag_classes(variable):
     values, meanings = variable.attrs.get("flag_values"), variable.attrs.get("flag_meanings")
     if values is None or not meanings:
         return None
-    values, meanings = np.atleast_1d(values).tolist(), str(meanings).split()
+    try:  # numbers, or (as some tools write them) a string of numbers
+        values = [int(v) for v in (values.split() if isinstance(values, str)
+                                   else np.atleast_1d(values).tolist())]
+    except (TypeError, ValueError):
+        return None
+    meanings = str(meanings).split()
     if len(values) != len(meanings):
         return None
-    found = {int(v): class_of(m) for v, m in zip(values, meanings, strict=True)}
+    found = {v: class_of(m) for v, m in zip(values, meanings, strict=True)}
     return {v: k for v, k in found.items() if k is not None} or None
 
 
@@ -197,16 +202,17 @@ class Series:
             raw = raw.astype(np.int64)
         if raw.dtype == bool:
             raw = raw.astype(np.int8)
-        low, high = int(raw.min()), int(raw.max())
-        if self.classes == {0: 0, 1: 1, 2: 2} and low >= 0 and high <= 2:
+        low, high = min(self.classes), max(self.classes)  # a lookup over the mapped values
+        outside = (raw < low) | (raw > high)
+        if self.classes == {0: 0, 1: 1, 2: 2} and not outside.any():
             return raw.astype(np.int8, copy=False)
         lookup = np.full(high - low + 1, -1, np.int8)
         for value, class_id in self.classes.items():
-            if low <= value <= high:
-                lookup[value - low] = class_id
-        ids = lookup[raw - low]
+            lookup[value - low] = class_id
+        ids = lookup[np.clip(raw, low, high).astype(np.int64) - low]
+        ids[outside] = -1
         if (ids < 0).any():
-            unknown = sorted(set((raw[ids < 0]).tolist()))[:5]
+            unknown = np.unique(raw[ids < 0])[:5].tolist()
             known = ", ".join(f"{v}={CLASS_ALIASES[k][0]}" for v, k in sorted(self.classes.items()))
             raise DataFileError(path, f"step {t}: mask values {unknown} are not classes "
                                       f"({known}, from {self.classes_from}); give --classes "

@@ -465,3 +465,21 @@ def test_masks_without_coordinates_are_on_a_global_regular_grid(tmp_path, capsys
     a, b = ((tmp_path / name / "events.csv").read_text().replace(name, "F")
             for name in ("plain", "bare"))
     assert a == b and len(a.splitlines()) == 7
+
+
+def test_flag_values_as_text_and_far_off_values(tmp_path, capsys):
+    steps = [_mask((1, 60, 64, 85 + t, 100 + t)) for t in range(2)]
+    plain = _write_masks(tmp_path / "plain.nc", steps, [0, 3])
+    with xr.open_dataset(plain, decode_times=False) as ds:
+        text = ds.copy()
+        text["mask"].attrs.update(flag_values="0 1", flag_meanings="none AR")  # as a string
+        text.to_netcdf(tmp_path / "text.nc")
+        far = ds.assign(mask=ds["mask"].astype(np.int32))
+        far["mask"][1, 0, :3] = -(2 ** 30)  # a fill value the file does not declare
+        far.to_netcdf(tmp_path / "far.nc")
+    assert main(["--input", str(tmp_path / "text.nc"), "--output-dir", str(tmp_path / "a"),
+                 "--no-regions"]) == 0
+    assert [t["class"] for t in _tracks_csv(tmp_path / "a")] == ["atmospheric_river"]
+    assert main(["--input", str(tmp_path / "far.nc"), "--output-dir", str(tmp_path / "b")]) == 2
+    assert f"{tmp_path / 'far.nc'}: step 1: mask values [-1073741824] are not classes" in \
+        capsys.readouterr().err
