@@ -111,10 +111,10 @@ def write_model_output(path, fields):
     import xarray as xr
 
     import data
+    from data.layouts import regular_grid
 
     count, height, width, _ = fields.shape
-    lat = (np.arange(height) + 0.5) * 180.0 / height - 90.0
-    lon = np.arange(width) * 360.0 / width
+    lat, lon = regular_grid(height, width)
     variables = {name: (("time", "lat", "lon"), fields[..., c], {"units": "1"})
                  for c, name in enumerate(data.CHANNELS)}
     xr.Dataset(variables, coords={

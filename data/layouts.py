@@ -460,6 +460,14 @@ def _read_errors(path):
             path, f"cannot read the data (truncated or corrupt file?): {err}") from None
 
 
+def regular_grid(height, width):
+    """`(lat, lon)`: cell centres of a global regular grid, latitude from the south pole to
+    the north, longitude from 0 east (the synthetic data's grid, and the one assumed for
+    files without coordinates)."""
+    return ((np.arange(height) + 0.5) * 180.0 / height - 90.0,
+            np.arange(width) * 360.0 / width)
+
+
 def sample_coordinates(path):
     """`(lat, lon)`: an HDF5 sample's 1-D `lat` and `lon` datasets (float64), or
     `(None, None)` when it lacks them (DeepCAM's files hold none).

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.ndimage
 
 from data.files import written_atomically
-from data.layouts import CHANNELS, CLASSES
+from data.layouts import CHANNELS, CLASSES, regular_grid
 from data.progress import Progress
 from data.synthetic import (
     _CYCLONE_EXTRAS,
@@ -181,8 +181,7 @@ class SequenceGenerator:
     def __init__(self, height=768, width=1152, seed=0, cyclone_rate=0.15, river_rate=0.2):
         if height < 16 or width < 16:
             raise ValueError(f"height={height}, width={width}; expected at least 16 each")
-        self.lat = (np.arange(height) + 0.5) * 180.0 / height - 90.0
-        self.lon = np.arange(width) * 360.0 / width
+        self.lat, self.lon = regular_grid(height, width)
         self.rates = {_TC: cyclone_rate, _AR: river_rate}
         self._rng = np.random.default_rng([seed, 2106])
         self._coarse = self._rng.standard_normal(NOISE_CELLS)

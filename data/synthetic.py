@@ -37,7 +37,7 @@ import numpy as np
 
 from data.files import written_atomically
 from data.flag_types import integer
-from data.layouts import CHANNELS
+from data.layouts import CHANNELS, regular_grid
 from data.progress import Progress
 from data.stats import compute_stats, write_stats
 
@@ -70,8 +70,7 @@ def synthesize_sample(rng, height=FULL_SIZE[0], width=FULL_SIZE[1]):
     """
     if height < 16 or width < 16:
         raise ValueError(f"height={height}, width={width}; expected at least 16 each")
-    lat = (np.arange(height) + 0.5) * 180.0 / height - 90.0
-    lon = np.arange(width) * 360.0 / width
+    lat, lon = regular_grid(height, width)
     f = _background(rng, lat, lon)
     for _ in range(rng.integers(2, 7)):
         _add_cyclone(rng, f, lat, lon)

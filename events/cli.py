@@ -20,6 +20,7 @@ differs from A.
 """
 
 import argparse
+import collections
 import csv
 import os
 import sys
@@ -163,7 +164,8 @@ def _run(argv):
         _write_table(os.path.join(args.output_dir, f"{name}.nc"), columns, rows, dim)
     path = os.path.join(args.output_dir, "climatology.nc")
     dataset = climatology.to_dataset({"input_files": len(files)})
-    dataset = dataset.merge(_count_series(series, events, tracks,
+    track_counts = collections.Counter(t["class"] for t in tracks)
+    dataset = dataset.merge(_count_series(series, events, track_counts,
                                           list(dataset["event"].values)))
     written = ["events.csv", "events.nc", "tracks.csv", "tracks.nc"]
     if regions:
@@ -207,8 +209,7 @@ def _run(argv):
         scored = _score(truth, series, ids_of, args.min_area_km2, args.output_dir)
         written += ["score.csv", "matches.csv"]
     for name in CLASSES[1:]:
-        count = sum(t["class"] == name for t in tracks)
-        line = f"{count} {name.replace('_', ' ')} tracks"
+        line = f"{track_counts[name]} {name.replace('_', ' ')} tracks"
         if scored:
             r = scored[name]
             line += (f" found, {r['true_tracks']} true: {r['matched']} matched, "
@@ -300,9 +301,9 @@ def _hours(when, origin):
         return float(when - origin)
 
 
-def _count_series(series, events, tracks, classes):
+def _count_series(series, events, track_counts, classes):
     """`object_count` (event, time): the objects of each class at every time step;
-    `track_total` (event): the tracks of each class."""
+    `track_total` (event): the tracks of each class (`track_counts`, by class name)."""
     import numpy as np
     import xarray as xr
 
@@ -311,7 +312,7 @@ def _count_series(series, events, tracks, classes):
     for row in events:
         counts[step_of[str(row["time"])], classes.index(row["class"])] += 1
     times = [when for *_, when in series.steps]
-    totals = np.array([sum(t["class"] == name for t in tracks) for name in classes], np.int32)
+    totals = np.array([track_counts[name] for name in classes], np.int32)
     return xr.Dataset(
         {"object_count": (("event", "time"), counts.T, {
             "long_name": "objects of the class at the time step", "units": "1"}),

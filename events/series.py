@@ -21,6 +21,7 @@ import numpy as np
 
 from data.errors import DataFileError
 from data.files import written_atomically
+from data.layouts import CLASSES, regular_grid
 from data.model_output import lat_lon_dimensions
 
 VARIABLES = ("mask", "PREDICTED_LABELS", "LABELS")
@@ -31,15 +32,12 @@ Step.__doc__ = """One analysed time step: its objects (`find_objects`, kept ones
 intensities (dicts, or None without fields) and its links to the previous step."""
 
 
-def _values(dataset, dim, axis):
-    """A dimension's coordinate values as floats, or where it has none, those of a
-    global regular grid (`axis` "lat": cell centres from pole to pole; "lon": from 0 east)."""
-    if dim in dataset.variables:
-        return np.asarray(dataset[dim].values, float)
-    n = dataset.sizes[dim]
-    if axis == "lat":
-        return (np.arange(n) + 0.5) * 180.0 / n - 90.0
-    return np.arange(n) * 360.0 / n
+def _coordinates(dataset, lat, lon):
+    """The latitudes and longitudes of dimensions `lat` and `lon` as floats, or where
+    they have no values, those of a global regular grid (`data.layouts.regular_grid`)."""
+    assumed = regular_grid(dataset.sizes[lat], dataset.sizes[lon])
+    return tuple(np.asarray(dataset[dim].values, float) if dim in dataset.variables else values
+                 for dim, values in zip((lat, lon), assumed, strict=True))
 
 
 def _open(path, variable=None):
@@ -52,10 +50,12 @@ def _open(path, variable=None):
             from None
 
 
-# Names a mask's flag_meanings (or --classes) may give each class, lower case.
-CLASS_ALIASES = {0: ("background", "none", "no_event", "bg"),
-                 1: ("tropical_cyclone", "tropical_cyclones", "tc", "cyclone"),
-                 2: ("atmospheric_river", "atmospheric_rivers", "ar", "river")}
+# Names a mask's flag_meanings (or --classes) may give each class, lower case: its
+# name in data.CLASSES first.
+CLASS_ALIASES = {k: (CLASSES[k], *others) for k, others in (
+    (0, ("none", "no_event", "bg")),
+    (1, ("tropical_cyclones", "tc", "cyclone")),
+    (2, ("atmospheric_rivers", "ar", "river")))}
 
 
 def class_of(name):
@@ -123,10 +123,12 @@ class Series:
         from events.objects import Grid
 
         self.classes_from, self.grid_note = "--classes", None
+        self.dims = {}  # path -> the mask variable's (time, lat, lon) dimension names
         found, indexed = [], set()
         for path in files:
             with _open(path) as dataset:
                 name, times, (time, lat, lon) = self._check(path, dataset, variable)
+                self.dims[path] = (time, lat, lon)
                 if time not in dataset.variables:
                     indexed.add(path)
                 if classes is None:
@@ -137,8 +139,8 @@ class Series:
                     self.grid_note = (f"{path} has no latitudes and longitudes ({lat}, {lon} "
                                       "are indices): taken as a global regular grid, "
                                       "latitude south to north, longitude from 0 east")
-                found.append((times[0], path, name, times, _values(dataset, lat, "lat"),
-                              _values(dataset, lon, "lon")))
+                found.append((times[0], path, name, times,
+                              *_coordinates(dataset, lat, lon)))
         if not found:
             raise DataFileError("--input", "holds no time steps")
         try:
@@ -213,7 +215,7 @@ class Series:
         ids[outside] = -1
         if (ids < 0).any():
             unknown = np.unique(raw[ids < 0])[:5].tolist()
-            known = ", ".join(f"{v}={CLASS_ALIASES[k][0]}" for v, k in sorted(self.classes.items()))
+            known = ", ".join(f"{v}={CLASSES[k]}" for v, k in sorted(self.classes.items()))
             raise DataFileError(path, f"step {t}: mask values {unknown} are not classes "
                                       f"({known}, from {self.classes_from}); give --classes "
                                       "VALUE=CLASS,... (e.g. 1=atmospheric_river for a binary "
@@ -240,8 +242,7 @@ class _Reader:
         if path != self._path:
             self.close()
             self._path, self._dataset = path, _open(path)
-            self._dims = Series._check(path, self._dataset, name)[2]
-        time, lat, lon = self._dims
+        time, lat, lon = self.series.dims[path]
         raw = np.asarray(self._dataset[name].isel({time: t}).transpose(lat, lon).values)
         return self.series.class_ids(raw, path, t)
 

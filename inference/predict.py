@@ -201,10 +201,11 @@ def _predict(argv, prog):
                         interval=5.0, unit="samples", rate=True,
                         scale=len(samples) / len(mine) if mine else 0)
     tmq = channels.index(0) if 0 in channels else 0
+    # Other units than the checkpoint's data, say: told once per file.
+    check = functools.partial(_units_warning, prog, stats, channels) if stats is not None \
+        else None
     pipeline = _Pipeline(sources, mine, grid, len(channels), norm, tmq, writer.failed,
-                         args.batch_size)
-    if stats is not None:  # other units than the checkpoint's data, say: told once per file
-        pipeline.check = functools.partial(_units_warning, prog, stats, channels)
+                         args.batch_size, check)
     step = _predict_step(model, bool(args.probabilities), args.jit_compile)
     for batch, inputs, maps, labels, has_labels in pipeline:
         masks, probabilities = (np.asarray(x) if x is not None else None
@@ -362,14 +363,17 @@ class _Pipeline:
     Yields `(samples, inputs, maps, labels, has_labels)`: the batch's
     `(path, step)` list, the normalized fields, the TMQ plane of each (for
     maps), the labels and whether the file had them. A time step that cannot
-    be read fails its file (in `failed`); its inputs are zeros.
+    be read fails its file (in `failed`); its inputs are zeros. `check(path,
+    fields)`, when given, sees the first step read of each file before it is
+    normalized.
     """
 
-    def __init__(self, sources, samples, grid, num_channels, norm, tmq, failed, batch_size):
+    def __init__(self, sources, samples, grid, num_channels, norm, tmq, failed, batch_size,
+                 check=None):
         self.samples, self.failed, self.sources = samples, failed, sources
         self.grid, self.num_channels, self.norm, self.tmq = grid, num_channels, norm, tmq
         self.batch_size = batch_size
-        self.check, self._checked, self._lock = None, set(), threading.Lock()
+        self.check, self._checked, self._lock = check, set(), threading.Lock()
 
     def _read(self, k):
         import numpy as np
